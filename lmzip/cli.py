@@ -325,11 +325,11 @@ def _safe_basename(name: str) -> str | None:
 
 
 def _open_regular(path: str, s: Settings) -> tuple[BinaryIO, os.stat_result]:
+    if os.path.isdir(path):  # checked first: open() would fail with a less useful error
+        raise Skip(f"{path} is a directory -- ignored")
     f = open(path, "rb")  # noqa: SIM115 - closed by the caller
     try:
         st = os.fstat(f.fileno())
-        if stat.S_ISDIR(st.st_mode):
-            raise Skip(f"{path} is a directory -- ignored")
         if not stat.S_ISREG(st.st_mode) and not (s.force or s.stdout):
             raise Skip(f"{path} is not a directory or a regular file - ignored")
     except BaseException:
@@ -784,11 +784,12 @@ def _format_info(file: str, data: Any) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     install_signal_handlers()
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        # standalone_mode=False: click would turn Ctrl-C into "Aborted!" and exit 1.
-        cli.main(
-            args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False
-        )
+        # Not cli.main(): click turns Ctrl-C into "Aborted!" and exit 1, and usage
+        # errors into exit 2, which means "warning" for gzip-style tools.
+        with cli.make_context(PROG, args) as ctx:
+            cli.invoke(ctx)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
