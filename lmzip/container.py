@@ -179,6 +179,11 @@ def _check_chunk_size(size: int, exc: type[Exception]) -> None:
         raise exc(f"chunk size {size} outside 1..{MAX_CHUNK_SIZE}")
 
 
+def storable_name(name: str) -> bool:
+    """Whether `name` can go in the header (a plain basename of bounded length)."""
+    return not _bad_file_name(name.encode("utf-8", "surrogateescape"))
+
+
 def _bad_file_name(raw: bytes) -> bool:
     # Only a basename may be stored: a name from an archive must never become a path.
     return (

@@ -23,6 +23,7 @@ from lmzip.container import (
     Header,
     Record,
     read_info,
+    storable_name,
 )
 from lmzip.errors import CorruptChunkError, LmzipError, ModelMismatchError
 
@@ -127,7 +128,10 @@ def compress_stream(
     # The header carries the LM identity, so the codec loads before anything is
     # written; an empty input never loads it.
     codec = _load_codec(options) if options.use_lm and first else None
-    header = Header(chunk_size=options.chunk_size, name=options.name, mtime=options.mtime)
+    # A name that is not a plain basename (e.g. has a backslash) is left out rather
+    # than failing: restoring it could never be safe anyway.
+    name = options.name if options.name and storable_name(options.name) else None
+    header = Header(chunk_size=options.chunk_size, name=name, mtime=options.mtime)
     if codec is not None:
         ident = codec.identity
         header = dataclasses.replace(

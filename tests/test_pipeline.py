@@ -187,8 +187,11 @@ def test_name_and_mtime_in_header() -> None:
     archive = compress(b"hello", use_lm=False, name="héllo.txt", mtime=-5)
     info = read_archive_info(io.BytesIO(archive))
     assert (info.name, info.mtime) == ("héllo.txt", -5)
+    for bad in ("../evil", "a\\b", "", "..", "x" * 5000):
+        archive = compress(b"hello", use_lm=False, name=bad)
+        assert read_archive_info(io.BytesIO(archive)).name is None
     with pytest.raises(ValueError):
-        compress(b"hello", use_lm=False, name="../evil")
+        Header(chunk_size=10, name="a/b").pack()
 
 
 def test_pipe_input_and_info_on_pipe() -> None:
