@@ -381,3 +381,20 @@ def test_corpus_round_trip(name: str) -> None:
     archive = compress(data, chunk_size=65536, use_lm=False)
     assert decompress(archive) == data
     assert len(archive) <= len(data) + 200 + 40 * (len(data) // 65536 + 1)
+
+
+def test_random_data_growth_is_exactly_the_framing() -> None:
+    data = random.Random(7).randbytes(10 * 1024 + 5)
+    archive = compress(data, chunk_size=1024, use_lm=False)
+    empty = compress(b"", chunk_size=1024, use_lm=False)
+    assert len(archive) == len(data) + len(empty) + 11 * (21 + 17)
+
+
+def test_hostile_stored_name_rejected_on_read() -> None:
+    archive = compress(b"hi", use_lm=False, name="ab")
+    head_len = 10 + 2 + 2 + 4  # fixed part, name length, name, CRC
+    head = bytearray(archive[: head_len - 4])
+    head[12:14] = b"a/"  # the name field, re-sealed with a valid CRC
+    forged = bytes(head) + struct.pack("<I", zlib.crc32(head)) + archive[head_len:]
+    with pytest.raises(FormatError, match="file name"):
+        read_archive_info(io.BytesIO(forged))
