@@ -1,0 +1,369 @@
+"""A Llama-family transformer in exact integer arithmetic (see numerics.py for the rules).
+
+One forward function serves both paths: ``prefill`` runs whole sequences from position
+0, ``step`` appends one token per sequence to a KV cache. Every per-token quantity is
+computed row by row and attention only ever sees keys at positions <= the query's, so
+a sequence's integers never depend on the batch, the padding or the path taken.
+
+Weights are int8 with one scale per output channel; activations are quantized per
+token (int8) right before each matrix product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from lmzip.engine import numerics
+
+INT8_MAX = 127
+# Attention weights are integers whose sum stays below 2**17, so that sum(u * v) over
+# any number of keys with |v| <= 127 stays below 2**24 and is exact in fp32.
+ATTN_MASS = float(2**17 - 2**8)
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    rope_theta: float
+    norm_eps: float
+    qkv_bias: bool = False
+    head_dim: int = 0  # 0 = hidden_size // num_heads
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QLinear:
+    """int8 weight [out, in] with a float32 scale per output channel (and optional bias)."""
+
+    weight: torch.Tensor
+    scale: torch.Tensor
+    bias: torch.Tensor | None = None
+
+    @staticmethod
+    def quantize(w: torch.Tensor, bias: torch.Tensor | None = None) -> QLinear:
+        """Canonical int8 quantization of a float weight [out, in], round half to even."""
+        w = w.float()
+        amax = w.abs().amax(dim=1)
+        amax = torch.where(amax > 0, amax, torch.ones_like(amax))
+        scale = amax / torch.full_like(amax, INT8_MAX)
+        q = (w / scale[:, None]).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
+        return QLinear(q.contiguous(), scale.contiguous(), None if bias is None else bias.float().contiguous())
+
+
+@dataclass
+class LayerWeights:
+    attn_norm: torch.Tensor
+    qkv: QLinear
+    o: QLinear
+    mlp_norm: torch.Tensor
+    gate_up: QLinear
+    down: QLinear
+
+
+@dataclass
+class ModelWeights:
+    config: LlamaConfig
+    embedding: QLinear  # [vocab, hidden]; also the output head (tied)
+    layers: list[LayerWeights]
+    final_norm: torch.Tensor
+    lm_head: QLinear  # may be the embedding itself
+
+
+# ---------------------------------------------------------------------------
+# Exact building blocks
+# ---------------------------------------------------------------------------
+
+
+def _int_matmul_intmm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
+    """int8 [M, K] x int8 [N, K]^T -> int32 [M, N] with torch._int_mm (exact)."""
+    m = a.shape[0]
+    if a.is_cuda and m <= 16:  # cuBLASLt int8 GEMM needs more than 16 rows
+        pad = torch.zeros(17 - m, a.shape[1], dtype=a.dtype, device=a.device)
+        return torch._int_mm(torch.cat([a, pad]), b_t.t())[:m]
+    return torch._int_mm(a, b_t.t())
+
+
+def _int_matmul_fp32(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
+    """The same integers through fp32 GEMMs on K-slices of <= 1024 (partial sums < 2**24)."""
+    out = None
+    for k0 in range(0, a.shape[1], numerics.FP32_EXACT_K):
+        part = a[:, k0 : k0 + numerics.FP32_EXACT_K].float() @ b_t[:, k0 : k0 + numerics.FP32_EXACT_K].float().t()
+        part = part.to(torch.int32)
+        out = part if out is None else out.add_(part)
+    assert out is not None
+    return out
+
+
+BACKENDS = {"int_mm": _int_matmul_intmm, "fp32": _int_matmul_fp32}
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row symmetric int8 quantization: x ~= q * scale, |q| <= 127."""
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    amax = torch.where(amax > 0, amax, torch.ones_like(amax))
+    inv = torch.full_like(amax, INT8_MAX) / amax
+    q = (x * inv).round_().clamp_(-INT8_MAX, INT8_MAX)
+    return q, amax / torch.full_like(amax, INT8_MAX)
+
+
+def rms_norm_quantized(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """RMSNorm(x) * weight, returned already quantized: (int8 values as float, per-row scale).
+
+    The sum of squares runs on a 15-bit integer image of x in float64, which is exact
+    (|x_q| < 2**15, 2**30 * 8192 < 2**53), so no float reduction order matters.
+    """
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    amax = torch.where(amax > 0, amax, torch.ones_like(amax))
+    fine = (x * (torch.full_like(amax, 32767.0) / amax)).round_().double()
+    mean_sq = (fine * fine).sum(dim=-1, keepdim=True) / torch.full_like(amax, x.shape[-1], dtype=torch.float64)
+    # rms(x) = sqrt(mean_sq) * amax / 32767 ; add eps in the same units
+    unit = amax.double() / torch.full_like(amax, 32767.0, dtype=torch.float64)
+    rms = torch.sqrt(mean_sq + torch.full_like(mean_sq, eps) / (unit * unit)) * unit
+    q, scale = quantize_rows(x * weight)
+    return q, (scale.double() / rms).float()
+
+
+def linear(
+    x_q: torch.Tensor, x_scale: torch.Tensor, layer: QLinear, backend: str
+) -> torch.Tensor:
+    """Dequantized (x_q @ W^T) * x_scale * w_scale (+ bias) as float32, every op exact or correctly rounded."""
+    acc = BACKENDS[backend](x_q.to(torch.int8), layer.weight)
+    y = acc.float().mul_(x_scale).mul_(layer.scale)
+    if layer.bias is not None:
+        y.add_(layer.bias)
+    return y
+
+
+def silu_times(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """silu(gate) * up with sigmoid from the deterministic table."""
+    table = numerics.sigmoid_table().to(gate.device)
+    steps = numerics.SIGMOID_STEPS_PER_UNIT
+    offset = numerics.SIGMOID_RANGE * steps
+    idx = (gate * steps).round_().add_(offset).clamp_(0, 2 * offset).long()
+    return table[idx].mul_(gate).mul_(up)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs (2i, 2i+1) of x [..., T, heads, dim] by cos/sin [..., T, 1, dim/2]."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = even * cos - odd * sin
+    out[..., 1::2] = even * sin + odd * cos
+    return out
+
+
+def exp_weights(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """int64 round(2**24 * exp(logit - max)) from the table; masked entries are exactly 0."""
+    table = numerics.exp_table().to(logits.device)
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    peak = logits.amax(dim=-1, keepdim=True)
+    idx = logits.neg_().add_(peak).mul_(numerics.EXP_STEPS_PER_UNIT).round_()
+    idx = idx.clamp_(max=len(table) - 1).long()
+    return table[idx]
+
+
+def frequencies(logits: torch.Tensor) -> torch.Tensor:
+    """Integer frequencies [M, V] (each >= 1, rows summing to 2**FREQ_BITS) from logits [M, V]."""
+    total = 1 << numerics.FREQ_BITS
+    vocab = logits.shape[-1]
+    e = exp_weights(logits.clone(), None)
+    mass = e.sum(dim=-1, keepdim=True)
+    freq = e.mul_(total - vocab).div_(mass, rounding_mode="floor").add_(1)
+    deficit = total - freq.sum(dim=-1)
+    top = freq.argmax(dim=-1)  # first maximal index, as documented on every device
+    freq[torch.arange(freq.shape[0], device=freq.device), top] += deficit
+    return freq
+
+
+# ---------------------------------------------------------------------------
+# KV cache and the forward pass
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class KVCache:
+    """Per layer: int8-valued keys/values (as float32) with per-(token, head) scales.
+
+    ``vmax`` holds the running maximum of value scales up to each position, which bounds
+    the attention weights; prefill computes it with cummax, step with max(prev, new).
+    """
+
+    k: list[torch.Tensor]  # [B, kvh, W, D]
+    k_scale: list[torch.Tensor]  # [B, kvh, 1, W]
+    v: list[torch.Tensor]  # [B, kvh, W, D]
+    v_scale: list[torch.Tensor]  # [B, kvh, 1, W]
+    vmax: list[torch.Tensor]  # [B, kvh, W, 1]
+
+    @staticmethod
+    def empty(config: LlamaConfig, batch: int, window: int, device: torch.device) -> KVCache:
+        kvh, d = config.num_kv_heads, config.dim_per_head
+
+        def zeros(*shape: int) -> list[torch.Tensor]:
+            return [torch.zeros(*shape, device=device) for _ in range(config.num_layers)]
+
+        return KVCache(
+            zeros(batch, kvh, window, d),
+            zeros(batch, kvh, 1, window),
+            zeros(batch, kvh, window, d),
+            zeros(batch, kvh, 1, window),
+            zeros(batch, kvh, window, 1),
+        )
+
+
+class ExactLlama:
+    """Forward passes of an int8 Llama; identical integers on every path and device."""
+
+    def __init__(self, weights: ModelWeights, window: int, backend: str = "int_mm", device: str = "cpu"):
+        self.w = weights
+        self.config = weights.config
+        self.window = window
+        self.backend = backend
+        self.device = torch.device(device)
+        cos, sin = numerics.rope_table(self.config.rope_theta, self.config.dim_per_head, window)
+        self.cos, self.sin = cos.to(self.device), sin.to(self.device)
+
+    # -- attention --------------------------------------------------------
+
+    def _attention(
+        self,
+        q: torch.Tensor,  # [B, T, H, D] float (rotated)
+        k_all: torch.Tensor,  # [B, kvh, L, D] int-valued
+        k_scale: torch.Tensor,  # [B, kvh, 1, L]
+        v_all: torch.Tensor,  # [B, kvh, L, D]
+        v_scale: torch.Tensor,  # [B, kvh, 1, L]
+        vmax: torch.Tensor,  # [B, kvh, T, 1] running max of v scales at each query position
+        query_pos: torch.Tensor,  # [B, T] positions of the queries
+    ) -> torch.Tensor:
+        cfg = self.config
+        b, t, h, d = q.shape
+        kvh = cfg.num_kv_heads
+        group = h // kvh
+        length = k_all.shape[2]
+        q_q, q_scale = quantize_rows(q)  # per (token, head)
+        # [B, kvh, group*T, D]: query heads of one kv head side by side
+        q_q = q_q.view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4).reshape(b, kvh, group * t, d)
+        q_scale = q_scale.view(b, t, kvh, group, 1).permute(0, 2, 3, 1, 4).reshape(b, kvh, group * t, 1)
+        scores = torch.matmul(q_q, k_all.transpose(-1, -2))  # exact: |sum| < 64 * 127**2 < 2**24
+        # logit = dot * (s_q / sqrt(d)) * s_k  (d is a power of 4, so 1/sqrt(d) is exact)
+        inv_sqrt_d = 1.0 / (d**0.5)
+        scores.mul_(q_scale * inv_sqrt_d).mul_(k_scale)
+        keys = torch.arange(length, device=q.device)
+        qpos = query_pos[:, None, None, :].expand(b, kvh, group, t).reshape(b, kvh, group * t, 1)
+        mask = keys.view(1, 1, 1, length) <= qpos
+        e = exp_weights(scores, mask)  # int64 <= 2**24
+        mass = e.sum(dim=-1, keepdim=True)  # exact
+        vmax_g = vmax.unsqueeze(2).expand(b, kvh, group, t, 1).reshape(b, kvh, group * t, 1)
+        # u_j = floor(e_j * s_vj * c) with c = MASS / (sum_e * vmax)  =>  sum_j u_j < 2**17
+        c = torch.full_like(vmax_g, ATTN_MASS, dtype=torch.float64) / (mass.double() * vmax_g.double())
+        u = e.float().mul_(v_scale).mul_(c.float()).floor_()
+        out = torch.matmul(u, v_all)  # exact: sum u * |v| < 2**17 * 127 < 2**24
+        out.mul_(vmax_g / torch.full_like(vmax_g, ATTN_MASS))
+        # back to [B, T, H*D]
+        return out.view(b, kvh, group, t, d).permute(0, 3, 1, 2, 4).reshape(b, t, h * d)
+
+    # -- one layer --------------------------------------------------------
+
+    def _layer(
+        self,
+        i: int,
+        x: torch.Tensor,  # [B, T, hidden]
+        positions: torch.Tensor,  # [B, T]
+        cache: KVCache,
+        write_at: torch.Tensor | None,  # None = prefill from 0; else [B] slot index for step
+    ) -> torch.Tensor:
+        cfg, lw = self.config, self.w.layers[i]
+        b, t, hid = x.shape
+        h, kvh, d = cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head
+        flat = x.reshape(b * t, hid)
+        xq, xs = rms_norm_quantized(flat, lw.attn_norm, cfg.norm_eps)
+        qkv = linear(xq, xs, lw.qkv, self.backend)
+        q = qkv[:, : h * d].view(b, t, h, d)
+        k = qkv[:, h * d : (h + kvh) * d].view(b, t, kvh, d)
+        v = qkv[:, (h + kvh) * d :].view(b, t, kvh, d)
+        cos = self.cos[positions].unsqueeze(2)
+        sin = self.sin[positions].unsqueeze(2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k_q, k_s = quantize_rows(k)  # per (token, kv head)
+        v_q, v_s = quantize_rows(v)
+        k_q, v_q = k_q.transpose(1, 2), v_q.transpose(1, 2)  # [B, kvh, T, D]
+        k_s, v_s = k_s.permute(0, 2, 3, 1), v_s.permute(0, 2, 3, 1)  # [B, kvh, 1, T]
+        if write_at is None:
+            vmax = torch.cummax(v_s.squeeze(2), dim=-1).values.unsqueeze(-1)  # [B, kvh, T, 1]
+            cache.k[i][:, :, :t] = k_q
+            cache.k_scale[i][:, :, :, :t] = k_s
+            cache.v[i][:, :, :t] = v_q
+            cache.v_scale[i][:, :, :, :t] = v_s
+            cache.vmax[i][:, :, :t] = vmax
+            k_all, ks_all, v_all, vs_all = k_q, k_s, v_q, v_s
+        else:
+            rows = torch.arange(b, device=x.device)
+            prev = cache.vmax[i][rows, :, (write_at - 1).clamp(min=0)]  # [B, kvh, 1]
+            prev = torch.where((write_at > 0)[:, None, None], prev, torch.zeros_like(prev))
+            vmax = torch.maximum(prev, v_s[:, :, 0, :])
+            cache.k[i][rows, :, write_at] = k_q[:, :, 0]
+            cache.k_scale[i][rows, :, 0, write_at] = k_s[:, :, 0, 0]
+            cache.v[i][rows, :, write_at] = v_q[:, :, 0]
+            cache.v_scale[i][rows, :, 0, write_at] = v_s[:, :, 0, 0]
+            cache.vmax[i][rows, :, write_at] = vmax
+            vmax = vmax.unsqueeze(-1)  # [B, kvh, 1, 1]
+            n = int(write_at.max()) + 1  # keys beyond every query are masked anyway: skip them
+            k_all, ks_all = cache.k[i][:, :, :n], cache.k_scale[i][..., :n]
+            v_all, vs_all = cache.v[i][:, :, :n], cache.v_scale[i][..., :n]
+        attn = self._attention(q, k_all, ks_all, v_all, vs_all, vmax, positions)
+        aq, a_s = quantize_rows(attn.reshape(b * t, h * d))
+        x = x + linear(aq, a_s, lw.o, self.backend).view(b, t, hid)
+        flat = x.reshape(b * t, hid)
+        mq, ms = rms_norm_quantized(flat, lw.mlp_norm, cfg.norm_eps)
+        gu = linear(mq, ms, lw.gate_up, self.backend)
+        inter = cfg.intermediate_size
+        act = silu_times(gu[:, :inter], gu[:, inter:])
+        dq, ds = quantize_rows(act)
+        return x + linear(dq, ds, lw.down, self.backend).view(b, t, hid)
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        emb = self.w.embedding
+        return emb.weight[tokens].float().mul_(emb.scale[tokens].unsqueeze(-1))
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        xq, xs = rms_norm_quantized(x, self.w.final_norm, self.config.norm_eps)
+        return linear(xq, xs, self.w.lm_head, self.backend)
+
+    # -- public paths ---------------------------------------------------------
+
+    def prefill(self, tokens: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Hidden states [B, T, hidden] for sequences starting at position 0 (right-padded)."""
+        b, t = tokens.shape
+        if t > self.window:
+            raise ValueError(f"prefill of {t} tokens exceeds the window of {self.window}")
+        cache = cache or KVCache.empty(self.config, b, self.window, self.device)
+        positions = torch.arange(t, device=self.device).expand(b, t)
+        x = self._embed(tokens)
+        for i in range(self.config.num_layers):
+            x = self._layer(i, x, positions, cache, None)
+        return x, cache
+
+    def step(self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Hidden states [B, hidden] after appending tokens [B] at positions lengths [B]."""
+        b = tokens.shape[0]
+        positions = lengths.view(b, 1)
+        x = self._embed(tokens.view(b, 1))
+        for i in range(self.config.num_layers):
+            x = self._layer(i, x, positions, cache, lengths)
+        return x[:, 0]
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._logits(hidden.reshape(-1, self.config.hidden_size))

@@ -1,0 +1,163 @@
+"""Exact, platform-independent numerics for the LM engine.
+
+Every value that reaches the range coder must be identical on every machine, batch
+size, thread count and device. The rules this module follows:
+
+* Matrix products are integer products: int8 x int8 -> int32 with ``torch._int_mm``,
+  or fp32 GEMMs whose inputs are small integers so that every partial sum stays below
+  2**24 and is therefore exact in any summation order.
+* Reductions are either order-independent (max) or run on integers (sums).
+* Elementwise float work uses only single, correctly rounded IEEE operations
+  (+ - * / sqrt, rounding, comparisons), each as its own kernel: no FMA, no fusion.
+* Transcendentals (exp, sigmoid, cos/sin) come from lookup tables computed here with
+  exact integer arithmetic (Python ints), never from libm, SLEEF or CUDA intrinsics.
+
+Bump NUMERICS_VERSION whenever anything here or in model.py changes the integers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+NUMERICS_VERSION = 1
+
+FREQ_BITS = 24  # frequency tables sum to exactly 2**FREQ_BITS
+EXP_STEPS_PER_UNIT = 256  # exp table resolution: argument step 1/256
+EXP_SCALE_BITS = 24  # exp table values are round(2**24 * exp(-x))
+SIGMOID_STEPS_PER_UNIT = 256
+SIGMOID_RANGE = 16  # sigmoid table covers [-16, 16]; beyond that it saturates
+SIGMOID_SCALE_BITS = 24
+FP32_EXACT_K = 1024  # int8 x int8 dot products over <= 1024 terms stay below 2**24
+
+# ---------------------------------------------------------------------------
+# Deterministic transcendental tables, from exact fixed-point integer arithmetic.
+# ---------------------------------------------------------------------------
+
+_FIX = 96  # working precision in bits for the table generators
+
+
+def _fix_exp_neg(x_num: int, x_den: int) -> int:
+    """round(2**_FIX * exp(-x_num/x_den)) for x >= 0, by range reduction and Taylor series."""
+    one = 1 << _FIX
+    # exp(-x) = exp(-x / 2**s) ** (2**s) with x / 2**s < 1/2.
+    s = 0
+    while x_num > x_den * (1 << s) // 2:
+        s += 1
+    y = -((x_num << _FIX) // (x_den << s))  # -x / 2**s in fixed point
+    term, total, n = one, one, 1
+    while term != 0:
+        term = term * y // (one * n)
+        total += term
+        n += 1
+    for _ in range(s):
+        total = total * total >> _FIX
+    return total
+
+
+def _fix_cos_sin(theta_num: int, theta_den: int) -> tuple[int, int]:
+    """(cos, sin) of theta in [0, 1] as 2**_FIX fixed point, by Taylor series."""
+    one = 1 << _FIX
+    x = (theta_num << _FIX) // theta_den
+    cos, sin = 0, 0
+    term, n = one, 0  # term = x**n / n!
+    while term != 0:
+        sign = -1 if (n // 2) % 2 else 1
+        if n % 2 == 0:
+            cos += sign * term
+        else:
+            sin += sign * term
+        n += 1
+        term = term * x // (one * n)
+    return cos, sin
+
+
+def _round_shift(value: int, shift: int) -> int:
+    return (value + (1 << (shift - 1))) >> shift
+
+
+@lru_cache(maxsize=None)
+def exp_table() -> torch.Tensor:
+    """int64 table t[i] = round(2**24 * exp(-i / 256)), ending with a 0 (masked / underflow)."""
+    values = []
+    i = 0
+    while True:
+        v = _round_shift(_fix_exp_neg(i, EXP_STEPS_PER_UNIT), _FIX - EXP_SCALE_BITS)
+        if v == 0:
+            break
+        values.append(v)
+        i += 1
+    values.append(0)
+    return torch.tensor(values, dtype=torch.int64)
+
+
+@lru_cache(maxsize=None)
+def sigmoid_table() -> torch.Tensor:
+    """float32 table of sigmoid(i/256 - 16) rounded to 2**-24 (exactly representable)."""
+    one = 1 << _FIX
+    n = 2 * SIGMOID_RANGE * SIGMOID_STEPS_PER_UNIT
+    values = []
+    for i in range(n + 1):
+        x = i - SIGMOID_RANGE * SIGMOID_STEPS_PER_UNIT  # x / 256
+        e = _fix_exp_neg(abs(x), SIGMOID_STEPS_PER_UNIT)  # exp(-|x|)
+        s = (one << _FIX) // (one + e)  # sigmoid(|x|)
+        if x < 0:
+            s = one - s
+        values.append(_round_shift(s, _FIX - SIGMOID_SCALE_BITS))
+    return torch.tensor(values, dtype=torch.float64).div_(1 << SIGMOID_SCALE_BITS).float()
+
+
+def _fix_pow_neg(base: float, exponent_num: int, exponent_den: int) -> int:
+    """2**_FIX * base**(-num/den) via exp(-(num/den) * ln(base)), ln by series."""
+    # ln(base) by atanh series on the exact rational value of the float base.
+    b_num, b_den = float(base).as_integer_ratio()
+    one = 1 << _FIX
+    # ln(b) = ln(m) + k ln 2 with m in [1, 2): reduce by powers of two.
+    k = 0
+    while b_num >= 2 * b_den:
+        b_den *= 2
+        k += 1
+    z = ((b_num - b_den) << _FIX) // (b_num + b_den)  # (m-1)/(m+1)
+    z2 = z * z >> _FIX
+    term, ln_m, n = z, 0, 1
+    while term != 0:
+        ln_m += term // n
+        term = term * z2 >> _FIX
+        n += 2
+    ln_m *= 2
+    # ln 2 = 2 atanh(1/3)
+    z = one // 3
+    z2 = z * z >> _FIX
+    term, ln2, n = z, 0, 1
+    while term != 0:
+        ln2 += term // n
+        term = term * z2 >> _FIX
+        n += 2
+    ln2 *= 2
+    ln_b = ln_m + k * ln2
+    x = ln_b * exponent_num // exponent_den  # fixed-point exponent, >= 0
+    return _fix_exp_neg(x, one)
+
+
+@lru_cache(maxsize=None)
+def rope_table(theta: float, head_dim: int, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (cos, sin) tables [positions, head_dim // 2] for RoPE, exact to the last bit.
+
+    Frequency i rotates by theta**(-2i/head_dim) radians per position. cos/sin of one
+    step come from an integer Taylor series; later positions from exact fixed-point
+    angle addition (error ~positions * 2**-96, far below float32's last bit).
+    """
+    half = head_dim // 2
+    one = 1 << _FIX
+    cos = torch.empty(positions, half, dtype=torch.float64)
+    sin = torch.empty(positions, half, dtype=torch.float64)
+    for i in range(half):
+        step = _fix_pow_neg(theta, 2 * i, head_dim)  # radians per position, <= 1
+        c1, s1 = _fix_cos_sin(step, one)
+        c, s = one, 0
+        for p in range(positions):
+            cos[p, i] = _round_shift(c, _FIX - 52) / float(1 << 52)
+            sin[p, i] = _round_shift(s, _FIX - 52) / float(1 << 52)
+            c, s = (c * c1 - s * s1) >> _FIX, (s * c1 + c * s1) >> _FIX
+    return cos.float(), sin.float()
