@@ -661,6 +661,20 @@ class LmzipGroup(click.Group):
         return [c for c in super().list_commands(ctx) if c != self.gzip_command]
 
 
+class GzipCommand(click.Command):
+    """The gzip-style command, presented as `lmzip` itself in usage and error text."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # No parent: its command path would read "lmzip _gzip".
+        return super().make_context(PROG, args, parent=None, **extra)
+
+
 @click.group(cls=LmzipGroup, context_settings=CONTEXT, add_help_option=False)
 def cli() -> None:
     """lmzip: a gzip-like compressor driven by a local language model."""
@@ -679,6 +693,7 @@ Exit status: 0 ok, 1 error, 2 warning."""
 
 @cli.command(
     "_gzip",
+    cls=GzipCommand,
     hidden=True,
     context_settings=CONTEXT,
     epilog=GZIP_EPILOG,
@@ -691,10 +706,10 @@ Exit status: 0 ok, 1 error, 2 warning."""
 @_engine_options
 @_compress_only_options
 @click.version_option(None, "-V", "--version", package_name="lmzip", prog_name=PROG)
-@click.argument("files", nargs=-1, type=click.Path())
-def gzip_style(files: tuple[str, ...], list_: bool, **kw: Any) -> None:
+@click.argument("file", nargs=-1, type=click.Path())
+def gzip_style(file: tuple[str, ...], list_: bool, **kw: Any) -> None:
     """Compress or decompress FILEs in place, like gzip (FILE -> FILE.lmz)."""
-    sys.exit(run(files, _settings(list=list_, **kw)))
+    sys.exit(run(file, _settings(list=list_, **kw)))
 
 
 @cli.command("compress", context_settings=CONTEXT)

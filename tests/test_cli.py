@@ -258,6 +258,7 @@ def test_help_lists_subcommands(work: Path) -> None:
     r = invoke("--help")
     assert r.exit_code == 0
     assert "info FILE" in r.stdout and "--decompress" in r.stdout
+    assert r.stdout.startswith("Usage: lmzip [OPTIONS] [FILE]...") and "_gzip" not in r.stdout
 
 
 def test_disk_full(work: Path) -> None:
