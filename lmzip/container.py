@@ -67,7 +67,7 @@ class Header:
     mtime: int | None = None  # seconds since the epoch
 
     def pack(self) -> bytes:
-        _check_chunk_size(self.chunk_size, ValueError)
+        check_chunk_size(self.chunk_size, ValueError)
         flags = (
             (FLAG_MODEL if self.model_name is not None else 0)
             | (FLAG_NAME if self.name is not None else 0)
@@ -163,18 +163,24 @@ class _Reader:
         return data
 
     def read_upto(self, n: int) -> bytes:
-        parts, got = [], 0
-        while got < n:  # pipes may return short reads before EOF
-            part = self.src.read(n - got)
-            if not part:
-                break
-            parts.append(part)
-            got += len(part)
-        self.pos += got
-        return b"".join(parts)
+        data = read_full(self.src, n)
+        self.pos += len(data)
+        return data
 
 
-def _check_chunk_size(size: int, exc: type[Exception]) -> None:
+def read_full(src: BinaryIO, n: int) -> bytes:
+    """Up to n bytes; fewer only at EOF (pipes may return short reads before it)."""
+    parts, got = [], 0
+    while got < n:
+        part = src.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def check_chunk_size(size: int, exc: type[Exception]) -> None:
     if not 1 <= size <= MAX_CHUNK_SIZE:
         raise exc(f"chunk size {size} outside 1..{MAX_CHUNK_SIZE}")
 
@@ -233,7 +239,7 @@ def _read_header(r: _Reader) -> Header:
     (crc,) = struct.unpack("<I", r.read(4, "header"))
     if crc != zlib.crc32(raw):
         raise FormatError("header CRC mismatch (corrupt archive)")
-    _check_chunk_size(chunk_size, FormatError)
+    check_chunk_size(chunk_size, FormatError)
     if "model_name" in fields:
         try:
             fields["model_name"] = fields["model_name"].decode("utf-8")  # type: ignore[attr-defined]

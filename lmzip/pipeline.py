@@ -16,12 +16,15 @@ from typing import BinaryIO, Protocol
 
 from lmzip.codecs import choose_best, decode_plain
 from lmzip.container import (
+    MAX_MODEL_NAME,
     ArchiveInfo,
     ArchiveReader,
     ArchiveWriter,
     Codec,
     Header,
     Record,
+    check_chunk_size,
+    read_full,
     read_info,
     storable_name,
 )
@@ -34,7 +37,6 @@ class ModelIdentity(Protocol):
     name: str
     model_hash: bytes
     tokenizer_hash: bytes
-    numerics_version: int
 
 
 class LMCodec(Protocol):
@@ -84,11 +86,23 @@ def _load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
     )
 
 
-def _context_window(codec: LMCodec) -> int:
-    # The window changes predictions, so it belongs to the identity; it may live on
-    # the identity or on the codec itself.
-    value = getattr(codec.identity, "context_window", None)
-    return int(value if value is not None else getattr(codec, "context_window", 0))
+def _identity(codec: LMCodec) -> dict[str, object]:
+    """The header fields that pin the codec's predictions. numerics_version and
+    context_window may live on the identity or on the codec itself."""
+    ident = codec.identity
+
+    def pick(name: str) -> int:
+        value = getattr(ident, name, None)
+        return int(value if value is not None else getattr(codec, name, 0))
+
+    name = ident.name.encode("utf-8")[:MAX_MODEL_NAME].decode("utf-8", "ignore")
+    return {
+        "model_name": name,  # only a hint for loading; the hashes decide
+        "model_hash": bytes(ident.model_hash),
+        "tokenizer_hash": bytes(ident.tokenizer_hash),
+        "numerics_version": pick("numerics_version"),
+        "context_window": pick("context_window"),
+    }
 
 
 def _read_groups(src: BinaryIO, chunk_size: int, batch: int) -> Iterator[list[bytes]]:
@@ -96,7 +110,7 @@ def _read_groups(src: BinaryIO, chunk_size: int, batch: int) -> Iterator[list[by
     while True:
         group = []
         for _ in range(batch):
-            chunk = _read_full(src, chunk_size)
+            chunk = read_full(src, chunk_size)
             if chunk:
                 group.append(chunk)
             if len(chunk) < chunk_size:
@@ -106,22 +120,12 @@ def _read_groups(src: BinaryIO, chunk_size: int, batch: int) -> Iterator[list[by
         yield group
 
 
-def _read_full(src: BinaryIO, n: int) -> bytes:
-    parts, got = [], 0
-    while got < n:  # pipes return short reads
-        part = src.read(n - got)
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
-
-
 def compress_stream(
     src: BinaryIO, dst: BinaryIO, options: CompressOptions, progress: ProgressFn | None = None
 ) -> Stats:
     """Compress src into dst. `progress(n)` is called with the number of input bytes
     just consumed (an increment, like rich's `advance`)."""
+    check_chunk_size(options.chunk_size, LmzipError)
     batch = max(1, options.batch)
     groups = _read_groups(src, options.chunk_size, batch)
     first = next(groups, None)
@@ -131,17 +135,12 @@ def compress_stream(
     # A name that is not a plain basename (e.g. has a backslash) is left out rather
     # than failing: restoring it could never be safe anyway.
     name = options.name if options.name and storable_name(options.name) else None
-    header = Header(chunk_size=options.chunk_size, name=name, mtime=options.mtime)
-    if codec is not None:
-        ident = codec.identity
-        header = dataclasses.replace(
-            header,
-            model_name=ident.name,
-            model_hash=bytes(ident.model_hash),
-            tokenizer_hash=bytes(ident.tokenizer_hash),
-            numerics_version=ident.numerics_version,
-            context_window=_context_window(codec),
-        )
+    header = Header(
+        chunk_size=options.chunk_size,
+        name=name,
+        mtime=options.mtime,
+        **(_identity(codec) if codec else {}),  # type: ignore[arg-type]
+    )
     writer = ArchiveWriter(dst, header)
     stats = Stats()
     crc = 0
@@ -160,6 +159,13 @@ def compress_stream(
     return stats
 
 
+def _describe(fields: dict) -> str:
+    return (
+        f"hash {fields['model_hash'][:6].hex()}, tokenizer {fields['tokenizer_hash'][:6].hex()}, "
+        f"numerics v{fields['numerics_version']}, window {fields['context_window']}"
+    )
+
+
 class _Decoder:
     """Decodes groups of records; loads the LM codec at the first lm chunk."""
 
@@ -173,16 +179,12 @@ class _Decoder:
             h = self.header
             opts = dataclasses.replace(self.options, model=self.options.model or h.model_name)
             codec = _load_codec(opts)
-            ident = codec.identity
-            theirs = (ident.model_hash, ident.tokenizer_hash, ident.numerics_version)
-            if (h.model_hash, h.tokenizer_hash, h.numerics_version) != theirs or (
-                h.context_window != _context_window(codec)
-            ):
+            mine = _identity(codec)
+            keys = ("model_hash", "tokenizer_hash", "numerics_version", "context_window")
+            if any(getattr(h, k) != mine[k] for k in keys):
                 raise ModelMismatchError(
-                    f"archive needs model {h.model_name!r} ({h.model_hash[:6].hex()}, "
-                    f"numerics v{h.numerics_version}, window {h.context_window}); "
-                    f"loaded {ident.name!r} ({bytes(ident.model_hash)[:6].hex()}, "
-                    f"numerics v{ident.numerics_version}, window {_context_window(codec)})"
+                    f"archive needs model {h.model_name!r} ({_describe(vars(h))}); "
+                    f"loaded {mine['model_name']!r} ({_describe(mine)})"
                 )
             self.codec = codec
         return self.codec

@@ -398,3 +398,32 @@ def test_hostile_stored_name_rejected_on_read() -> None:
     forged = bytes(head) + struct.pack("<I", zlib.crc32(head)) + archive[head_len:]
     with pytest.raises(FormatError, match="file name"):
         read_archive_info(io.BytesIO(forged))
+
+
+@dataclass(frozen=True)
+class BareIdentity:  # like lmzip.engine.loader.ModelIdentity: no numerics / window
+    name: str
+    model_hash: bytes
+    tokenizer_hash: bytes
+
+
+def test_identity_fields_may_live_on_the_codec() -> None:
+    def engine_like(numerics: int, window: int) -> FakeLM:
+        lm = FakeLM()
+        lm.identity = BareIdentity("é" * 200, b"M" * 32, b"T" * 32)  # type: ignore[assignment]
+        lm.numerics_version, lm.context_window = numerics, window  # type: ignore[attr-defined]
+        return lm
+
+    archive = compress(text(2000), codec_factory=factory(engine_like(2, 256)))
+    header = read_archive_info(io.BytesIO(archive)).header
+    assert (header.numerics_version, header.context_window) == (2, 256)
+    assert header.model_name == "é" * 127  # cut to 255 bytes on a character boundary
+    assert decompress(archive, codec_factory=factory(engine_like(2, 256))) == text(2000)
+    with pytest.raises(ModelMismatchError, match="window 256.*window 128"):
+        decompress(archive, codec_factory=factory(engine_like(2, 128)))
+
+
+@pytest.mark.parametrize("size", [0, -1, MAX_CHUNK_SIZE + 1])
+def test_bad_chunk_size_option(size: int) -> None:
+    with pytest.raises(LmzipError, match="chunk size"):
+        compress(b"abc", chunk_size=size, use_lm=False)
