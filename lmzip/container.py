@@ -212,45 +212,39 @@ def _read_header(r: _Reader) -> Header:
     if flags & ~_KNOWN_FLAGS:
         raise FormatError(f"unsupported header flags 0x{flags:02x}")
     raw = bytearray(head)
-    fields: dict[str, object] = {"chunk_size": chunk_size}
+
+    def take(n: int) -> bytes:  # header bytes, kept for the CRC
+        part = r.read(n, "header")
+        raw.extend(part)
+        return part
+
+    model = None
+    mhash, thash, numerics, context = bytes(HASH_SIZE), bytes(HASH_SIZE), 0, 0
     if flags & FLAG_MODEL:
-        part = r.read(_MODEL.size, "header")
-        raw += part
-        mhash, thash, numerics, context, name_len = _MODEL.unpack(part)
-        model = r.read(name_len, "header")
-        raw += model
-        fields.update(
-            model_name=model,
-            model_hash=mhash,
-            tokenizer_hash=thash,
-            numerics_version=numerics,
-            context_window=context,
-        )
-    if flags & FLAG_NAME:
-        part = r.read(2, "header")
-        (name_len,) = struct.unpack("<H", part)
-        name = r.read(name_len, "header")
-        raw += part + name
-        fields["name"] = name
-    if flags & FLAG_MTIME:
-        part = r.read(8, "header")
-        raw += part
-        fields["mtime"] = struct.unpack("<q", part)[0]
+        mhash, thash, numerics, context, name_len = _MODEL.unpack(take(_MODEL.size))
+        model = take(name_len)
+    name = take(struct.unpack("<H", take(2))[0]) if flags & FLAG_NAME else None
+    mtime = struct.unpack("<q", take(8))[0] if flags & FLAG_MTIME else None
     (crc,) = struct.unpack("<I", r.read(4, "header"))
     if crc != zlib.crc32(raw):
         raise FormatError("header CRC mismatch (corrupt archive)")
     check_chunk_size(chunk_size, FormatError)
-    if "model_name" in fields:
-        try:
-            fields["model_name"] = fields["model_name"].decode("utf-8")  # type: ignore[attr-defined]
-        except UnicodeDecodeError:
-            raise FormatError("model name in header is not UTF-8") from None
-    if "name" in fields:
-        name_raw: bytes = fields["name"]  # type: ignore[assignment]
-        if _bad_file_name(name_raw):
-            raise FormatError("stored file name in header is not a plain file name")
-        fields["name"] = name_raw.decode("utf-8", "surrogateescape")
-    return Header(**fields)  # type: ignore[arg-type]
+    if name is not None and _bad_file_name(name):
+        raise FormatError("stored file name in header is not a plain file name")
+    try:
+        model_name = None if model is None else model.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("model name in header is not UTF-8") from None
+    return Header(
+        chunk_size=chunk_size,
+        model_name=model_name,
+        model_hash=mhash,
+        tokenizer_hash=thash,
+        numerics_version=numerics,
+        context_window=context,
+        name=None if name is None else name.decode("utf-8", "surrogateescape"),
+        mtime=mtime,
+    )
 
 
 def _check_record(header: Header, i: int, codec: int, orig: int, plen: int, tokens: int) -> Codec:
