@@ -271,27 +271,6 @@ def _info(src: BinaryIO) -> Any:
     return read_archive_info(src)
 
 
-def _get(obj: Any, *names: str, default: Any = None) -> Any:
-    """First present attribute: keeps the CLI tolerant of field renames in ArchiveInfo."""
-    for n in names:
-        v = getattr(obj, n, None)
-        if v is not None:
-            return v
-    return default
-
-
-def _original_size(info: Any) -> int | None:
-    return _get(info, "original_size", "uncompressed_size", "total_size")
-
-
-def _stored_name(info: Any) -> str | None:
-    return _get(info, "name", "original_name", "filename")
-
-
-def _stored_mtime(info: Any) -> int | None:
-    return _get(info, "mtime")
-
-
 def to_jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
@@ -414,13 +393,12 @@ def decompress_one(path: str | None, s: Settings) -> str | None:
         if s.name and target is not None:
             info = _info(src)
             src.seek(0)
-            stored = _stored_name(info)
-            safe = _safe_basename(stored) if stored else None
+            safe = _safe_basename(info.name) if info.name else None
             if safe:
                 target = os.path.join(os.path.dirname(path), safe)
                 if os.path.abspath(target) == os.path.abspath(path):
                     raise Skip(f"{path}: stored name is the archive itself -- ignored")
-            mtime = _stored_mtime(info)
+            mtime = info.mtime
         with progress_bar(st.st_size, os.path.basename(path), not s.quiet) as prog:
             if target is None:
                 out = CountingWriter(_stdout())
@@ -476,7 +454,7 @@ class Lister:
         info = _info(src)
         src.seek(0, os.SEEK_END)
         compressed = src.tell()
-        original = _original_size(info) or 0
+        original = info.original_size
         if self.rows == 0:
             click.echo(LIST_HEADER)
         click.echo(f"{compressed:>19} {original:>19} {ratio(original, compressed):5.1f}% {name}")
@@ -751,11 +729,7 @@ def info_cmd(file: str, as_json: bool) -> None:
     def action() -> None:
         src_cm = _open_info_source(file)
         with src_cm as src:
-            info = _info(src)
-            src.seek(0, os.SEEK_END)
-            data = to_jsonable(info)
-            if isinstance(data, dict):
-                data.setdefault("archive_size", src.tell())
+            data = to_jsonable(_info(src))
         click.echo(json.dumps(data, indent=2) if as_json else _format_info(file, data))
 
     _guard(rep, file, action, Settings())

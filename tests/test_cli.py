@@ -224,9 +224,11 @@ def test_info_json(work: Path) -> None:
     r = invoke("info", "--json", "a.txt.lmz")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert isinstance(data, dict)
-    assert data["archive_size"] == (work / "a.txt.lmz").stat().st_size
-    assert len(TEXT) in data.values()  # the original size, whatever the field is called
+    assert data["compressed_size"] == (work / "a.txt.lmz").stat().st_size
+    assert data["original_size"] == len(TEXT)
+    assert data["header"]["chunk_size"] == 16384 and data["header"]["model_name"] is None
+    assert data["codec_counts"]["lm"] == 0 and len(data["chunks"]) == 1
+    assert data["chunks"][0]["codec"] in ("zstd", "stored")
     human = invoke("info", "a.txt.lmz")
     assert human.exit_code == 0 and human.stdout.startswith("a.txt.lmz:")
 
