@@ -305,3 +305,29 @@ def test_light_commands_do_not_import_torch(work: Path) -> None:
             [sys.executable, "-c", probe, *args], cwd=work, capture_output=True, timeout=60
         )
         assert b"HEAVY []" in p.stderr, (args, p.stderr.decode())
+
+
+def test_decompress_refuses_overwrite(work: Path) -> None:
+    invoke(NO_LM, "-k", "a.txt")
+    (work / "a.txt").write_bytes(b"newer")
+    r = invoke("-d", "a.txt.lmz")
+    assert r.exit_code == 2 and "a.txt already exists; not overwritten" in r.stderr
+    assert (work / "a.txt").read_bytes() == b"newer" and (work / "a.txt.lmz").exists()
+    assert invoke("-df", "a.txt.lmz").exit_code == 0
+    assert (work / "a.txt").read_bytes() == TEXT and listing(work) == {"a.txt"}
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmzip.cli import progress_bar
+
+    with progress_bar(100, "x", enabled=True) as prog:
+        assert prog is None  # stderr is not a terminal under pytest
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with progress_bar(100, "x", enabled=False) as prog:
+        assert prog is None  # -q
+    with progress_bar(None, "x", enabled=True) as prog:
+        assert prog is None  # size unknown (pipe)
+    with progress_bar(100, "x", enabled=True) as prog:
+        assert prog is not None
+        prog(60)
+        prog(40)
