@@ -98,7 +98,7 @@ class ByteTokenizer:
             texts.extend(p for ok, p in parts if ok)
         encoded = iter(self._tok.encode_batch(texts, add_special_tokens=False)) if texts else iter(())
         out: list[list[int] | None] = []
-        for data, parts in zip(chunks, pieces):
+        for data, parts in zip(chunks, pieces, strict=True):
             ids: list[int] = []
             usable = True
             for ok, part in parts:

@@ -92,15 +92,13 @@ class Engine:
         segments.sort(key=lambda s: s.stop - s.start, reverse=True)
         batch: list[Segment] = []
         for seg in segments:
-            length = seg.stop - seg.start
             if batch and (len(batch) + 1) * (batch[0].stop - batch[0].start) > PREFILL_TOKEN_BUDGET:
                 self._score_batch(batch, sequences, cums, freqs)
                 batch = []
             batch.append(seg)
-            del length
         if batch:
             self._score_batch(batch, sequences, cums, freqs)
-        return list(zip(cums, freqs))
+        return list(zip(cums, freqs, strict=True))
 
     def _score_batch(self, batch: list[Segment], sequences, cums, freqs) -> None:
         longest = max(s.stop - s.start for s in batch)
@@ -127,7 +125,7 @@ class Engine:
                 picked = f.gather(1, t[:, None])[:, 0]
                 below = torch.arange(f.shape[1], device=f.device)[None, :] < t[:, None]
                 cum = (f * below).sum(dim=1)
-                for (seq, p), c, fr in zip(where[lo : lo + LOGIT_ROWS], cum.tolist(), picked.tolist()):
+                for (seq, p), c, fr in zip(where[lo : lo + LOGIT_ROWS], cum.tolist(), picked.tolist(), strict=True):
                     cums[seq][p] = c
                     freqs[seq][p] = fr
 
@@ -195,20 +193,20 @@ class LockstepDecoder:
                 refills.append(slot)
             else:
                 steppers.append(slot)
+        if steppers:
+            # Every slot steps (idle or refilling ones on a dummy token at position 0, which
+            # their next prefill overwrites): no cache copies, and rows stay independent.
+            with torch.inference_mode():
+                toks = torch.full((self.capacity,), eng.bos, dtype=torch.long)
+                lengths = torch.zeros(self.capacity, dtype=torch.long)
+                for s in steppers:
+                    toks[s] = self.tokens[s][-1]
+                    lengths[s] = len(self.tokens[s]) - self.start[s]
+                hidden = self.model.step(toks.to(eng.device), lengths.to(eng.device), self.cache)
+            for s in steppers:
+                self.pending[s] = hidden[s]
         if refills:
             self._prefill(refills)
-        if steppers:
-            with torch.inference_mode():
-                idx = torch.tensor(steppers, dtype=torch.long, device=eng.device)
-                toks = torch.tensor([self.tokens[s][-1] for s in steppers], device=eng.device)
-                lengths = torch.tensor(
-                    [len(self.tokens[s]) - self.start[s] for s in steppers], dtype=torch.long, device=eng.device
-                )
-                sub = _select(self.cache, idx)
-                hidden = self.model.step(toks, lengths, sub)
-                _scatter(self.cache, idx, sub)
-            for row, s in enumerate(steppers):
-                self.pending[s] = hidden[row]
 
     def _prefill(self, slots: list[int]) -> None:
         eng = self.engine
@@ -222,17 +220,13 @@ class LockstepDecoder:
             sub = KVCache.empty(self.model.config, len(slots), eng.window, eng.device)
             hidden, sub = self.model.prefill(batch.to(eng.device), sub)
             _scatter(self.cache, idx, sub)
-        for row, (s, c) in enumerate(zip(slots, ctxs)):
+        for row, (s, c) in enumerate(zip(slots, ctxs, strict=True)):
             self.pending[s] = hidden[row, len(c) - 1]
-
-
-def _select(cache: KVCache, idx: torch.Tensor) -> KVCache:
-    return KVCache(*[[t[idx] for t in getattr(cache, f)] for f in ("k", "k_scale", "v", "v_scale", "vmax")])
 
 
 def _scatter(cache: KVCache, idx: torch.Tensor, sub: KVCache) -> None:
     for f in ("k", "k_scale", "v", "v_scale", "vmax"):
-        for dst, src in zip(getattr(cache, f), getattr(sub, f)):
+        for dst, src in zip(getattr(cache, f), getattr(sub, f), strict=True):
             dst[idx] = src
 
 

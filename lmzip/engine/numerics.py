@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import torch
 
-NUMERICS_VERSION = 1
+NUMERICS_VERSION = 2
 
 FREQ_BITS = 24  # frequency tables sum to exactly 2**FREQ_BITS
 EXP_STEPS_PER_UNIT = 256  # exp table resolution: argument step 1/256
@@ -78,18 +78,23 @@ def _round_shift(value: int, shift: int) -> int:
 
 
 @lru_cache(maxsize=None)
-def exp_table() -> torch.Tensor:
-    """int64 table t[i] = round(2**24 * exp(-i / 256)), ending with a 0 (masked / underflow)."""
+def exp_table(scale_bits: int = EXP_SCALE_BITS) -> torch.Tensor:
+    """int64 table t[i] = round(2**scale_bits * exp(-i / 256)), ending with a 0 (masked / underflow)."""
     values = []
     i = 0
     while True:
-        v = _round_shift(_fix_exp_neg(i, EXP_STEPS_PER_UNIT), _FIX - EXP_SCALE_BITS)
+        v = _round_shift(_fix_exp_neg(i, EXP_STEPS_PER_UNIT), _FIX - scale_bits)
         if v == 0:
             break
         values.append(v)
         i += 1
     values.append(0)
     return torch.tensor(values, dtype=torch.int64)
+
+
+def attention_exp_bits(window: int) -> int:
+    """Scale of the attention exp table: window * 2**bits <= 2**24, so fp32 sums stay exact."""
+    return 24 - max(0, (window - 1).bit_length())
 
 
 @lru_cache(maxsize=None)
