@@ -1,0 +1,124 @@
+"""Engine and end-to-end throughput on this machine, with transformers' float model as baseline.
+
+Measures, in one run:
+  * prefill (compression path): integer engine tokens/s vs transformers float forward
+    on the same windows (teacher forced);
+  * batched step (decompression path): tokens/s with --slots sequences in lock step;
+  * lmzip compress / decompress of the file through the CLI (KB/s, bits per byte),
+    each in its own process with its peak RSS.
+Run: python scripts/benchmark.py [--file F] [--bytes N] [--window 1024] [--slots 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def run_cli(args: list[str], stdin: Path, stdout: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one lmzip process."""
+    code = (
+        "import resource, sys; sys.argv = ['lmzip'] + sys.argv[1:];"
+        "from lmzip.cli import main\n"
+        "try:\n    main()\nfinally:\n"
+        "    sys.stderr.write('RSS %d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    t = time.time()
+    with stdin.open("rb") as src, stdout.open("wb") as dst:
+        proc = subprocess.run([sys.executable, "-c", code, *args], stdin=src, stdout=dst, stderr=subprocess.PIPE)
+    seconds = time.time() - t
+    err = proc.stderr.decode()
+    if proc.returncode != 0:
+        raise SystemExit(f"lmzip {' '.join(args)} failed: {err}")
+    rss = int(err.strip().splitlines()[-1].split()[1]) / 1024
+    return seconds, rss
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--file", default=str(CORPUS / "alice29.txt"))
+    ap.add_argument("--bytes", type=int, default=0, help="use only the first N bytes")
+    ap.add_argument("--window", type=int, default=1024)
+    ap.add_argument("--slots", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--no-float", action="store_true")
+    ap.add_argument("--no-cli", action="store_true")
+    args = ap.parse_args()
+    data = Path(args.file).read_bytes()
+    if args.bytes:
+        data = data[: args.bytes]
+    report: dict[str, object] = {"file": args.file, "bytes": len(data), "threads": torch.get_num_threads()}
+
+    from lmzip.engine.engine import Engine
+
+    engine = Engine.load(window=args.window)
+    ids = engine.tokenizer.encode(data) or []
+    windows = [ids[i : i + args.window - 1] for i in range(0, len(ids), args.window - 1)]
+    engine.score([ids[:64]])  # warm-up
+    t = time.time()
+    engine.score(windows)
+    prefill = len(ids) / (time.time() - t)
+    report["prefill_tokens_per_s"] = round(prefill)
+
+    decoder = engine.decoder(args.slots)
+    for s in range(args.slots):
+        decoder.begin(s)
+    offsets = [(s * 997) % max(1, len(ids) - args.steps) for s in range(args.slots)]
+    t = time.time()
+    for p in range(args.steps):
+        decoder.frequencies()
+        decoder.push({s: ids[offsets[s] + p] for s in range(args.slots)})
+    step = args.slots * args.steps / (time.time() - t)
+    report["step_tokens_per_s"] = round(step)
+    report["step_slots"] = args.slots
+    del decoder
+
+    if not args.no_float:
+        from transformers import AutoModelForCausalLM
+
+        from lmzip.engine.loader import default_model_path
+
+        path = default_model_path()
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        with torch.inference_mode():
+            t = time.time()
+            for w in windows:
+                model(torch.tensor([[engine.bos] + w]))
+            fl = len(ids) / (time.time() - t)
+        report["float_forward_tokens_per_s"] = round(fl)
+        report["prefill_vs_float"] = round(prefill / fl, 2)
+        del model
+
+    if not args.no_cli:
+        with tempfile.TemporaryDirectory() as tmp:
+            src, arc, out = Path(tmp, "in"), Path(tmp, "in.lmz"), Path(tmp, "out")
+            src.write_bytes(data)
+            c_s, c_rss = run_cli(["-c", "-q"], src, arc)
+            d_s, d_rss = run_cli(["-d", "-c", "-q"], arc, out)
+            assert out.read_bytes() == data, "round trip failed"
+            size = arc.stat().st_size
+        report.update(
+            archive_bytes=size,
+            bpb=round(8 * size / len(data), 4),
+            compress_kb_per_s=round(len(data) / 1000 / c_s, 2),
+            decompress_kb_per_s=round(len(data) / 1000 / d_s, 2),
+            compress_peak_rss_mb=round(c_rss),
+            decompress_peak_rss_mb=round(d_rss),
+        )
+    report["machine"] = f"{os.cpu_count()} cores, torch {torch.__version__}"
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
