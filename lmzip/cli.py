@@ -664,6 +664,7 @@ Subcommands (first argument):
   decompress FILE...   same as `lmzip -d FILE...`
   info FILE [--json]   header and chunk index of an archive
   test FILE...         full decode and verify, writes nothing
+  bench FILE...        compare with gzip/bzip2/xz/zstd, round trips verified
 \b
 With no FILE, or when FILE is -, read standard input.
 Exit status: 0 ok, 1 error, 2 warning."""
@@ -734,6 +735,25 @@ def info_cmd(file: str, as_json: bool) -> None:
 
     _guard(rep, file, action, Settings())
     sys.exit(rep.status)
+
+
+@cli.command("bench", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the results as CSV.")
+@click.option("--codecs", metavar="LIST", help="Subset of lmzip,gzip,bzip2,xz,zstd,brotli (comma-separated).")
+@_engine_options
+@_compress_only_options
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+def bench_cmd(files: tuple[str, ...], as_json: bool, as_csv: bool, codecs: str | None, **kw: Any) -> None:
+    """Compare lmzip with gzip -9, bzip2 -9, xz -9e, zstd -19 (and brotli -q 11) on FILEs.
+
+    Every round trip is verified. lmzip's row is exactly what `lmzip -c FILE` writes,
+    plus the model's ideal code length (ideal_bytes)."""
+    from lmzip.bench import run_bench  # lazy: the model loads only if lmzip's row needs it
+
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv are mutually exclusive")
+    sys.exit(run_bench(files, _settings(**kw), codecs, "json" if as_json else "csv" if as_csv else "table"))
 
 
 @contextmanager
