@@ -1,7 +1,10 @@
-"""Per-chunk codecs: stored, zstd (level 19) and lm (payload made by the LM codec).
+"""Record codecs: stored, zstd (level 19) and lm (payload made by the LM codec).
 
-`choose_best` keeps the smallest candidate. Stored is always a candidate, so a
-payload never exceeds its chunk: incompressible data costs only the record header.
+A chunk goes to the lm codec when its lm payload beats both stored and zstd on that
+chunk by more than an lm record's framing costs (`lm_saving`; the pipeline decides);
+every run of other consecutive chunks becomes one record, zstd-compressed when that
+is smaller than the data, else stored (`encode_plain`), so a payload never exceeds
+its data: incompressible data costs only the record framing.
 """
 
 from __future__ import annotations
@@ -23,13 +26,12 @@ _local = threading.local()  # zstd contexts are not thread-safe; reuse one per t
 class Encoded:
     codec: Codec
     payload: bytes
-    token_count: int = 0  # lm only
 
 
 def _compressor() -> zstandard.ZstdCompressor:
     if not hasattr(_local, "zc"):
         # Content size, checksum and dict id are redundant with the record header
-        # and its CRCs; leaving them out saves a few bytes per chunk.
+        # and its CRC; leaving them out saves a few bytes per record.
         _local.zc = zstandard.ZstdCompressor(
             level=ZSTD_LEVEL, write_content_size=False, write_checksum=False, write_dict_id=False
         )
@@ -41,31 +43,47 @@ def zstd_compress(data: bytes) -> bytes:
 
 
 def zstd_decompress(payload: bytes, original_length: int) -> bytes:
-    """Never allocates more than original_length + 1 bytes, whatever the frame claims."""
-    reader = zstandard.ZstdDecompressor().stream_reader(payload)
-    out = bytearray()
+    """Never produces (or allocates for output) more than original_length bytes, whatever
+    the frame claims: a frame that declares another content size, holds more data, is
+    followed by extra bytes or needs a window beyond max(8 MiB, original_length) is corrupt."""
     try:
-        while len(out) <= original_length:
-            part = reader.read(original_length + 1 - len(out))
-            if not part:
-                break
-            out += part
+        declared = zstandard.frame_content_size(payload)
     except zstandard.ZstdError as e:
         raise CorruptChunkError(f"zstd data corrupt ({e})") from None
-    return bytes(out)
+    if declared not in (-1, original_length):  # -1: not declared (what lmzip writes)
+        raise CorruptChunkError(f"zstd frame declares {declared} bytes, record {original_length}")
+    window = max(1 << 23, 1 << max(0, original_length - 1).bit_length())
+    dctx = zstandard.ZstdDecompressor(max_window_size=window)
+    try:
+        out = dctx.decompress(payload, max_output_size=original_length, allow_extra_data=False)
+        # That call ignores a whole second frame after the first; the first frame is now
+        # known to hold at most original_length bytes, so a second, streaming pass that
+        # reports what follows it is bounded too (and cheap next to zstd -19 or the lm).
+        tail = dctx.decompressobj()
+        tail.decompress(payload)
+    except zstandard.ZstdError as e:
+        raise CorruptChunkError(f"zstd data corrupt ({e})") from None
+    if tail.unused_data or not tail.eof:
+        raise CorruptChunkError("zstd data corrupt (extra bytes after the frame)")
+    return out
 
 
-def choose_best(data: bytes, lm: tuple[bytes, int] | None = None) -> Encoded:
-    """Smallest of stored, zstd and (when given) the lm (payload, token_count).
-    Ties go to the cheaper decoder: stored, then zstd, then lm."""
-    candidates = [Encoded(Codec.STORED, data), Encoded(Codec.ZSTD, zstd_compress(data))]
-    if lm is not None:
-        candidates.append(Encoded(Codec.LM, lm[0], lm[1]))
-    return min(candidates, key=lambda e: len(e.payload))  # min keeps the first of equals
+def encode_plain(data: bytes) -> Encoded:
+    """A stored or zstd record for `data` (one or more chunks): zstd when it is smaller."""
+    packed = zstd_compress(data)
+    return Encoded(Codec.ZSTD, packed) if len(packed) < len(data) else Encoded(Codec.STORED, data)
+
+
+def lm_saving(data: bytes, lm: tuple[bytes, int] | None) -> int:
+    """Bytes the lm payload saves over the smaller of stored and zstd for this chunk on
+    its own (<= 0: the lm does not win; ties go to the cheaper decoder)."""
+    if lm is None or len(lm[0]) >= len(data):
+        return 0
+    return min(len(data), len(zstd_compress(data))) - len(lm[0])
 
 
 def decode_plain(codec: Codec, payload: bytes, original_length: int) -> bytes:
-    """Decode a stored or zstd payload (lm chunks go to the LM codec in batches)."""
+    """Decode a stored or zstd payload (lm records go to the LM codec in batches)."""
     if codec == Codec.STORED:
         return payload
     if codec == Codec.ZSTD:

@@ -1,8 +1,11 @@
 """Streaming compress / decompress: the API the CLI calls.
 
-Memory is bounded by `batch` chunks (plus 17 bytes of index per chunk), so pipes
-of any length work. Importing this module never imports torch: the LM codec is
-loaded lazily, and only when a chunk needs it.
+Input is read in groups of `batch` chunks. Each group is encoded as a whole: the
+lm codec scores all its chunks at once, a chunk whose lm payload wins becomes an lm
+record, and every run of other consecutive chunks of the group becomes one
+stored/zstd record. Memory is bounded by a group (plus a few bytes of index per
+record), so pipes of any length work. Importing this module never imports torch:
+the LM codec is loaded lazily, and only when a chunk needs it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from lmzip.codecs import choose_best, decode_plain
+from lmzip.codecs import decode_plain, encode_plain, lm_saving
 from lmzip.container import (
     MAX_MODEL_NAME,
     ArchiveInfo,
@@ -22,11 +25,14 @@ from lmzip.container import (
     ArchiveWriter,
     Codec,
     Header,
+    ModelInfo,
     Record,
     check_chunk_size,
+    max_record_chunks,
     read_full,
     read_info,
     storable_name,
+    uvarint,
 )
 from lmzip.errors import CorruptChunkError, LmzipError, ModelMismatchError
 
@@ -92,23 +98,22 @@ def _load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
     )
 
 
-def _identity(codec: LMCodec) -> dict[str, object]:
-    """The header fields that pin the codec's predictions. numerics_version and
-    context_window may live on the identity or on the codec itself."""
+def _identity(codec: LMCodec) -> ModelInfo:
+    """What pins the codec's predictions. numerics_version and context_window may live
+    on the identity or on the codec itself."""
     ident = codec.identity
 
     def pick(name: str) -> int:
         value = getattr(ident, name, None)
         return int(value if value is not None else getattr(codec, name, 0))
 
-    name = ident.name.encode("utf-8")[:MAX_MODEL_NAME].decode("utf-8", "ignore")
-    return {
-        "model_name": name,  # only a hint for loading; the hashes decide
-        "model_hash": bytes(ident.model_hash),
-        "tokenizer_hash": bytes(ident.tokenizer_hash),
-        "numerics_version": pick("numerics_version"),
-        "context_window": pick("context_window"),
-    }
+    return ModelInfo(
+        name=ident.name.encode("utf-8")[:MAX_MODEL_NAME].decode("utf-8", "ignore"),
+        model_hash=bytes(ident.model_hash),
+        tokenizer_hash=bytes(ident.tokenizer_hash),
+        numerics_version=pick("numerics_version"),
+        context_window=pick("context_window"),
+    )
 
 
 def _read_groups(src: BinaryIO, chunk_size: int, batch: int) -> Iterator[list[bytes]]:
@@ -126,6 +131,43 @@ def _read_groups(src: BinaryIO, chunk_size: int, batch: int) -> Iterator[list[by
         yield group
 
 
+# What an lm record costs beyond its payload: its framing and index entry (about 20
+# bytes with 16 KiB chunks) and the extra stored/zstd record when it splits a run
+# (about 12). A chunk goes to the lm only when it saves more than that.
+LM_RECORD_COST = 32
+
+
+def _lm_choices(group: list[bytes], lm_results: list[tuple[bytes, int] | None], model_cost: int) -> list[bool]:
+    """Which chunks of a group become lm records. `model_cost`: the bytes of the model
+    identity record if the archive has none yet; the group's lm records must save more
+    than that together, or none is made (the model may still pay off in a later group)."""
+    savings = [lm_saving(data, lm) - LM_RECORD_COST for data, lm in zip(group, lm_results, strict=True)]
+    if sum(s for s in savings if s > 0) <= model_cost:
+        return [False] * len(group)
+    return [s > 0 for s in savings]
+
+
+def _segments(
+    group: list[bytes], lm_results: list[tuple[bytes, int] | None], use_lm: list[bool], run_limit: int
+) -> Iterator[tuple[list[bytes], tuple[bytes, int] | None]]:
+    """The records of a group: ([chunk], (payload, tokens)) for an lm record, (chunks,
+    None) for a run of up to run_limit consecutive other chunks."""
+    run: list[bytes] = []
+    for data, lm, chosen in zip(group, lm_results, use_lm, strict=True):
+        if chosen and lm is not None:
+            if run:
+                yield run, None
+                run = []
+            yield [data], lm
+        else:
+            run.append(data)
+            if len(run) >= run_limit:
+                yield run, None
+                run = []
+    if run:
+        yield run, None
+
+
 def compress_stream(
     src: BinaryIO, dst: BinaryIO, options: CompressOptions, progress: ProgressFn | None = None
 ) -> Stats:
@@ -135,28 +177,41 @@ def compress_stream(
     batch = max(1, options.batch)
     groups = _read_groups(src, options.chunk_size, batch)
     first = next(groups, None)
-    # The header carries the LM identity, so the codec loads before anything is
-    # written; an empty input never loads it.
+    # An empty input never loads the codec. The model identity is a record written
+    # before the first lm record, so the header does not wait for the model.
     codec = _load_codec(options) if options.use_lm and first else None
     # A name that is not a plain basename (e.g. has a backslash) is left out rather
     # than failing: restoring it could never be safe anyway.
     name = options.name if options.name and storable_name(options.name) else None
-    header = Header(
-        chunk_size=options.chunk_size,
-        name=name,
-        mtime=options.mtime,
-        **(_identity(codec) if codec else {}),  # type: ignore[arg-type]
-    )
-    writer = ArchiveWriter(dst, header)
+    writer = ArchiveWriter(dst, Header(chunk_size=options.chunk_size, name=name, mtime=options.mtime))
+    run_limit = max_record_chunks(options.chunk_size)
     stats = Stats()
     crc = 0
     for group in itertools.chain([first] if first else [], groups):
         lm_results = codec.encode_chunks(group) if codec else [None] * len(group)
-        for data, lm in zip(group, lm_results, strict=True):
-            best = choose_best(data, lm)
-            writer.add(best.codec, data, best.payload, best.token_count)
-            stats.chunks[best.codec.name.lower()] += 1
+        if len(lm_results) != len(group):
+            raise LmzipError("lm codec returned the wrong number of chunks")
+        for data in group:
             crc = zlib.crc32(data, crc)
+        use_lm = [False] * len(group)
+        if codec is not None:
+            model_cost = 0
+            if not writer.has_model:  # the model record and its index entry: 2 kind bytes, 2 B, CRC, body
+                body = len(_identity(codec).pack_body())
+                model_cost = 2 + 2 * len(uvarint(body)) + 4 + body
+            use_lm = _lm_choices(group, lm_results, model_cost)
+        for chunks, lm in _segments(group, lm_results, use_lm, run_limit):
+            if lm is not None:
+                if not writer.has_model:
+                    assert codec is not None
+                    writer.add_model(_identity(codec))
+                writer.add(Codec.LM, chunks[0], lm[0], lm[1])
+                stats.chunks["lm"] += 1
+            else:
+                data = b"".join(chunks)
+                best = encode_plain(data)
+                writer.add(best.codec, data, best.payload)
+                stats.chunks[best.codec.name.lower()] += len(chunks)
         n = sum(map(len, group))
         stats.original_bytes += n
         if progress:
@@ -165,53 +220,52 @@ def compress_stream(
     return stats
 
 
-def _describe(fields: dict) -> str:
+def _describe(m: ModelInfo) -> str:
     return (
-        f"hash {fields['model_hash'][:6].hex()}, tokenizer {fields['tokenizer_hash'][:6].hex()}, "
-        f"numerics v{fields['numerics_version']}, window {fields['context_window']}"
+        f"hash {m.model_hash[:6].hex()}, tokenizer {m.tokenizer_hash[:6].hex()}, "
+        f"numerics v{m.numerics_version}, window {m.context_window}"
     )
 
 
 class _Decoder:
-    """Decodes groups of records; loads the LM codec at the first lm chunk."""
+    """Decodes groups of records; loads the LM codec at the first lm record."""
 
-    def __init__(self, header: Header, options: DecompressOptions) -> None:
-        self.header = header
+    def __init__(self, reader: ArchiveReader, options: DecompressOptions) -> None:
+        self.reader = reader
         self.options = options
         self.codec: LMCodec | None = None
 
     def lm_codec(self) -> LMCodec:
         if self.codec is None:
-            h = self.header
-            opts = dataclasses.replace(
-                self.options, model=self.options.model or h.model_name, window=h.context_window
-            )
+            m = self.reader.model
+            assert m is not None  # the reader rejects an lm record before the model record
+            opts = dataclasses.replace(self.options, model=self.options.model or m.name, window=m.context_window)
             codec = _load_codec(opts)
             mine = _identity(codec)
             keys = ("model_hash", "tokenizer_hash", "numerics_version", "context_window")
-            if any(getattr(h, k) != mine[k] for k in keys):
+            if any(getattr(m, k) != getattr(mine, k) for k in keys):
                 raise ModelMismatchError(
-                    f"archive needs model {h.model_name!r} ({_describe(vars(h))}); "
-                    f"loaded {mine['model_name']!r} ({_describe(mine)})"
+                    f"archive needs model {m.name!r} ({_describe(m)}); loaded {mine.name!r} ({_describe(mine)})"
                 )
             self.codec = codec
         return self.codec
 
     def decode(self, group: list[tuple[Record, bytes]]) -> list[bytes]:
-        lm_items = [(p, rec.token_count) for rec, p in group if rec.codec == Codec.LM]
+        lm_recs = [rec for rec, _ in group if rec.codec == Codec.LM]
         lm_out: Iterator[bytes] = iter(())
-        if lm_items:
+        if lm_recs:
             codec = self.lm_codec()
+            items = [(p, rec.token_count) for rec, p in group if rec.codec == Codec.LM]
             try:
-                decoded = codec.decode_chunks(lm_items)
+                decoded = codec.decode_chunks(items)
             except LmzipError:
                 raise
-            except Exception as e:  # garbage that passed the CRCs: report, don't crash
-                first, last = group[0][0].index, group[-1][0].index
+            except Exception as e:  # garbage that passed the checks: report, don't crash
+                first, last = lm_recs[0].first_chunk, lm_recs[-1].first_chunk
                 raise CorruptChunkError(
                     f"chunks {first}-{last}: lm decoding failed ({type(e).__name__}: {e})"
                 ) from e
-            if len(decoded) != len(lm_items):
+            if len(decoded) != len(items):
                 raise CorruptChunkError("lm codec returned the wrong number of chunks")
             lm_out = iter(decoded)
         out = []
@@ -223,9 +277,9 @@ class _Decoder:
                     else decode_plain(rec.codec, payload, rec.original_length)
                 )
             except CorruptChunkError as e:
-                raise CorruptChunkError(f"chunk {rec.index}: {e}") from None
+                raise CorruptChunkError(f"{rec.label}: {e}") from None
             if len(data) != rec.original_length or zlib.crc32(data) != rec.crc:
-                raise CorruptChunkError(f"chunk {rec.index}: CRC mismatch")
+                raise CorruptChunkError(f"{rec.label}: CRC mismatch")
             out.append(data)
         return out
 
@@ -241,8 +295,11 @@ def decompress_stream(
     the index, the trailer and the whole-stream CRC are checked. `progress(n)` gets
     the number of archive bytes just consumed."""
     reader = ArchiveReader(src)
-    decoder = _Decoder(reader.header, options)
+    decoder = _Decoder(reader, options)
     batch = max(1, options.batch)
+    # A group holds up to `batch` lm records (decoded in lock step) and up to about
+    # `batch` chunks of data, plus one record: the same bound as compressing.
+    group_bytes = batch * reader.header.chunk_size
     stats = Stats()
     crc = 0
     reported = 0
@@ -255,20 +312,24 @@ def decompress_stream(
             if not verify_only and dst is not None:
                 dst.write(data)
         for rec, _ in group:
-            stats.chunks[rec.codec.name.lower()] += 1
+            stats.chunks[rec.codec.name.lower()] += rec.chunk_count
         group.clear()
         if progress:
             progress(reader.position - reported)
             reported = reader.position
 
     group: list[tuple[Record, bytes]] = []
-    for item in reader.records():
-        group.append(item)
-        if len(group) >= batch:
+    lm_count = pending = 0
+    for rec, payload in reader.records():
+        group.append((rec, payload))
+        lm_count += rec.codec == Codec.LM
+        pending += rec.original_length
+        if lm_count >= batch or pending >= group_bytes:
             flush(group)
+            lm_count = pending = 0
     flush(group)
-    assert reader.trailer is not None  # set once records() is exhausted
-    if crc != reader.trailer.crc:
+    assert reader.crc is not None  # set once records() is exhausted
+    if crc != reader.crc:
         raise CorruptChunkError("whole-stream CRC mismatch")
     stats.compressed_bytes = reader.position
     if progress and reader.position > reported:

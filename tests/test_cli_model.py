@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-TEXT = b"The quick brown fox jumps over the lazy dog. Hello, world!\n" * 3
+# Plain prose, long enough that the model beats zstd by more than its identity record
+# costs (an archive where the LM never wins carries no model at all).
+TEXT = (
+    b"Alice was beginning to get very tired of sitting by her sister on the bank, and of\n"
+    b"having nothing to do: once or twice she had peeped into the book her sister was\n"
+    b"reading, but it had no pictures or conversations in it, and what is the use of a\n"
+    b"book, thought Alice, without pictures or conversations? So she was considering in\n"
+    b"her own mind (as well as she could, for the hot day made her feel very sleepy and\n"
+    b"stupid), whether the pleasure of making a daisy-chain would be worth the trouble\n"
+    b"of getting up and picking the daisies, when suddenly a White Rabbit with pink eyes\n"
+    b"ran close by her.\n"
+)
 
 
 def lmzip(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
@@ -24,7 +35,8 @@ def test_round_trip_with_default_model(tmp_path: Path) -> None:
     p = lmzip("-k", "--threads", "2", "t.txt", cwd=tmp_path)
     assert p.returncode == 0, p.stderr.decode()
     info = json.loads(lmzip("info", "--json", "t.txt.lmz", cwd=tmp_path).stdout)
-    assert info["header"]["model_name"], info  # the archive names its model
+    assert info["model"]["name"], info  # the archive names its model
+    assert info["codec_counts"]["lm"] == 1, info
     p = lmzip("-dc", "--threads", "2", "t.txt.lmz", cwd=tmp_path)
     assert p.returncode == 0, p.stderr.decode()
     assert p.stdout == TEXT

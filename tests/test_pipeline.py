@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import zstandard
 
-from lmzip.container import MAX_CHUNK_SIZE, TRAILER_SIZE, Codec, Header
+from lmzip import container
+from lmzip.codecs import zstd_compress
+from lmzip.container import MAX_CHUNK_SIZE, TRAILER_SIZE, Codec, Header, ModelInfo, uvarint
 from lmzip.errors import (
     CorruptChunkError,
     FormatError,
@@ -17,14 +20,16 @@ from lmzip.errors import (
     ModelMismatchError,
 )
 from lmzip.pipeline import (
+    LM_RECORD_COST,
     CompressOptions,
     DecompressOptions,
+    _lm_choices,
     compress_stream,
     decompress_stream,
     read_archive_info,
 )
 
-CORPUS = Path(__file__).parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
 @dataclass
@@ -37,11 +42,14 @@ class FakeIdentity:
 
 
 WORDS = [b"the", b"cat", b"sat", b"on", b"a", b"mat", b"and", b"looked", b"around\n"]
-ZDICT = b" ".join(WORDS) * 4  # a "model" that knows the test vocabulary beats zstd on text
+VOCAB = [w + b" " for w in WORDS]  # the "tokens" text() is made of
+ESCAPE = 15
 
 
 class FakeLM:
-    """Stands in for the LM codec: raw deflate with a preset dictionary; 'tokens' = words."""
+    """Stands in for the LM codec: a "model" that knows the test vocabulary: 4 bits per
+    word, 12 bits per other byte (so it beats zstd on text() by far, and never wins on
+    binary data); tokens = words and escaped bytes."""
 
     def __init__(self, identity: FakeIdentity | None = None) -> None:
         self.identity = identity or FakeIdentity()
@@ -54,14 +62,32 @@ class FakeLM:
         for c in chunks:
             if b"\xff\xfe" in c:  # pretend this cannot be tokenized byte-exactly
                 out.append(None)
-            else:
-                co = zlib.compressobj(9, zlib.DEFLATED, -15, zdict=ZDICT)
-                out.append((co.compress(c) + co.flush(), max(1, len(c.split()))))
+                continue
+            nibbles, tokens, i = [], 0, 0
+            while i < len(c):
+                k = next((k for k, w in enumerate(VOCAB) if c.startswith(w, i)), None)
+                if k is None:
+                    nibbles += [ESCAPE, c[i] >> 4, c[i] & 15]
+                    i += 1
+                else:
+                    nibbles.append(k)
+                    i += len(VOCAB[k])
+                tokens += 1
+            nibbles += [0] * (len(nibbles) % 2)
+            out.append((bytes(a << 4 | b for a, b in zip(nibbles[::2], nibbles[1::2], strict=True)), tokens))
         return out
 
     def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
         self.decode_calls.append(len(items))
-        return [zlib.decompressobj(-15, zdict=ZDICT).decompress(p) for p, _ in items]
+        out = []
+        for payload, tokens in items:
+            nibbles = iter([n for b in payload for n in (b >> 4, b & 15)])
+            data = bytearray()
+            for _ in range(tokens):  # StopIteration / IndexError on garbage, as a real decoder might fail
+                n = next(nibbles)
+                data += bytes([next(nibbles) << 4 | next(nibbles)]) if n == ESCAPE else VOCAB[n]
+            out.append(bytes(data))
+        return out
 
 
 def factory(lm: FakeLM):
@@ -109,6 +135,8 @@ def test_round_trip(name: str, use_lm: bool) -> None:
     assert info.original_size == len(data)
     assert info.compressed_size == len(archive)
     assert len(info.chunks) == -(-len(data) // 1024)
+    assert sum(r.chunk_count for r in info.records) == len(info.chunks)
+    assert [c.original_offset for c in info.chunks] == list(range(0, len(data), 1024))
     if not data:
         assert lm.encode_calls == []  # an empty input never loads the model
 
@@ -128,25 +156,115 @@ def test_chunk_boundaries(size: int) -> None:
 
 def test_codec_choice_and_stats() -> None:
     rnd = random.Random(2).randbytes(4096)
-    data = text(4096) + rnd + b"\xff\xfe" + bytes(4094)
+    data = text(4096) + rnd + b"\xff\xfe" + bytes(4094) + text(4096) + rnd
     lm = FakeLM()
     out = io.BytesIO()
     stats = compress_stream(
         io.BytesIO(data), out, CompressOptions(chunk_size=4096, codec_factory=factory(lm))
     )
     info = read_archive_info(io.BytesIO(out.getvalue()))
-    assert [c.codec for c in info.chunks] == [Codec.LM, Codec.STORED, Codec.ZSTD]
-    assert stats.chunks == {"stored": 1, "zstd": 1, "lm": 1} == info.codec_counts
+    # lm chunks are records of their own; the random and the zeros chunk between them
+    # make one zstd run; the last random chunk alone is stored.
+    assert [c.codec for c in info.chunks] == [Codec.LM, Codec.ZSTD, Codec.ZSTD, Codec.LM, Codec.STORED]
+    assert [r.kind for r in info.records] == ["model", "lm", "zstd", "lm", "stored"]
+    assert [r.chunk_count for r in info.records] == [0, 1, 2, 1, 1]
+    assert [c.record for c in info.chunks] == [1, 2, 2, 3, 4]
+    assert stats.chunks == {"stored": 1, "zstd": 2, "lm": 2} == info.codec_counts
     assert stats.original_bytes == len(data) and stats.compressed_bytes == len(out.getvalue())
-    # random data grows by only the record header (+ the 17-byte index entry)
-    stored = info.chunks[1]
-    assert stored.payload_length == 4096
-    assert info.header.model_name == "fake-zlib" and info.header.context_window == 512
+    # payloads: a chunk's record payload is counted once, on the record's first chunk
+    assert sum(c.payload_length for c in info.chunks) == sum(r.payload_length for r in info.records[1:])
+    assert info.chunks[4].payload_length == 4096 and info.chunks[2].payload_length == 0
+    assert sum(r.size for r in info.records) + info.records[0].offset < len(out.getvalue())
+    assert info.model is not None and info.model.name == "fake-zlib"
+    assert info.model.context_window == 512 and info.model.numerics_version == 3
     dec_lm = FakeLM()
     stats2 = decompress_stream(
         io.BytesIO(out.getvalue()), io.BytesIO(), DecompressOptions(codec_factory=factory(dec_lm))
     )
-    assert stats2.chunks == stats.chunks and dec_lm.decode_calls == [1]
+    assert stats2.chunks == stats.chunks and dec_lm.decode_calls == [2]
+
+
+def test_runs_stay_within_a_group() -> None:
+    data = random.Random(8).randbytes(10 * 1024 - 3)
+    archive = compress(data, chunk_size=1024, batch=4, use_lm=False)
+    info = read_archive_info(io.BytesIO(archive))
+    assert [(r.kind, r.first_chunk, r.chunk_count) for r in info.records] == [
+        ("stored", 0, 4),
+        ("stored", 4, 4),
+        ("stored", 8, 2),
+    ]
+    assert [r.original_offset for r in info.records] == [0, 4096, 8192]
+    assert decompress(archive, batch=3) == data
+
+
+def test_run_records_split_at_the_record_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = text(10_000)
+    big = compress(data, chunk_size=1000, use_lm=False)
+    monkeypatch.setattr(container, "MAX_RECORD_SIZE", 3500)  # 3 chunks of 1000 bytes
+    archive = compress(data, chunk_size=1000, use_lm=False)
+    info = read_archive_info(io.BytesIO(archive))
+    assert [r.chunk_count for r in info.records] == [3, 3, 3, 1]
+    assert decompress(archive) == data
+    with pytest.raises(FormatError, match="record 0: original length 10000 outside"):
+        decompress(big)
+    with pytest.raises(FormatError, match="record 0: original length"):
+        read_archive_info(io.BytesIO(big))
+
+
+class MarginalLM(FakeLM):
+    """An lm that beats zstd and stored by `saving` bytes on every chunk (never decoded)."""
+
+    def __init__(self, saving: int) -> None:
+        super().__init__()
+        self.saving = saving
+
+    def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
+        self.encode_calls.append(len(chunks))
+        best = [min(len(c), len(zstd_compress(c))) for c in chunks]
+        return [(b"x" * (n - self.saving), 1) for n in best]
+
+
+def test_lm_must_pay_for_its_records() -> None:
+    rnd = random.Random(14).randbytes(1000)
+    group = [rnd] * 3
+    cost = LM_RECORD_COST
+
+    def choices(savings: list[int], model_cost: int) -> list[bool]:
+        return _lm_choices(group, [(b"x" * (1000 - s), 1) for s in savings], model_cost)
+
+    assert choices([cost, cost, cost], 0) == [False] * 3  # saves no more than its framing
+    assert choices([cost + 1, 0, cost + 50], 0) == [True, False, True]
+    assert choices([cost + 50, 0, cost + 50], 100) == [False] * 3  # does not pay for the model record
+    assert choices([cost + 50, 0, cost + 51], 100) == [True, False, True]
+    assert _lm_choices(group, [None, (rnd, 1), (b"x" * 999, 1)], 0) == [False] * 3
+    # End to end: an lm that barely wins leaves the archive as if there were none.
+    data = random.Random(15).randbytes(40_000)
+    lm = MarginalLM(saving=20)
+    assert compress(data, chunk_size=4096, batch=4, codec_factory=factory(lm)) == compress(
+        data, chunk_size=4096, batch=4, use_lm=False
+    )
+    assert lm.encode_calls == [4, 4, 2]
+
+
+def test_no_model_record_unless_the_lm_wins() -> None:
+    data = random.Random(9).randbytes(5000)  # the fake lm never beats stored on this
+    lm = FakeLM()
+    with_lm = compress(data, chunk_size=1024, codec_factory=factory(lm))
+    assert lm.encode_calls == [5]  # the lm was tried
+    assert with_lm == compress(data, chunk_size=1024, use_lm=False)
+    assert read_archive_info(io.BytesIO(with_lm)).model is None
+
+
+def test_model_record_in_a_later_group() -> None:
+    data = random.Random(10).randbytes(2048) + text(1024) + random.Random(11).randbytes(1024) + text(1024)
+    lm = FakeLM()
+    archive = compress(data, chunk_size=1024, batch=2, codec_factory=factory(lm))
+    info = read_archive_info(io.BytesIO(archive))
+    assert [r.kind for r in info.records] == ["stored", "model", "lm", "stored", "lm"]
+    assert info.model is not None and info.model.name == "fake-zlib"
+    dec = FakeLM()
+    assert decompress(archive, batch=1, codec_factory=factory(dec)) == data
+    assert dec.decode_calls == [1, 1]
 
 
 def test_no_lm_chunks_never_loads_model() -> None:
@@ -172,7 +290,7 @@ def test_model_mismatch() -> None:
 
 
 def test_decompress_asks_for_the_archived_model() -> None:
-    archive = compress(text(100), codec_factory=factory(FakeLM()))
+    archive = compress(text(3000), chunk_size=1000, codec_factory=factory(FakeLM()))
     asked = []
 
     def record(options):
@@ -279,18 +397,36 @@ def test_truncated_everywhere(mixed_archive: bytes) -> None:
 def test_truncation_messages(mixed_archive: bytes) -> None:
     with pytest.raises(FormatError, match="not an lmzip file"):
         decompress(b"")
-    with pytest.raises(FormatError, match="record cut short"):
+    with pytest.raises(FormatError, match=r"truncated archive: record \d+ cut short"):
         decompress(mixed_archive[:300])
 
 
 def test_flipped_bits_everywhere(mixed_archive: bytes) -> None:
+    # Header, index and trailer are under CRCs, record fields are repeated in the index,
+    # the model record's body is under its CRC, and every record's data is checked
+    # (length and CRC32) after decoding. A flipped payload bit that the decoder ignores
+    # (deflate's or the range coder's final padding) yields the exact original: not an
+    # error. Every other flip is one.
+    info = read_archive_info(io.BytesIO(mixed_archive))
+    payload_bytes = {
+        pos
+        for r in info.records
+        if r.kind != "model"
+        for pos in range(r.offset + r.size - r.payload_length, r.offset + r.size)
+    }
     rng = random.Random(5)
-    positions = list(range(0, len(mixed_archive), 3))  # header, records, payloads, index, trailer
-    for pos in positions:
+    detected = 0
+    for pos in range(0, len(mixed_archive)):
         damaged = bytearray(mixed_archive)
         damaged[pos] ^= 1 << rng.randrange(8)
-        assert outcome(bytes(damaged)) is None, pos  # every byte is under some CRC
+        got = outcome(bytes(damaged))
+        if pos in payload_bytes:
+            assert got in (None, MIXED), pos
+        else:
+            assert got is None, pos
+        detected += got is None
         info_ok(bytes(damaged))  # may succeed (payload bits) but must not crash
+    assert detected > 0.95 * len(mixed_archive)
 
 
 def test_garbage_never_crashes() -> None:
@@ -318,31 +454,50 @@ def test_wrong_magic_and_version() -> None:
 
 
 def rewrite_header(archive: bytes, chunk_size: int) -> bytes:
-    """Sets the header's chunk size and re-seals the header CRC (no-lm header, no name)."""
-    head = bytearray(archive[:10])
-    struct.pack_into("<I", head, 6, chunk_size)
-    return bytes(head) + struct.pack("<I", zlib.crc32(head)) + archive[14:]
+    """Sets the header's chunk size and re-seals the header CRC (no name, no mtime,
+    made with a chunk size below 128: a 1-byte varint)."""
+    head = archive[:6] + uvarint(chunk_size)
+    return head + struct.pack("<I", zlib.crc32(head)) + archive[11:]
+
+
+def reseal_tail(archive: bytes, index: bytes, index_size: int | None = None) -> bytes:
+    """Replaces the index (from its mark) and re-seals the trailer around it."""
+    index_offset = len(archive) - TRAILER_SIZE - struct.unpack("<I", archive[-12:-8])[0]
+    size = len(index) if index_size is None else index_size
+    head = archive[-TRAILER_SIZE : -TRAILER_SIZE + 4] + struct.pack("<I", size)
+    return archive[:index_offset] + index + head + struct.pack("<I", zlib.crc32(head, zlib.crc32(index))) + b"LMZE"
 
 
 def test_huge_declared_lengths() -> None:
     archive = compress(b"hello world" * 10, chunk_size=64, use_lm=False)
+    assert archive[11:14] == bytes([Codec.ZSTD, 110, len(archive) - 11 - 7 - 5 - TRAILER_SIZE])
+    assert decompress(rewrite_header(archive, 64)) == b"hello world" * 10
     with pytest.raises(FormatError, match="chunk size"):
         decompress(rewrite_header(archive, MAX_CHUNK_SIZE + 1))
-    # A record claiming 4 GiB original / payload: rejected before any allocation.
-    for field_offset in (1, 5):
-        damaged = bytearray(archive)
-        struct.pack_into("<I", damaged, 14 + field_offset, 0xFFFFFFFF)
-        with pytest.raises(FormatError, match="chunk 0"):
-            decompress(bytes(damaged))
-    # A trailer claiming 2**60 chunks: info must not try to read that index.
-    damaged = bytearray(archive)
-    struct.pack_into("<Q", damaged, len(archive) - TRAILER_SIZE + 8, 1 << 60)
-    body = damaged[-TRAILER_SIZE:-8]
-    struct.pack_into("<I", damaged, len(archive) - 8, zlib.crc32(body))
-    with pytest.raises(FormatError):
-        read_archive_info(io.BytesIO(bytes(damaged)))
-    with pytest.raises(FormatError):
-        decompress(bytes(damaged))
+    # A record claiming 4 GiB or 2**63 original / payload bytes: rejected before any allocation.
+    for field_offset in (12, 13):
+        for huge in (0xFFFFFFFF, 1 << 63):
+            damaged = archive[:field_offset] + uvarint(huge) + archive[field_offset + 1 :]
+            with pytest.raises(FormatError, match="record 0: (original|payload) length"):
+                decompress(damaged)
+        too_long = archive[:field_offset] + b"\xff" * 10 + b"\x01" + archive[field_offset + 1 :]
+        with pytest.raises(FormatError, match="record 0: varint too large"):
+            decompress(too_long)
+    # An index claiming 2**60 records: info must not try to read that many.
+    index_offset = len(archive) - TRAILER_SIZE - 5
+    assert archive[index_offset : index_offset + 2] == b"L\x01"
+    entry = archive[index_offset + 2 : index_offset + 5]  # kind, original length, payload length
+    damaged = reseal_tail(archive, b"L" + uvarint(1 << 60) + entry)
+    with pytest.raises(FormatError, match="index lists"):
+        read_archive_info(io.BytesIO(damaged))
+    with pytest.raises(FormatError, match="index lists"):
+        decompress(damaged)
+    # A trailer claiming a 4 GiB index.
+    damaged = reseal_tail(archive, b"L\x01" + entry, index_size=0xFFFFFFFF)
+    with pytest.raises(FormatError, match="trailer does not match"):
+        read_archive_info(io.BytesIO(damaged))
+    with pytest.raises(FormatError, match="trailer does not match"):
+        decompress(damaged)
 
 
 def test_chunk_crc_mismatch_names_the_chunk() -> None:
@@ -366,7 +521,9 @@ def test_header_validation_on_write() -> None:
     with pytest.raises(ValueError):
         Header(chunk_size=0).pack()
     with pytest.raises(ValueError):
-        Header(chunk_size=10, model_name="m" * 256).pack()
+        ModelInfo("m" * 256, b"M" * 32, b"T" * 32, 1, 1).pack_body()
+    with pytest.raises(ValueError):
+        ModelInfo("m", b"M" * 31, b"T" * 32, 1, 1).pack_body()
 
 
 # ------------------------------------------------------------------ corpus
@@ -380,21 +537,46 @@ def test_corpus_round_trip(name: str) -> None:
     data = (CORPUS / name).read_bytes()
     archive = compress(data, chunk_size=65536, use_lm=False)
     assert decompress(archive) == data
-    assert len(archive) <= len(data) + 200 + 40 * (len(data) // 65536 + 1)
+    assert len(archive) <= len(data) + 64
 
 
 def test_random_data_growth_is_exactly_the_framing() -> None:
     data = random.Random(7).randbytes(10 * 1024 + 5)
     archive = compress(data, chunk_size=1024, use_lm=False)
     empty = compress(b"", chunk_size=1024, use_lm=False)
-    assert len(archive) == len(data) + len(empty) + 11 * (21 + 17)
+    assert len(empty) == 12 + 2 + TRAILER_SIZE  # header, index mark and count, trailer
+    # one stored record for the group: kind, varint length, CRC; index entry: kind, length
+    assert len(archive) == len(data) + len(empty) + (1 + 2 + 4) + (1 + 2)
+
+
+@pytest.mark.skipif(not (CORPUS / "fireworks.jpeg").is_file(), reason=f"corpus not found at {CORPUS}")
+@pytest.mark.parametrize("use_lm", [False, True])
+def test_fireworks_within_64_bytes_of_zstd(use_lm: bool) -> None:
+    data = (CORPUS / "fireworks.jpeg").read_bytes()
+    zstd19 = len(zstandard.ZstdCompressor(level=19).compress(data))
+    archive = compress(data, use_lm=use_lm, codec_factory=factory(FakeLM()))
+    assert len(archive) <= zstd19 + 64, (len(archive), zstd19)
+    assert decompress(archive) == data
+    # an lm that wins every chunk by a hair must not cost the model record and framing
+    marginal = compress(data, use_lm=use_lm, codec_factory=factory(MarginalLM(saving=10)))
+    assert marginal == archive
+
+
+@pytest.mark.parametrize("use_lm", [False, True])
+def test_random_100k_growth(use_lm: bool) -> None:
+    data = random.Random(12).randbytes(100_000)
+    archive = compress(data, use_lm=use_lm, codec_factory=factory(FakeLM()))
+    assert len(archive) <= len(data) * 1.005 + 64
+    assert len(archive) - len(data) < 64  # in fact: 13 header + 8 record + 6 index + 16 trailer
+    assert decompress(archive) == data
 
 
 def test_hostile_stored_name_rejected_on_read() -> None:
     archive = compress(b"hi", use_lm=False, name="ab")
-    head_len = 10 + 2 + 2 + 4  # fixed part, name length, name, CRC
+    head_len = 6 + 3 + 1 + 2 + 4  # fixed part, chunk size varint, name length, name, CRC
     head = bytearray(archive[: head_len - 4])
-    head[12:14] = b"a/"  # the name field, re-sealed with a valid CRC
+    assert head[10:12] == b"ab"
+    head[10:12] = b"a/"  # the name field, re-sealed with a valid CRC
     forged = bytes(head) + struct.pack("<I", zlib.crc32(head)) + archive[head_len:]
     with pytest.raises(FormatError, match="file name"):
         read_archive_info(io.BytesIO(forged))
@@ -414,11 +596,12 @@ def test_identity_fields_may_live_on_the_codec() -> None:
         lm.numerics_version, lm.context_window = numerics, window  # type: ignore[attr-defined]
         return lm
 
-    archive = compress(text(2000), codec_factory=factory(engine_like(2, 256)))
-    header = read_archive_info(io.BytesIO(archive)).header
-    assert (header.numerics_version, header.context_window) == (2, 256)
-    assert header.model_name == "é" * 127  # cut to 255 bytes on a character boundary
-    assert decompress(archive, codec_factory=factory(engine_like(2, 256))) == text(2000)
+    archive = compress(text(20000), codec_factory=factory(engine_like(2, 256)))
+    model = read_archive_info(io.BytesIO(archive)).model
+    assert model is not None
+    assert (model.numerics_version, model.context_window) == (2, 256)
+    assert model.name == "é" * 127  # cut to 255 bytes on a character boundary
+    assert decompress(archive, codec_factory=factory(engine_like(2, 256))) == text(20000)
     with pytest.raises(ModelMismatchError, match="window 256.*window 128"):
         decompress(archive, codec_factory=factory(engine_like(2, 128)))
 

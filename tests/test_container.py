@@ -1,0 +1,346 @@
+"""The v2 byte layout: varints, header, hand-built records that break the layout rules,
+zstd bounds, and a property-based fuzz of the parser."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import time
+import zlib
+from datetime import timedelta
+
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_pipeline import FakeLM, compress, factory, text
+
+from lmzip.codecs import zstd_decompress
+from lmzip.container import (
+    INDEX_MARK,
+    KIND_MODEL,
+    TRAILER_SIZE,
+    ArchiveReader,
+    ArchiveWriter,
+    Codec,
+    Header,
+    ModelInfo,
+    _Reader,
+    uvarint,
+)
+from lmzip.errors import CorruptChunkError, FormatError, LmzipError
+from lmzip.pipeline import DecompressOptions, decompress_stream, read_archive_info
+
+MODEL = ModelInfo("fake-zlib", b"M" * 32, b"T" * 32, 3, 512)
+
+
+class Pipe(io.RawIOBase):
+    """Unseekable and returns short reads, like a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = min(n if n >= 0 else len(self.data), 5)
+        out, self.data = bytes(self.data[:n]), self.data[n:]
+        return out
+
+
+def decompress(archive: bytes) -> bytes:
+    out = io.BytesIO()
+    decompress_stream(io.BytesIO(archive), out, DecompressOptions(codec_factory=factory(FakeLM())))
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------ varints and header
+
+
+def read_varint(raw: bytes) -> int:
+    return _Reader(io.BytesIO(raw)).varint("test")
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 16383, 16384, 2**32 - 1, 2**63, 2**64 - 1])
+def test_varint_round_trip(n: int) -> None:
+    raw = uvarint(n)
+    assert read_varint(raw) == n and len(raw) == max(1, -(-n.bit_length() // 7))
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"\x80\x00", "overlong"),  # 0 in two bytes
+        (b"\xff\x00", "overlong"),
+        (b"\xff" * 9 + b"\x02", "too large"),  # 2**64
+        (b"\x80" * 10 + b"\x01", "too large"),  # 11 bytes
+        (b"\x80\x80", "cut short"),
+    ],
+)
+def test_bad_varints(raw: bytes, message: str) -> None:
+    with pytest.raises(FormatError, match=message):
+        read_varint(raw)
+    with pytest.raises(ValueError):
+        uvarint(-1)
+    with pytest.raises(ValueError):
+        uvarint(2**64)
+
+
+@pytest.mark.parametrize("mtime", [0, -1, 1, 1_700_000_000, -(2**63), 2**63 - 1])
+def test_header_round_trip(mtime: int) -> None:
+    header = Header(chunk_size=16384, name="a.txt", mtime=mtime)
+    raw = header.pack()
+    assert raw[:6] == b"LMZ\x00\x02\x03" and raw[6:9] == uvarint(16384)
+    assert ArchiveReader(io.BytesIO(raw)).header == header
+    assert len(Header(chunk_size=16384).pack()) == 13
+
+
+def test_version_1_is_refused() -> None:
+    v1 = b"LMZ\x00\x01\x00" + struct.pack("<I", 16384) + b"\x00" * 30
+    for read in (decompress, lambda a: read_archive_info(io.BytesIO(a))):
+        with pytest.raises(FormatError, match=r"unsupported format version 1 \(this lmzip reads version 2\)"):
+            read(v1)
+
+
+# ------------------------------------------------------------------ hand-built archives
+
+
+def record(kind: int, original: bytes, payload: bytes | None = None, tokens: int = 0) -> tuple[bytes, bytes]:
+    """(fields, whole record) for a data record."""
+    payload = original if payload is None else payload
+    fields = bytes([kind]) + uvarint(len(original))
+    if kind != Codec.STORED:
+        fields += uvarint(len(payload))
+    if kind == Codec.LM:
+        fields += uvarint(tokens)
+    return fields, fields + struct.pack("<I", zlib.crc32(original)) + payload
+
+
+def model_record(body: bytes | None = None) -> tuple[bytes, bytes]:
+    body = MODEL.pack_body() if body is None else body
+    fields = bytes([KIND_MODEL]) + uvarint(len(body))
+    return fields, fields + struct.pack("<I", zlib.crc32(body)) + body
+
+
+def build(records: list[tuple[bytes, bytes]], data: bytes, chunk_size: int = 100) -> bytes:
+    index = bytes([INDEX_MARK]) + uvarint(len(records)) + b"".join(f for f, _ in records)
+    head = struct.pack("<II", zlib.crc32(data), len(index))
+    tail = head + struct.pack("<I", zlib.crc32(head, zlib.crc32(index))) + b"LMZE"
+    return Header(chunk_size=chunk_size).pack() + b"".join(r for _, r in records) + index + tail
+
+
+def lm_record(data: bytes) -> tuple[bytes, bytes]:
+    payload, tokens = FakeLM().encode_chunks([data])[0]  # type: ignore[misc]
+    return record(Codec.LM, data, payload, tokens)
+
+
+def both_readers_fail(archive: bytes, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        decompress(archive)
+    with pytest.raises(exc, match=match):
+        read_archive_info(io.BytesIO(archive))
+    with pytest.raises(exc, match=match):
+        read_archive_info(Pipe(archive))  # type: ignore[arg-type]
+
+
+def test_hand_built_archive_reads() -> None:
+    a, b = text(200), text(50, seed=1)
+    archive = build(
+        [record(Codec.STORED, a), model_record(), lm_record(b)], a + b
+    )
+    assert decompress(archive) == a + b
+    info = read_archive_info(io.BytesIO(archive))
+    assert info.model == MODEL
+    assert [(r.kind, r.first_chunk, r.chunk_count, r.original_offset) for r in info.records] == [
+        ("stored", 0, 2, 0),
+        ("model", 2, 0, 200),
+        ("lm", 2, 1, 200),
+    ]
+    assert info == read_archive_info(Pipe(archive))  # type: ignore[arg-type]
+
+
+def test_layout_rules() -> None:
+    a = text(100)
+    lm = lm_record(a)
+    both_readers_fail(build([lm], a), FormatError, "record 0: lm record before the model identity record")
+    both_readers_fail(
+        build([model_record(), model_record(), lm], a), FormatError, "record 1: second model identity record"
+    )
+    both_readers_fail(
+        build([record(Codec.STORED, a[:50]), record(Codec.STORED, a[50:])], a),
+        FormatError,
+        "record 1: data after the short last chunk",
+    )
+    big = text(150)
+    both_readers_fail(
+        build([model_record(), lm_record(big)], big),
+        FormatError,
+        r"record 1: original length 150 outside 1\.\.100",
+    )
+    both_readers_fail(build([(b"\x07\x01", b"\x07\x01")], b""), FormatError, "record 0: unknown record kind 7")
+    both_readers_fail(build([record(Codec.LM, a, b"x", 0)], a), FormatError, "record 0: token count 0")
+    both_readers_fail(build([record(Codec.LM, a, b"x", 101)], a), FormatError, "record 0: token count 101")
+    both_readers_fail(build([record(Codec.ZSTD, a, b"z" * 165)], a), FormatError, "record 0: payload length 165")
+
+
+def test_model_record_checks() -> None:
+    a = text(100)
+    lm = lm_record(a)
+    body = MODEL.pack_body()
+    bad_name = body[:-9] + b"\xff" * 9
+    both_readers_fail(build([model_record(bad_name), lm], a), FormatError, "model name is not UTF-8")
+    both_readers_fail(build([model_record(body + b"x"), lm], a), FormatError, "model identity malformed")
+    both_readers_fail(build([model_record(body[:-1]), lm], a), FormatError, "model identity malformed")
+    both_readers_fail(build([model_record(b"x" * 1000), lm], a), FormatError, "model identity length 1000")
+    fields, rec = model_record()
+    damaged = rec[:-1] + bytes([rec[-1] ^ 1])
+    both_readers_fail(build([(fields, damaged), lm], a), CorruptChunkError, "record 0: model identity CRC")
+
+
+def test_index_must_match_records() -> None:
+    a = text(100)
+    fields, rec = record(Codec.ZSTD, a, zstandard.ZstdCompressor().compress(a))
+    archive = build([(fields, rec)], a)
+    assert decompress(archive) == a
+    other = build([(bytes([Codec.ZSTD, 100, 90]), rec)], a)  # index entry lies about the payload
+    with pytest.raises(FormatError, match="index entry 0 does not match record 0"):
+        decompress(other)
+    with pytest.raises(FormatError, match="index does not match the records"):
+        read_archive_info(io.BytesIO(other))
+
+
+def test_run_record_crc_names_its_chunks() -> None:
+    a = text(250)
+    fields, rec = record(Codec.STORED, a)
+    damaged = rec[:-1] + bytes([rec[-1] ^ 1])
+    with pytest.raises(CorruptChunkError, match="chunks 0-2: CRC mismatch"):
+        decompress(build([(fields, damaged)], a))
+
+
+def test_writer_enforces_the_layout() -> None:
+    out = io.BytesIO()
+    w = ArchiveWriter(out, Header(chunk_size=100))
+    start = out.tell()
+    with pytest.raises(FormatError, match="before the model identity"):
+        w.add(Codec.LM, b"a" * 10, b"x", 1)
+    w.add_model(MODEL)
+    with pytest.raises(FormatError, match="original length 101"):
+        w.add(Codec.LM, b"a" * 101, b"x", 1)
+    pos = out.tell()
+    w.add(Codec.STORED, b"a" * 50, b"a" * 50)
+    with pytest.raises(FormatError, match="after the short last chunk"):
+        w.add(Codec.STORED, b"a" * 100, b"a" * 100)
+    assert out.tell() == pos + 1 + 1 + 4 + 50 and start == 11
+
+
+# ------------------------------------------------------------------ zstd bounds
+
+
+def test_zstd_decompress_bounds() -> None:
+    plain = zstandard.ZstdCompressor(level=3, write_content_size=False)
+    data = text(1000)
+    frame = plain.compress(data)
+    assert zstd_decompress(frame, 1000) == data
+    assert zstd_decompress(frame, 1500) == data  # short output: the caller's length check fails
+    assert zstd_decompress(zstandard.ZstdCompressor().compress(data), 1000) == data  # declared = O
+    with pytest.raises(CorruptChunkError, match="declares 1000 bytes"):
+        zstd_decompress(zstandard.ZstdCompressor().compress(data), 999)
+    with pytest.raises(CorruptChunkError):
+        zstd_decompress(frame, 999)  # more data than declared
+    with pytest.raises(CorruptChunkError):
+        zstd_decompress(frame + b"\x00", 1000)  # extra bytes after the frame
+    for length in (1000, 2000):
+        with pytest.raises(CorruptChunkError):
+            zstd_decompress(frame + frame, length)  # a second frame
+    with pytest.raises(CorruptChunkError):
+        zstd_decompress(b"", 10)
+    bomb = plain.compress(bytes(16 << 20))  # 16 MiB of zeros in a few hundred bytes
+    t0 = time.perf_counter()
+    with pytest.raises(CorruptChunkError):
+        zstd_decompress(bomb, 100)
+    assert time.perf_counter() - t0 < 1
+
+
+# ------------------------------------------------------------------ fuzz
+
+
+def _originals() -> list[bytes]:
+    rng = random.Random(13)
+    return [
+        text(700) + rng.randbytes(300) + bytes(200) + text(150, seed=2),
+        text(1000, seed=3),
+        b"",
+    ]
+
+
+ORIGINALS = _originals()
+ARCHIVES = [
+    compress(ORIGINALS[0], chunk_size=128, batch=3, name="f.txt", mtime=-7, codec_factory=factory(FakeLM())),
+    compress(ORIGINALS[1], chunk_size=100, batch=4, use_lm=False),
+    compress(ORIGINALS[2], use_lm=False),
+]
+HUGE = [
+    b"\xff" * 9 + b"\x01",  # 2**64
+    b"\x80" * 10 + b"\x00",  # 11 bytes
+    b"\x80\x00",  # overlong
+    uvarint(2**63),
+    uvarint(2**32 - 1),
+    uvarint(64 << 20),
+]
+
+edit = st.one_of(
+    st.tuples(st.just("cut"), st.floats(0, 1)),
+    st.tuples(st.just("flip"), st.floats(0, 1), st.integers(0, 7)),
+    st.tuples(st.just("byte"), st.floats(0, 1), st.integers(0, 255)),
+    st.tuples(st.just("varint"), st.floats(0, 1), st.sampled_from(HUGE), st.integers(0, 3)),
+    st.tuples(st.just("insert"), st.floats(0, 1), st.binary(min_size=1, max_size=8)),
+)
+
+
+def apply(blob: bytes, e: tuple) -> bytes:
+    pos = int(e[1] * len(blob))
+    if e[0] == "cut":
+        return blob[:pos]
+    if e[0] == "flip" and pos < len(blob):
+        return blob[:pos] + bytes([blob[pos] ^ (1 << e[2])]) + blob[pos + 1 :]
+    if e[0] == "byte" and pos < len(blob):
+        return blob[:pos] + bytes([e[2]]) + blob[pos + 1 :]
+    if e[0] == "varint":
+        return blob[:pos] + e[2] + blob[pos + e[3] :]
+    if e[0] == "insert":
+        return blob[:pos] + e[2] + blob[pos:]
+    return blob
+
+
+@settings(
+    max_examples=300,
+    deadline=timedelta(seconds=2),
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(which=st.integers(0, len(ARCHIVES) - 1), edits=st.lists(edit, min_size=1, max_size=4))
+def test_fuzz_parser(which: int, edits: list[tuple]) -> None:
+    blob = ARCHIVES[which]
+    for e in edits:
+        blob = apply(blob, e)
+    t0 = time.perf_counter()
+    try:
+        assert decompress(blob) == ORIGINALS[which]
+    except LmzipError:
+        pass
+    for src in (io.BytesIO(blob), Pipe(blob)):
+        try:
+            info = read_archive_info(src)  # type: ignore[arg-type]
+        except LmzipError:
+            continue
+        assert info.original_size <= 2 * len(ORIGINALS[which]) + 1000
+    assert time.perf_counter() - t0 < 1.5
+
+
+def test_fuzz_bases_are_valid() -> None:
+    for archive, original in zip(ARCHIVES, ORIGINALS, strict=True):
+        assert decompress(archive) == original
+    assert TRAILER_SIZE == 16
