@@ -64,18 +64,13 @@ class LMCodec:
                     decoder.begin(slot)
 
         fill()
-        vocab = self.engine.vocab_size
         while slot_item:
             slots = decoder.active()
-            freqs = decoder.frequencies()
-            cum_hi = freqs.cumsum(dim=1)
-            targets = torch.tensor([coders[s].target() for s in slots], dtype=cum_hi.dtype)
-            symbols = torch.searchsorted(cum_hi, targets[:, None], right=True)[:, 0].clamp_(max=vocab - 1)
-            highs = cum_hi.gather(1, symbols[:, None])[:, 0]
-            sizes = freqs.gather(1, symbols[:, None])[:, 0]
+            targets = torch.tensor([coders[s].target() for s in slots], dtype=torch.long)
+            symbols, lows, sizes = decoder.distributions().find(targets)
             pushes: dict[int, int] = {}
-            for s, sym, hi, f in zip(slots, symbols.tolist(), highs.tolist(), sizes.tolist(), strict=True):
-                coders[s].consume(hi - f, f)
+            for s, sym, low, f in zip(slots, symbols.tolist(), lows.tolist(), sizes.tolist(), strict=True):
+                coders[s].consume(low, f)
                 item = slot_item[s]
                 results[item].append(sym)
                 if len(results[item]) == items[item][1]:

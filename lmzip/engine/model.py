@@ -21,7 +21,9 @@ INT8_MAX = 127
 # Attention weights are integers whose sum stays below 2**17, so that sum(u * v) over
 # any number of keys with |v| <= 127 stays below 2**24 and is exact in fp32.
 ATTN_MASS = float(2**17 - 2**8)
-QUERY_BLOCK = 128  # prefill attention works on blocks of this many queries
+QUERY_BLOCK = 128
+# Inputs of these projections get 15-bit activations; the others int8 (measured in README).
+SPLIT = frozenset({"qkv", "gate_up", "down", "lm_head"})  # prefill attention works on blocks of this many queries
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, amax / torch.full_like(amax, INT8_MAX)
 
 
-def rms_norm_quantized(x: torch.Tensor, weight: torch.Tensor, eps: float) -> Activation:
+def rms_norm_quantized(x: torch.Tensor, weight: torch.Tensor, eps: float, split: bool = True) -> Activation:
     """RMSNorm(x) * weight, returned already quantized for the next linear layer.
 
     The sum of squares runs on a 15-bit integer image of x in float64, which is exact
@@ -133,7 +135,7 @@ def rms_norm_quantized(x: torch.Tensor, weight: torch.Tensor, eps: float) -> Act
     # rms(x) = sqrt(mean_sq) * amax / 32767 ; add eps in the same units
     unit = amax.double() / torch.full_like(amax, 32767.0, dtype=torch.float64)
     rms = torch.sqrt(mean_sq + torch.full_like(mean_sq, eps) / (unit * unit)) * unit
-    act = quantize_activation(x * weight)
+    act = quantize_activation(x * weight, split)
     act.scale = (act.scale.double() / rms).float()
     return act
 
@@ -147,26 +149,34 @@ class Activation:
     """
 
     hi: torch.Tensor  # int8 values held in float32, |hi| <= 127
-    lo: torch.Tensor  # |lo| <= 128, clamped to the int8 range
+    lo: torch.Tensor | None  # |lo| <= 128, clamped to the int8 range; None = int8 only
     scale: torch.Tensor  # [M, 1]
 
 
-def quantize_activation(x: torch.Tensor) -> Activation:
+def quantize_activation(x: torch.Tensor, split: bool = True) -> Activation:
+    """15-bit (two int8 halves) or plain int8 (lo = None) per-row quantization."""
     amax = x.abs().amax(dim=-1, keepdim=True)
     amax = torch.where(amax > 0, amax, torch.ones_like(amax))
-    full = float(INT8_MAX * 256)
+    full = float(INT8_MAX * 256) if split else float(INT8_MAX)
     q = (x * (torch.full_like(amax, full) / amax)).round_()
+    scale = amax / torch.full_like(amax, full)
+    if not split:
+        return Activation(q, None, scale)
     hi = q.mul(1.0 / 256).round_()
     lo = q.sub_(hi * 256.0).clamp_(-INT8_MAX - 1, INT8_MAX)  # lo = +128 (a half-even tie) becomes 127
-    return Activation(hi, lo, amax / torch.full_like(amax, full))
+    return Activation(hi, lo, scale)
 
 
 def linear(x: Activation, layer: QLinear, backend: str) -> torch.Tensor:
     """x @ W^T (+ bias) as float32. Both halves go through one exact int8 product; they
     are then combined and scaled with correctly rounded float32 operations."""
-    m = x.hi.shape[0]
-    acc = BACKENDS[backend](torch.cat([x.hi, x.lo]).to(torch.int8), layer.weight)
-    y = acc[:m].float().mul_(256.0).add_(acc[m:].float())
+    mm = BACKENDS[backend]
+    if x.lo is None:
+        y = mm(x.hi.to(torch.int8), layer.weight).float()
+    else:
+        m = x.hi.shape[0]
+        acc = mm(torch.cat([x.hi, x.lo]).to(torch.int8), layer.weight)
+        y = acc[:m].float().mul_(256.0).add_(acc[m:].float())
     y.mul_(x.scale).mul_(layer.scale)
     if layer.bias is not None:
         y.add_(layer.bias)
@@ -191,28 +201,60 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out
 
 
-def exp_weights(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """int64 round(2**24 * exp(logit - max)) from the table; masked entries are exactly 0."""
-    table = numerics.exp_table().to(logits.device)
-    if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf"))
-    peak = logits.amax(dim=-1, keepdim=True)
-    idx = logits.neg_().add_(peak).mul_(numerics.EXP_STEPS_PER_UNIT).round_()
-    idx = idx.clamp_(max=len(table) - 1).long()
-    return table[idx]
+RECIPROCAL_SHIFT = 38  # fixed-point reciprocal: cumE * (C << 38) // mass stays below 2**63
 
 
-def frequencies(logits: torch.Tensor) -> torch.Tensor:
-    """Integer frequencies [M, V] (each >= 1, rows summing to 2**FREQ_BITS) from logits [M, V]."""
-    total = 1 << numerics.FREQ_BITS
-    vocab = logits.shape[-1]
-    e = exp_weights(logits.clone(), None)
-    mass = e.sum(dim=-1, keepdim=True)
-    freq = e.mul_(total - vocab).div_(mass, rounding_mode="floor").add_(1)
-    deficit = total - freq.sum(dim=-1)
-    top = freq.argmax(dim=-1)  # first maximal index, as documented on every device
-    freq[torch.arange(freq.shape[0], device=freq.device), top] += deficit
-    return freq
+@dataclass
+class Frequencies:
+    """Integer frequency tables for M positions, in cumulative form.
+
+    With e = round(2**24 * exp(logit - max)) (exact integers) and E(v) = sum of e below v,
+    the cumulative frequency of token v is CF(v) = floor(E(v) * R / 2**38) + v with the
+    fixed-point reciprocal R = floor((C - V) * 2**38 / E(V)), C = 2**24. Every token gets
+    f(v) = CF(v + 1) - CF(v) >= 1; the last token also takes the few units that floor
+    leaves over, so rows sum to exactly C. Coding a token needs two lookups, not a table.
+    """
+
+    prefix: torch.Tensor  # [M, V + 1] float64 exact integers E(0..V)
+    recip: torch.Tensor  # [M, 1] int64 R
+
+    def cumulative(self, tokens: torch.Tensor) -> torch.Tensor:
+        """CF(tokens) for tokens [M, k] (values 0..V), int64; CF(V) is C by definition."""
+        total = 1 << numerics.FREQ_BITS
+        e = self.prefix.gather(1, tokens).long()
+        cf = e.mul_(self.recip).bitwise_right_shift_(RECIPROCAL_SHIFT).add_(tokens)
+        return torch.where(tokens == self.prefix.shape[1] - 1, torch.full_like(cf, total), cf)
+
+    def bounds(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CF(t), f(t)) for one token per row, tokens [M]."""
+        both = self.cumulative(torch.stack([tokens, tokens + 1], dim=1))
+        return both[:, 0], both[:, 1] - both[:, 0]
+
+    def find(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(token, CF, f) per row with CF(token) <= target < CF(token + 1), targets [M] < C."""
+        rows, width = self.prefix.shape
+        cf = self.cumulative(torch.arange(width, device=self.prefix.device).expand(rows, width).contiguous())
+        token = torch.searchsorted(cf, targets[:, None].to(cf), right=True)[:, 0].sub_(1).clamp_(0, width - 2)
+        low = cf.gather(1, token[:, None])[:, 0]
+        return token, low, cf.gather(1, token[:, None] + 1)[:, 0] - low
+
+    def table(self) -> torch.Tensor:
+        """Full frequency rows [M, V] (tests and the decoder's search)."""
+        rows, width = self.prefix.shape
+        cf = self.cumulative(torch.arange(width, device=self.prefix.device).expand(rows, width))
+        return cf[:, 1:] - cf[:, :-1]
+
+
+def frequencies(logits: torch.Tensor) -> Frequencies:
+    """Exact integer next-token distributions for logits [M, V]."""
+    spread = (1 << numerics.FREQ_BITS) - logits.shape[-1]
+    y = (logits.amax(dim=-1, keepdim=True) - logits).mul_(numerics.LOG2E_F32)
+    e = numerics.exp2_neg_scaled(y, numerics.FREQ_BITS)  # <= 2**24, exact integers
+    prefix = torch.zeros(e.shape[0], e.shape[1] + 1, dtype=torch.float64, device=e.device)
+    torch.cumsum(e, dim=1, dtype=torch.float64, out=prefix[:, 1:])  # exact: sums < 2**53
+    mass = prefix[:, -1:].long()  # >= 2**24 (the top token alone)
+    recip = torch.full_like(mass, spread << RECIPROCAL_SHIFT).div_(mass, rounding_mode="floor")
+    return Frequencies(prefix, recip)
 
 
 # ---------------------------------------------------------------------------
@@ -261,8 +303,7 @@ class ExactLlama:
         self.device = torch.device(device)
         cos, sin = numerics.rope_table(self.config.rope_theta, self.config.dim_per_head, window)
         self.cos, self.sin = cos.to(self.device), sin.to(self.device)
-        bits = numerics.attention_exp_bits(window)
-        self.exp_table = numerics.exp_table(bits).float().to(self.device)
+        self.exp_bits = numerics.attention_exp_bits(window)  # e <= 2**bits, window * 2**bits <= 2**24
 
     # -- attention --------------------------------------------------------
 
@@ -306,13 +347,12 @@ class ExactLlama:
         d = q_q.shape[-1]
         scores = torch.matmul(q_q, k.transpose(-1, -2))  # exact: |sum| <= D * 127**2 < 2**24
         # logit = dot * (s_q / sqrt(d)) * s_k, each product correctly rounded
-        scores.mul_(q_scale * (1.0 / d**0.5)).mul_(k_scale)
+        # (in log2 units: the exp below is 2**-x, so log2(e) joins the query scale)
+        scores.mul_(q_scale * (numerics.LOG2E_F32 / d**0.5)).mul_(k_scale)
         keys = torch.arange(k.shape[2], device=k.device)
         scores.masked_fill_(keys.view(1, 1, 1, -1) > qpos, float("-inf"))
         peak = scores.amax(dim=-1, keepdim=True)
-        idx = scores.neg_().add_(peak).mul_(numerics.EXP_STEPS_PER_UNIT).round_()
-        idx = idx.clamp_(max=len(self.exp_table) - 1).long()
-        e = self.exp_table[idx]  # float32 integers <= 2**bits; masked keys give exactly 0
+        e = numerics.exp2_neg_scaled(scores.neg_().add_(peak), self.exp_bits)  # masked keys: exactly 0
         mass = e.sum(dim=-1, keepdim=True)  # exact: window * 2**bits <= 2**24
         # u_j = floor(e_j * s_vj * c) with c = MASS / (mass * vmax)  =>  sum_j u_j < 2**17
         c = torch.full_like(vmax, ATTN_MASS, dtype=torch.float64) / (mass.double() * vmax.double())
@@ -334,7 +374,7 @@ class ExactLlama:
         b, t, hid = x.shape
         h, kvh, d = cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head
         flat = x.reshape(b * t, hid)
-        qkv = linear(rms_norm_quantized(flat, lw.attn_norm, cfg.norm_eps), lw.qkv, self.backend)
+        qkv = linear(rms_norm_quantized(flat, lw.attn_norm, cfg.norm_eps, "qkv" in SPLIT), lw.qkv, self.backend)
         q = qkv[:, : h * d].view(b, t, h, d)
         k = qkv[:, h * d : (h + kvh) * d].view(b, t, kvh, d)
         v = qkv[:, (h + kvh) * d :].view(b, t, kvh, d)
@@ -368,19 +408,21 @@ class ExactLlama:
             k_all, ks_all = cache.k[i][:, :, :n], cache.k_scale[i][..., :n]
             v_all, vs_all = cache.v[i][:, :, :n], cache.v_scale[i][..., :n]
         attn = self._attention(q, k_all, ks_all, v_all, vs_all, vmax, positions)
-        x = x + linear(quantize_activation(attn.reshape(b * t, h * d)), lw.o, self.backend).view(b, t, hid)
+        attn_act = quantize_activation(attn.reshape(b * t, h * d), "o" in SPLIT)
+        x = x + linear(attn_act, lw.o, self.backend).view(b, t, hid)
         flat = x.reshape(b * t, hid)
-        gu = linear(rms_norm_quantized(flat, lw.mlp_norm, cfg.norm_eps), lw.gate_up, self.backend)
+        gu = linear(rms_norm_quantized(flat, lw.mlp_norm, cfg.norm_eps, "gate_up" in SPLIT), lw.gate_up, self.backend)
         inter = cfg.intermediate_size
         act = silu_times(gu[:, :inter], gu[:, inter:])
-        return x + linear(quantize_activation(act), lw.down, self.backend).view(b, t, hid)
+        return x + linear(quantize_activation(act, "down" in SPLIT), lw.down, self.backend).view(b, t, hid)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         emb = self.w.embedding
         return emb.weight[tokens].float().mul_(emb.scale[tokens].unsqueeze(-1))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(rms_norm_quantized(x, self.w.final_norm, self.config.norm_eps), self.w.lm_head, self.backend)
+        act = rms_norm_quantized(x, self.w.final_norm, self.config.norm_eps, "lm_head" in SPLIT)
+        return linear(act, self.w.lm_head, self.backend)
 
     # -- public paths ---------------------------------------------------------
 
