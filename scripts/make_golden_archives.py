@@ -1,0 +1,154 @@
+"""Regenerate (on purpose) or check the golden archives in tests/golden/archives/.
+
+    python scripts/make_golden_archives.py            # rewrite the .lmz files and MANIFEST.json
+    python scripts/make_golden_archives.py --check    # compress again, compare, print match / MISMATCH
+    python scripts/make_golden_archives.py --threads 1 [--check]   # far faster on a busy machine
+
+The golden archives pin what this build writes and reads: tests/test_golden_archives.py
+decodes each one through the CLI and checks that compressing its original again gives
+the very same bytes. Regenerate them only after a deliberate change that makes old
+archives unreadable or different: a NUMERICS_VERSION bump (lmzip/engine/numerics.py,
+together with scripts/make_golden_vector.py), a format version bump (VERSION in
+lmzip/container.py), a different default model, or a deliberate change to how the
+writer picks codecs. Then commit the new archives and MANIFEST.json with that change.
+
+Originals: prose.txt (English written for this fixture) and code_py.txt (a frozen copy
+of the start of lmzip/coder.py) are committed as they are; binary.bin (pseudo-random
+bytes from a fixed seed, then zero bytes) and empty.bin are rewritten by this script.
+Every archive is made by the real CLI with the default model (`lmzip -c ARGS FILE`),
+then decoded again as a check. prose and code must come out with lm records, or the
+script fails: a golden archive that never exercises the model pins nothing.
+The check exits 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GOLDEN = ROOT / "tests" / "golden" / "archives"
+MANIFEST = GOLDEN / "MANIFEST.json"
+BINARY_SEED = 20240611
+
+# name -> (original file, CLI options recorded for compressing it, must the LM win a chunk)
+FIXTURES: dict[str, tuple[str, list[str], bool]] = {
+    # small chunks so that several lm chunks decode in lock step
+    "prose": ("prose.txt", ["--chunk-size", "1024"], True),
+    "code": ("code_py.txt", [], True),
+    "binary": ("binary.bin", [], False),
+    "empty": ("empty.bin", [], False),
+}
+
+
+def binary_original() -> bytes:
+    """~1 KB that no model predicts: seeded pseudo-random bytes, then a few zero bytes."""
+    return random.Random(BINARY_SEED).randbytes(1000) + bytes(24)
+
+
+ENGINE_ARGS: list[str] = []  # e.g. ["--threads", "1"]: never changes the bytes, only the speed
+
+
+def lmzip(*args: str, input: bytes | None = None) -> bytes:  # noqa: A002 - subprocess's name
+    cmd = [sys.executable, "-m", "lmzip.cli", *ENGINE_ARGS, *args]
+    p = subprocess.run(cmd, cwd=GOLDEN, input=input, capture_output=True, timeout=600)
+    if p.returncode != 0:
+        raise SystemExit(f"lmzip {' '.join(args)} failed ({p.returncode}): {p.stderr.decode().strip()}")
+    return p.stdout
+
+
+def build(name: str) -> tuple[bytes, dict]:
+    """The archive of one fixture and its manifest entry (nothing written)."""
+    from lmzip.pipeline import read_archive_info
+
+    original_name, args, needs_lm = FIXTURES[name]
+    original = (GOLDEN / original_name).read_bytes()
+    archive = lmzip("-c", *args, "--", original_name)
+    if lmzip("-dc", "-", input=archive) != original:
+        raise SystemExit(f"{name}: the archive does not decode to its original")
+    info = read_archive_info(io.BytesIO(archive))
+    counts = {k: v for k, v in info.codec_counts.items() if v}
+    if needs_lm and not counts.get("lm"):
+        raise SystemExit(f"{name}: the LM won no chunk ({counts}); the fixture would not exercise the model")
+    entry = {
+        "original": original_name,
+        "archive": original_name + ".lmz",
+        "args": args,
+        "original_size": len(original),
+        "original_sha256": hashlib.sha256(original).hexdigest(),
+        "archive_size": len(archive),
+        "archive_sha256": hashlib.sha256(archive).hexdigest(),
+        "codec_counts": counts,
+        "model": None
+        if info.model is None
+        else {
+            "name": info.model.name,
+            "model_hash": info.model.model_hash.hex(),
+            "numerics_version": info.model.numerics_version,
+            "context_window": info.model.context_window,
+        },
+    }
+    return archive, entry
+
+
+def write_originals() -> None:
+    (GOLDEN / "binary.bin").write_bytes(binary_original())
+    (GOLDEN / "empty.bin").write_bytes(b"")
+
+
+def versions() -> dict:
+    import lmzip
+    from lmzip.container import VERSION
+    from lmzip.engine.numerics import NUMERICS_VERSION
+
+    return {"lmzip_version": lmzip.__version__, "format_version": VERSION, "numerics_version": NUMERICS_VERSION}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="compare with the stored archives, write nothing")
+    ap.add_argument("--threads", type=int, help="engine threads (1 is much faster on a busy machine)")
+    args = ap.parse_args()
+    if args.threads:
+        ENGINE_ARGS[:] = ["--threads", str(args.threads)]
+
+    if args.check:
+        manifest = json.loads(MANIFEST.read_text())
+        ok = True
+        if binary_original() != (GOLDEN / "binary.bin").read_bytes():
+            print("binary.bin: MISMATCH with its seed")
+            ok = False
+        for key, want in versions().items():
+            if key != "lmzip_version" and manifest[key] != want:
+                print(f"MANIFEST.json: {key} {manifest[key]} != this build's {want}: regenerate")
+                ok = False
+        for name in FIXTURES:
+            archive, _ = build(name)
+            stored = (GOLDEN / manifest["archives"][name]["archive"]).read_bytes()
+            same = archive == stored
+            ok &= same
+            print(f"{name}: {'match' if same else 'MISMATCH'} ({len(archive)} bytes, stored {len(stored)})")
+        return 0 if ok else 1
+
+    write_originals()
+    manifest = {**versions(), "model": "default", "archives": {}}
+    for name in FIXTURES:
+        archive, entry = build(name)
+        (GOLDEN / entry["archive"]).write_bytes(archive)
+        manifest["archives"][name] = entry
+        print(f"{name}: {entry['original_size']} -> {entry['archive_size']} bytes, chunks {entry['codec_counts']}")
+    MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {MANIFEST.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Golden archives: what this build wrote with the default model, read back through the CLI.
+
+tests/golden/archives/ holds small originals, their .lmz archives and MANIFEST.json (the
+options each was made with); scripts/make_golden_archives.py regenerates them on purpose.
+A failure here after a NUMERICS_VERSION or format version bump is expected: regenerate.
+Otherwise it means archives written by earlier builds no longer decode, or the writer no
+longer produces the same bytes.
+
+Every CLI call passes `--threads 1`: thread count must not change any byte (the archives
+were made with the default thread count), and one thread is much faster on a busy machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from lmzip.container import VERSION, ArchiveReader
+from lmzip.pipeline import read_archive_info
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "archives"
+MANIFEST = json.loads((GOLDEN / "MANIFEST.json").read_text())
+ARCHIVES: dict[str, dict] = MANIFEST["archives"]
+ENGINE = ("--threads", "1")
+REGENERATE = "regenerate with scripts/make_golden_archives.py"
+
+
+def lmzip(*args: str, cwd: Path, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:  # noqa: A002
+    return subprocess.run(
+        [sys.executable, "-m", "lmzip.cli", *ENGINE, *args], cwd=cwd, input=input, capture_output=True, timeout=600
+    )
+
+
+def needs_model(when: bool) -> list[pytest.MarkDecorator]:
+    return [pytest.mark.requires_model] if when else []
+
+
+# Decoding needs the model only when the archive has lm records; compressing needs it for
+# any non-empty input (the LM scores every chunk unless --no-lm).
+DECODE = [pytest.param(n, id=n, marks=needs_model(e["model"] is not None)) for n, e in ARCHIVES.items()]
+ENCODE = [pytest.param(n, id=n, marks=needs_model(e["original_size"] > 0)) for n, e in ARCHIVES.items()]
+WITH_MODEL = [n for n, e in ARCHIVES.items() if e["model"] is not None]
+
+
+def original(name: str) -> bytes:
+    return (GOLDEN / ARCHIVES[name]["original"]).read_bytes()
+
+
+def archive(name: str) -> bytes:
+    return (GOLDEN / ARCHIVES[name]["archive"]).read_bytes()
+
+
+def assert_one_error_line(stderr: bytes, file: str) -> str:
+    text = stderr.decode()
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert lines[0].startswith(f"lmzip: {file}: "), text
+    assert "Traceback" not in text and "internal error" not in text, text
+    return lines[0]
+
+
+# ---------------------------------------------------------------- the fixtures themselves (no model)
+
+
+@pytest.mark.parametrize("name", list(ARCHIVES))
+def test_fixture_files_match_manifest(name: str) -> None:
+    entry = ARCHIVES[name]
+    assert hashlib.sha256(original(name)).hexdigest() == entry["original_sha256"], f"{name}: original changed"
+    assert hashlib.sha256(archive(name)).hexdigest() == entry["archive_sha256"], f"{name}: archive changed"
+    info = read_archive_info(io.BytesIO(archive(name)))
+    assert {k: v for k, v in info.codec_counts.items() if v} == entry["codec_counts"]
+    assert info.original_size == entry["original_size"]
+
+
+def test_golden_archives_are_for_this_build() -> None:
+    """Stale archives after a deliberate bump: say so once, with the fix."""
+    from lmzip.engine.numerics import NUMERICS_VERSION
+
+    assert MANIFEST["format_version"] == VERSION, f"format version bumped to {VERSION}: {REGENERATE}"
+    assert MANIFEST["numerics_version"] == NUMERICS_VERSION, f"NUMERICS_VERSION is {NUMERICS_VERSION}: {REGENERATE}"
+    for name in WITH_MODEL:
+        info = read_archive_info(io.BytesIO(archive(name)))
+        assert info.model is not None and info.model.numerics_version == NUMERICS_VERSION, REGENERATE
+    # The fixtures cover what they claim: lm chunks decoded in lock step, a model-free archive, empty.
+    assert ARCHIVES["prose"]["codec_counts"].get("lm", 0) >= 2
+    assert ARCHIVES["code"]["codec_counts"].get("lm", 0) >= 1
+    assert ARCHIVES["binary"]["model"] is None and ARCHIVES["empty"]["original_size"] == 0
+
+
+# ---------------------------------------------------------------- (a) decode, (b) re-encode
+
+
+@pytest.mark.parametrize("name", DECODE)
+def test_golden_archive_decodes(name: str, tmp_path: Path) -> None:
+    p = lmzip("-dc", "--", str(GOLDEN / ARCHIVES[name]["archive"]), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == original(name)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ENCODE)
+def test_compressing_original_gives_golden_bytes(name: str, tmp_path: Path) -> None:
+    entry = ARCHIVES[name]
+    p = lmzip("-c", *entry["args"], "--", str(GOLDEN / entry["original"]), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == archive(name), f"{name}: this build writes different bytes for the same input ({REGENERATE}?)"
+
+
+# ---------------------------------------------------------------- (c) version mismatch
+
+
+def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the LEB128 varint at pos."""
+    value = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, pos
+
+
+def with_format_version(data: bytes, version: int) -> bytes:
+    """The archive with header byte 4 (format version) replaced and the header CRC fixed."""
+    assert data[:4] == b"LMZ\x00" and data[4] == VERSION and data[5] == 0  # no name/mtime in the fixtures
+    _, crc_at = _uvarint(data, 6)  # chunk size, then the header CRC
+    out = bytearray(data)
+    out[4] = version
+    out[crc_at : crc_at + 4] = zlib.crc32(out[:crc_at]).to_bytes(4, "little")
+    return bytes(out)
+
+
+def with_numerics_version(data: bytes, numerics: int) -> bytes:
+    """The archive with the model identity record's numerics version replaced and its CRC
+    fixed (FORMAT.md: kind 3, varint B, CRC32 of the body, body = 2 x 32 hash bytes, then
+    the numerics version varint). Record and index lengths stay the same."""
+    (model,) = [r for r in read_archive_info(io.BytesIO(data)).records if r.kind == "model"]
+    assert data[model.offset] == 3
+    body_len, crc_at = _uvarint(data, model.offset + 1)
+    body_at = crc_at + 4
+    old, after = _uvarint(data, body_at + 64)
+    assert after == body_at + 65 and numerics < 0x80, "one-byte varints only"
+    out = bytearray(data)
+    out[body_at + 64] = numerics
+    out[crc_at:body_at] = zlib.crc32(out[body_at : body_at + body_len]).to_bytes(4, "little")
+    return bytes(out)
+
+
+def _assert_structurally_valid(data: bytes) -> None:
+    """Header, every record's fields and CRC-checked model body, the index: all fine, so a
+    failure can only be the version check."""
+    reader = ArchiveReader(io.BytesIO(data))
+    for _ in reader.records():
+        pass
+    assert reader.crc is not None
+
+
+def _decompress_fails_cleanly(data: bytes, tmp_path: Path) -> str:
+    """`lmzip -d` and `lmzip -dc` on data: exit 1, one error line, nothing written or left."""
+    (tmp_path / "old.txt.lmz").write_bytes(data)
+    p = lmzip("-d", "old.txt.lmz", cwd=tmp_path)
+    assert p.returncode == 1, p.stderr.decode()
+    line = assert_one_error_line(p.stderr, "old.txt.lmz")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["old.txt.lmz"]  # no output, no temp file
+    assert (tmp_path / "old.txt.lmz").read_bytes() == data
+    p = lmzip("-dc", "old.txt.lmz", cwd=tmp_path)
+    assert p.returncode == 1, p.stderr.decode()
+    assert p.stdout == b""
+    assert_one_error_line(p.stderr, "old.txt.lmz")
+    return line
+
+
+@pytest.mark.parametrize("version", [VERSION - 1, VERSION + 1], ids=lambda v: f"v{v}")
+@pytest.mark.parametrize("name", list(ARCHIVES))
+def test_other_format_version_refused(name: str, version: int, tmp_path: Path) -> None:
+    patched = with_format_version(archive(name), version)
+    line = _decompress_fails_cleanly(patched, tmp_path)
+    assert f"unsupported format version {version}" in line, line
+
+
+def test_numerics_patch_is_only_the_version() -> None:
+    """The patched archive passes every structural check (CRCs fixed up), so the test
+    below fails on the version comparison and nothing else."""
+    from lmzip.engine.numerics import NUMERICS_VERSION
+
+    for name in WITH_MODEL:
+        patched = with_numerics_version(archive(name), NUMERICS_VERSION + 1)
+        assert patched != archive(name)
+        _assert_structurally_valid(patched)
+        info = read_archive_info(io.BytesIO(patched))
+        assert info.model is not None and info.model.numerics_version == NUMERICS_VERSION + 1
+
+
+@pytest.mark.requires_model
+@pytest.mark.parametrize("delta", [-1, 1], ids=["older", "newer"])
+def test_other_numerics_version_refused(delta: int, tmp_path: Path) -> None:
+    from lmzip.engine.numerics import NUMERICS_VERSION
+
+    wanted = NUMERICS_VERSION + delta
+    line = _decompress_fails_cleanly(with_numerics_version(archive("prose"), wanted), tmp_path)
+    low = line.lower()
+    assert "numerics" in low and "model" in low, line
+    assert f"numerics v{wanted}" in low and f"v{NUMERICS_VERSION}" in low, line  # both sides named
