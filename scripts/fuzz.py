@@ -1,0 +1,764 @@
+"""Fuzz the .lmz decoder: the container parser and the whole decode path.
+
+Starts from valid archives (stored/zstd only, and with a fake LM codec so lm and
+model identity records are present) and mutates them: truncation at every offset,
+a flipped byte at every offset, then random bit flips, byte changes, insertions,
+deletions, huge varints, wrong versions, structure-aware record/index/header field
+edits (with their CRCs recomputed so the edit reaches the checks behind them),
+record drops/duplicates/swaps, trailing garbage and splices of two archives.
+
+Every case goes through `decompress_stream` (seekable, or a pipe with short reads),
+`read_archive_info` (seekable and pipe) and the CLI's `-t` (in process, on a file).
+The contract: each ends with the exact original (or, for a splice, the original of
+one of the two parts) or an `LmzipError` subclass, within a per-case time limit,
+under an address-space cap (so an allocation from an unchecked declared size shows
+up as MemoryError); the paths must agree (a decode that succeeds implies that both
+info paths succeed with the same sizes and that `-t` exits 0, and `-t` exits 0 only
+then). Any other exception, a hang, a MemoryError or a disagreement is a failure:
+the script minimizes it and prints a repro (base64), exiting 1.
+
+    .venv/bin/python scripts/fuzz.py [--seconds 60] [--seed N] [--case-timeout 5] [--mem-gib 2]
+    .venv/bin/python scripts/fuzz.py --repro BASE64     # run one input through every path
+
+The fake LM (4 bits per known word, 12 per other byte) is copied from the pipeline
+tests so the script stands alone; its decoder fails on garbage the way a real one
+might (StopIteration, IndexError), which the pipeline must turn into an LmzipError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import io
+import os
+import random
+import resource
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lmzip import cli
+from lmzip.container import MAX_CHUNK_SIZE, uvarint
+from lmzip.errors import LmzipError
+from lmzip.pipeline import CompressOptions, DecompressOptions, compress_stream, decompress_stream, read_archive_info
+
+# ---------------------------------------------------------------- fake LM codec
+
+
+@dataclass
+class FakeIdentity:
+    name: str = "fake-zlib"
+    model_hash: bytes = b"M" * 32
+    tokenizer_hash: bytes = b"T" * 32
+    numerics_version: int = 3
+    context_window: int = 512
+
+
+WORDS = [b"the", b"cat", b"sat", b"on", b"a", b"mat", b"and", b"looked", b"around\n"]
+VOCAB = [w + b" " for w in WORDS]
+ESCAPE = 15
+
+
+class FakeLM:
+    def __init__(self) -> None:
+        self.identity = FakeIdentity()
+
+    def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
+        out: list[tuple[bytes, int] | None] = []
+        for c in chunks:
+            nibbles, tokens, i = [], 0, 0
+            while i < len(c):
+                k = next((k for k, w in enumerate(VOCAB) if c.startswith(w, i)), None)
+                if k is None:
+                    nibbles += [ESCAPE, c[i] >> 4, c[i] & 15]
+                    i += 1
+                else:
+                    nibbles.append(k)
+                    i += len(VOCAB[k])
+                tokens += 1
+            nibbles += [0] * (len(nibbles) % 2)
+            out.append((bytes(a << 4 | b for a, b in zip(nibbles[::2], nibbles[1::2], strict=True)), tokens))
+        return out
+
+    def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
+        out = []
+        for payload, tokens in items:
+            nibbles = iter([n for b in payload for n in (b >> 4, b & 15)])
+            data = bytearray()
+            for _ in range(tokens):  # StopIteration / IndexError on garbage
+                n = next(nibbles)
+                data += bytes([next(nibbles) << 4 | next(nibbles)]) if n == ESCAPE else VOCAB[n]
+            out.append(bytes(data))
+        return out
+
+
+def fake_factory(options: object) -> FakeLM:
+    return FakeLM()
+
+
+def text(n: int, seed: int = 0) -> bytes:
+    rng = random.Random(seed)
+    out = bytearray()
+    while len(out) < n:
+        out += rng.choice(WORDS) + b" "
+    return bytes(out[:n])
+
+
+def compress(data: bytes, **kw: object) -> bytes:
+    kw.setdefault("codec_factory", fake_factory)
+    out = io.BytesIO()
+    compress_stream(io.BytesIO(data), out, CompressOptions(**kw))  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def make_bases() -> dict[str, tuple[bytes, bytes]]:
+    """name -> (original, archive): small valid archives of several shapes."""
+    rng = random.Random(1)
+    mixed = text(1200, 1) + rng.randbytes(400) + bytes(600) + text(700, 2) + b"\xff\xfe" * 50 + b"!"
+    specs: dict[str, tuple[bytes, dict]] = {
+        "empty": (b"", {"use_lm": False}),
+        "empty-named": (b"", {"use_lm": False, "name": "e.txt", "mtime": 0}),
+        "one-byte": (b"x", {"use_lm": False}),
+        "one-byte-lm": (b"x", {"chunk_size": 1}),
+        "text-nolm": (text(2000, 3), {"chunk_size": 700, "use_lm": False}),
+        "random": (rng.randbytes(1500), {"chunk_size": 400, "batch": 2, "use_lm": False}),
+        "text-lm": (text(1500, 4), {"chunk_size": 256, "batch": 2}),
+        "multi-group": (mixed, {"chunk_size": 200, "batch": 3, "name": "f.txt", "mtime": -7}),
+        "model-later": (rng.randbytes(500) + text(1200, 5), {"chunk_size": 250, "batch": 2}),
+        "zeros-named": (bytes(5000), {"chunk_size": 1000, "batch": 2, "use_lm": False, "name": "z", "mtime": 1 << 40}),
+        "chunk-1": (b"abc", {"chunk_size": 1, "use_lm": False}),
+        "zeros-chunk-1": (bytes(100), {"chunk_size": 1, "use_lm": False}),  # zstd runs of 32 one-byte chunks
+        "max-chunk": (text(300, 6), {"chunk_size": MAX_CHUNK_SIZE, "use_lm": False}),
+        "max-chunk-lm": (text(1000, 7), {"chunk_size": MAX_CHUNK_SIZE}),
+    }
+    return {name: (data, compress(data, **kw)) for name, (data, kw) in specs.items()}
+
+
+# ---------------------------------------------------------------- archive structure (tolerant)
+
+
+@dataclass
+class Layout:
+    """Where things are in a *valid* base archive, for structure-aware mutations."""
+
+    header_end: int  # offset after the header CRC
+    records: list[tuple[int, int, list[int], int]]  # (offset, kind, field values, size)
+    index_start: int
+
+
+def _varint_at(b: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        c = b[pos]
+        value |= (c & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not c & 0x80:
+            return value, pos
+
+
+def header_len(b: bytes) -> int | None:
+    """Offset just after the header's CRC field, parsed leniently (None if unparseable)."""
+    try:
+        if len(b) < 6:
+            return None
+        flags = b[5]
+        _, pos = _varint_at(b, 6)
+        if flags & 1:
+            n, pos = _varint_at(b, pos)
+            pos += n
+        if flags & 2:
+            _, pos = _varint_at(b, pos)
+        return pos + 4 if pos + 4 <= len(b) else None
+    except IndexError:
+        return None
+
+
+def layout_of(archive: bytes) -> Layout:
+    info = read_archive_info(io.BytesIO(archive))
+    hend = header_len(archive)
+    assert hend is not None
+    records = []
+    for r in info.records:
+        kind = archive[r.offset]
+        n_fields = {0: 1, 1: 2, 2: 3, 3: 1}[kind]
+        values, pos = [], r.offset + 1
+        for _ in range(n_fields):
+            v, pos = _varint_at(archive, pos)
+            values.append(v)
+        records.append((r.offset, kind, values, r.size))
+    (index_size,) = struct.unpack_from("<I", archive, len(archive) - 12)
+    return Layout(hend, records, len(archive) - 16 - index_size)
+
+
+def pack_fields(kind: int, values: list[int]) -> bytes:
+    return bytes([kind]) + b"".join(varint_any(v) for v in values)
+
+
+def varint_any(n: int) -> bytes:
+    """LEB128 of any non-negative n (also >= 2**64, which uvarint refuses)."""
+    if n < 1 << 64:
+        return uvarint(n)
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def fix_header_crc(b: bytes) -> bytes:
+    end = header_len(b)
+    if end is None:
+        return b
+    return b[: end - 4] + struct.pack("<I", zlib.crc32(b[: end - 4])) + b[end:]
+
+
+def fix_tail(b: bytes, index_start: int | None = None) -> bytes:
+    """Recompute the trailer's index size (when index_start is given) and its tail CRC."""
+    if len(b) < 16:
+        return b
+    crc, index_size = struct.unpack_from("<II", b, len(b) - 16)
+    if index_start is not None:
+        index_size = len(b) - 16 - index_start
+    start = len(b) - 16 - index_size
+    if start < 0:
+        return b
+    index = b[start : len(b) - 16]
+    crc8 = struct.pack("<II", crc, index_size)
+    return b[:start] + index + crc8 + struct.pack("<I", zlib.crc32(crc8, zlib.crc32(index))) + b[-4:]
+
+
+def rebuild(
+    archive: bytes,
+    lay: Layout,
+    records: list[tuple[int, list[int], bytes]],
+    count: int | None = None,
+    index: list[tuple[int, list[int], bytes]] | None = None,
+) -> bytes:
+    """Re-assemble an archive from (kind, field values, crc+payload), with an index of
+    `index` (default: the same records) whose count `count` may override, and a fresh
+    tail CRC. The trailer keeps the base's whole-stream CRC."""
+    body = bytearray(archive[: lay.header_end])
+    for kind, values, rest in records:
+        body += pack_fields(kind, values) + rest
+    entries = records if index is None else index
+    idx = bytearray([0x4C]) + varint_any(len(entries) if count is None else count)
+    for kind, values, _ in entries:
+        idx += pack_fields(kind, values)
+    trailer_crc = archive[len(archive) - 16 : len(archive) - 12]
+    out = bytes(body) + bytes(idx) + trailer_crc + bytes(8) + b"LMZE"
+    return fix_tail(out, len(body))
+
+
+def split_records(archive: bytes, lay: Layout) -> list[tuple[int, list[int], bytes]]:
+    out = []
+    for off, kind, values, size in lay.records:
+        head = len(pack_fields(kind, values))
+        out.append((kind, list(values), archive[off + head : off + size]))
+    return out
+
+
+# ---------------------------------------------------------------- mutations
+
+HUGE = [
+    b"\xff" * 9 + b"\x01",  # 2**64
+    b"\xff" * 9 + b"\x7f",
+    b"\x80" * 10 + b"\x00",  # 11 bytes
+    b"\x80" * 11,  # never ends
+    b"\x80\x00",  # overlong
+    b"\x00",
+    uvarint(2**63),
+    uvarint(2**32 - 1),
+    uvarint(2**32),
+    uvarint(64 << 20),
+    uvarint((64 << 20) + 1),
+    uvarint(4095),
+    uvarint(4096),
+]
+
+
+def interesting(v: int, rng: random.Random) -> int:
+    return max(0, rng.choice(
+        [0, 1, 2, v - 1, v + 1, v * 2, v + 64, v + 65, 66, 67, 331, 332, 4096, 1 << 20, 64 << 20, (64 << 20) + 1,
+         2**32 - 1, 2**32, 2**63, 2**64 - 1, 2**64, rng.randrange(1 << 16)]
+    ))
+
+
+@dataclass
+class Mutator:
+    bases: dict[str, tuple[bytes, bytes]]
+    layouts: dict[str, Layout]
+    rng: random.Random
+
+    def random_case(self) -> tuple[bytes, list[str], set[bytes]]:
+        """(mutated blob, mutation trace, outputs a successful decode may produce)."""
+        rng = self.rng
+        name = rng.choice(list(self.bases))
+        original, blob = self.bases[name]
+        allowed = {original}
+        trace = [name]
+        for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
+            kind = rng.choice(
+                ["cut", "flip", "byte", "insert", "delete", "varint", "field", "field", "header", "version",
+                 "records", "count", "garbage", "splice", "dup"]
+            )
+            blob, desc, extra = self.mutate(kind, name, blob)
+            allowed |= extra
+            trace.append(desc)
+        if rng.random() < 0.3:  # let random damage past the CRC gates
+            blob = fix_tail(fix_header_crc(blob))
+            trace.append("fixcrc:")
+        return blob, trace, allowed
+
+    def mutate(self, kind: str, name: str, blob: bytes) -> tuple[bytes, str, set[bytes]]:
+        rng = self.rng
+        n = len(blob)
+        pos = rng.randrange(n + 1)
+        if kind == "cut":
+            return blob[:pos], f"cut:{pos}", set()
+        if kind in ("flip", "byte") and n:
+            pos = min(pos, n - 1)
+            new = blob[pos] ^ (1 << rng.randrange(8)) if kind == "flip" else rng.randrange(256)
+            return blob[:pos] + bytes([new]) + blob[pos + 1 :], f"{kind}:{pos}={new}", set()
+        if kind == "insert":
+            ins = rng.randbytes(rng.randint(1, 16)) if rng.random() < 0.5 else blob[rng.randrange(n + 1) :][:16]
+            return blob[:pos] + ins + blob[pos:], f"insert:{pos}+{len(ins)}", set()
+        if kind == "delete":
+            k = rng.randint(1, 16)
+            return blob[:pos] + blob[pos + k :], f"delete:{pos}-{k}", set()
+        if kind == "varint":
+            v, k = rng.choice(HUGE), rng.randint(0, 3)
+            return blob[:pos] + v + blob[pos + k :], f"varint:{pos}={v.hex()}/{k}", set()
+        lay = self.layouts[name]
+        if blob != self.bases[name][1]:  # structure-aware edits need the intact base
+            return self.mutate(rng.choice(["cut", "flip", "byte", "insert", "delete", "varint"]), name, blob)
+        if kind == "version":
+            v = rng.choice([0, 1, 3, 0x7F, 0xFF])
+            out = blob[:4] + bytes([v]) + blob[5:]
+            return (fix_header_crc(out) if rng.random() < 0.5 else out), f"version:{v}", set()
+        if kind == "header":
+            # chunk size, flags, name length, mtime: rewrite the header with its CRC fixed
+            hend = lay.header_end
+            flags = blob[5]
+            cs, p = _varint_at(blob, 6)
+            fields: list[bytes] = [varint_any(cs)]
+            if flags & 1:
+                ln, p2 = _varint_at(blob, p)
+                fields.append(varint_any(ln) + blob[p2 : p2 + ln])
+                p = p2 + ln
+            if flags & 2:
+                mt, p = _varint_at(blob, p)
+                fields.append(varint_any(mt))
+            which = rng.randrange(4)
+            if which == 0:
+                fields[0] = varint_any(interesting(cs, rng))
+            elif which == 1:
+                flags = rng.choice([flags ^ 1, flags ^ 2, flags | 4, 0x80, 3])
+            elif which == 2:
+                fields.insert(1, varint_any(interesting(10, rng)))
+            else:
+                fields.append(rng.choice(HUGE))
+            head = blob[:5] + bytes([flags]) + b"".join(fields)
+            out = head + struct.pack("<I", zlib.crc32(head)) + blob[hend:]
+            return out, f"header:{which}", set()
+        recs = split_records(blob, lay)
+        if kind == "field" and recs:
+            i = rng.randrange(len(recs))
+            k, values, rest = recs[i]
+            j = rng.randrange(len(values))
+            values = list(values)
+            values[j] = interesting(values[j], rng)
+            where = rng.choice(["both", "both", "record", "index"])
+            new = list(recs)
+            new[i] = (k if rng.random() < 0.9 else rng.choice([0, 1, 2, 3, 4, 0x4C, 0xFF]), values, rest)
+            if where == "both":
+                out = rebuild(blob, lay, new)
+            elif where == "record":
+                out = rebuild(blob, lay, new, index=recs)
+            else:
+                out = rebuild(blob, lay, recs, index=new)
+            return out, f"field:r{i}.{j}={values[j]}/{where}", set()
+        if kind == "records" and recs:
+            op = rng.choice(["drop", "dup", "swap", "move-model"])
+            new = list(recs)
+            i = rng.randrange(len(new))
+            if op == "drop":
+                del new[i]
+            elif op == "dup":
+                new.insert(i, new[i])
+            elif op == "swap" and len(new) > 1:
+                j = rng.randrange(len(new))
+                new[i], new[j] = new[j], new[i]
+            elif op == "move-model":
+                models = [r for r in new if r[0] == 3]
+                new = [r for r in new if r[0] != 3]
+                new.insert(rng.randrange(len(new) + 1), models[0] if models else recs[i])
+            return rebuild(blob, lay, new), f"records:{op}@{i}", set()
+        if kind == "count":
+            c = interesting(len(recs), rng)
+            return rebuild(blob, lay, recs, count=c), f"count:{c}", set()
+        if kind == "garbage":
+            other = self.bases[rng.choice(list(self.bases))][1]
+            g = rng.choice([rng.randbytes(rng.randint(1, 20)), other, other[-16:], b"\0", blob[-16:]])
+            return blob + g, f"garbage:{len(g)}", set()
+        if kind == "splice":
+            oname = rng.choice(list(self.bases))
+            oorig, other = self.bases[oname]
+            olay = self.layouts[oname]
+            cuts_a = [rng.randrange(n + 1), lay.header_end, lay.index_start, *(r[0] for r in lay.records)]
+            cuts_b = [rng.randrange(len(other) + 1), olay.header_end, olay.index_start, *(r[0] for r in olay.records)]
+            i, j = rng.choice(cuts_a), rng.choice(cuts_b)
+            out = blob[:i] + other[j:]
+            if rng.random() < 0.5:
+                out = fix_tail(out)
+            return out, f"splice:{name}[:{i}]+{oname}[{j}:]", {oorig}
+        if kind == "dup":
+            i = rng.randrange(n + 1)
+            k = rng.randint(1, 64)
+            return blob[:pos] + blob[i : i + k] + blob[pos:], f"dup:{i}+{k}@{pos}", set()
+        return self.mutate("insert", name, blob)
+
+
+# ---------------------------------------------------------------- running one case through every path
+
+
+class Timeout(BaseException):  # not an Exception: nothing in lmzip may swallow it
+    pass
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise Timeout()
+
+
+class Pipe(io.RawIOBase):
+    """Unseekable, short reads (5 bytes at most), like a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        k = min(len(buf), 5, len(self.data))
+        buf[:k] = self.data[:k]
+        self.data = self.data[k:]
+        return k
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    label: str  # "ok", "ok-other", the LmzipError subclass name, or FAIL:...
+    value: object = None
+    failure: str | None = None  # set on a contract violation
+
+
+def _call(fn: Callable[[], object], limit: float) -> Outcome:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        value = fn()
+        return Outcome(True, "ok", value)
+    except Timeout:
+        return Outcome(False, "FAIL:hang", failure=f"no result within {limit:g} s")
+    except LmzipError as e:
+        return Outcome(False, type(e).__name__, str(e))
+    except MemoryError:
+        return Outcome(False, "FAIL:MemoryError", failure="MemoryError (allocation beyond the address-space cap)")
+    except BaseException as e:  # noqa: BLE001 - everything else is a finding
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return Outcome(False, f"FAIL:{type(e).__name__}", failure=f"{type(e).__name__}: {e}")
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _decode(blob: bytes, batch: int, pipe: bool) -> bytes:
+    out = io.BytesIO()
+    src = Pipe(blob) if pipe else io.BytesIO(blob)
+    decompress_stream(src, out, DecompressOptions(batch=batch, codec_factory=fake_factory))  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def _cli_options(s: cli.Settings) -> DecompressOptions:
+    return DecompressOptions(model=s.model, batch=s.batch, codec_factory=fake_factory)  # type: ignore[arg-type]
+
+
+_TMP: list[str] = []  # a scratch directory, made on first use
+
+
+def _cli_test(blob: bytes) -> tuple[int, str]:
+    if not _TMP:
+        _TMP.append(tempfile.mkdtemp(prefix="lmzip-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    path = os.path.join(_TMP[0], "case.lmz")
+    with open(path, "wb") as f:
+        f.write(blob)
+    err = io.StringIO()
+    saved = cli._decompress_options
+    cli._decompress_options = _cli_options  # the fake LM instead of loading a model
+    try:
+        with contextlib.redirect_stderr(err):
+            cli.main(["-t", "-q", path])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        cli._decompress_options = saved
+    return code, err.getvalue()
+
+
+PATHS = ("decode", "info-seek", "info-pipe", "cli-t")
+
+
+def check(blob: bytes, allowed: set[bytes], batch: int = 32, pipe: bool = False, limit: float = 5.0,
+          paths: tuple[str, ...] = PATHS) -> dict[str, Outcome]:
+    """Runs blob through the paths; each Outcome's `failure` names a contract violation."""
+    res: dict[str, Outcome] = {}
+    if "decode" in paths:
+        d = res["decode"] = _call(lambda: _decode(blob, batch, pipe), limit)
+        if d.ok and d.value not in allowed:
+            d.label, d.failure = "FAIL:wrong-output", f"decoded {len(d.value)} bytes that are no original"  # type: ignore[arg-type]
+    if "info-seek" in paths:
+        res["info-seek"] = _call(lambda: read_archive_info(io.BytesIO(blob)), limit)
+    if "info-pipe" in paths:
+        res["info-pipe"] = _call(lambda: read_archive_info(Pipe(blob)), limit)  # type: ignore[arg-type]
+    if "cli-t" in paths:
+        c = res["cli-t"] = _call(lambda: _cli_test(blob), limit)
+        if c.ok:
+            code, err = c.value  # type: ignore[misc]
+            c.label = f"exit{code}"
+            bad = [w for w in ("internal error", "MemoryError", "RecursionError", "Traceback") if w in err]
+            if bad or code not in (0, 1) or (code == 1) != bool(err.strip()) or err.count("\n") > 1:
+                c.label, c.failure = "FAIL:cli", f"exit {code}, stderr {err!r}"
+    d, s, p, c = (res.get(k) for k in PATHS)
+    if d and d.ok and not d.failure:
+        for o in (s, p):
+            if o is None:
+                continue
+            if not o.ok:
+                o.failure = o.failure or f"decode succeeded but info failed: {o.value}"
+                o.label = o.label if o.label.startswith("FAIL") else "FAIL:disagree"
+            elif o.value.original_size != len(d.value) or o.value.crc != zlib.crc32(d.value):  # type: ignore[attr-defined]
+                o.label, o.failure = "FAIL:disagree", "info sizes/CRC differ from the decoded data"
+        if c and c.ok and c.label != "exit0":
+            c.label, c.failure = "FAIL:disagree", f"decode succeeded but -t failed: {c.value}"
+    if d and not d.ok and c and c.label == "exit0":
+        c.label, c.failure = "FAIL:disagree", f"-t passed but decode failed: {d.label}: {d.value}"
+    if s and p and p.ok and not p.failure:
+        if not s.ok:
+            s.label, s.failure = "FAIL:disagree", f"pipe info ok but seekable info failed: {s.value}"
+        elif not s.failure and dataclasses.replace(s.value, compressed_size=0) != dataclasses.replace(  # type: ignore
+            p.value, compressed_size=0  # type: ignore
+        ):
+            s.label, s.failure = "FAIL:disagree", "seekable and pipe info differ"
+    return res
+
+
+def signature(res: dict[str, Outcome]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, o.label) for k, o in res.items() if o.failure))
+
+
+# ---------------------------------------------------------------- minimizing
+
+
+def minimize(blob: bytes, allowed: set[bytes], sig: tuple, batch: int, pipe: bool, limit: float,
+             budget: float = 20.0) -> bytes:
+    """Delta debugging on bytes: drop blocks while the failure signature stays the same."""
+    deadline = time.monotonic() + budget
+    if any(label == "FAIL:disagree" for _, label in sig):
+
+        def same(b: bytes) -> bool:
+            return signature(check(b, allowed, batch, pipe, limit)) == sig
+
+    else:  # one failing path is enough (a hang costs `limit` per try)
+        target = sig[0]
+
+        def same(b: bytes) -> bool:
+            return target in signature(check(b, allowed, batch, pipe, limit, (target[0],)))
+
+    step = max(1, len(blob) // 2)
+    while step >= 1 and time.monotonic() < deadline:
+        i, changed = 0, False
+        while i < len(blob) and time.monotonic() < deadline:
+            cand = blob[:i] + blob[i + step :]
+            if same(cand):
+                blob, changed = cand, True
+            else:
+                i += step
+        if not changed:
+            step //= 2
+    return blob
+
+
+# ---------------------------------------------------------------- driver
+
+
+@dataclass
+class Stats:
+    cases: int = 0
+    outcomes: Counter = dataclasses.field(default_factory=Counter)  # (path, label) -> n
+    mutations: Counter = dataclasses.field(default_factory=Counter)
+    failures: dict = dataclasses.field(default_factory=dict)  # signature -> (blob, trace, res, allowed, batch, pipe)
+    peak_alloc: tuple[int, int, str] = (0, 0, "")  # traced peak bytes, input size, trace
+
+
+class Watchdog(threading.Thread):
+    """Backstop for a hang inside C code, where SIGALRM cannot interrupt: prints the case and exits."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(daemon=True)
+        self.limit = limit
+        self.case: tuple[float, bytes, list[str]] | None = None
+
+    def run(self) -> None:
+        while True:
+            time.sleep(0.5)
+            case = self.case
+            if case and time.monotonic() - case[0] > 4 * self.limit * len(PATHS):
+                print(f"\nHANG (watchdog): {' '.join(case[2])}\nrepro: {base64.b64encode(case[1]).decode()}",
+                      flush=True)
+                os._exit(3)
+
+
+def run_case(st: Stats, dog: Watchdog, blob: bytes, trace: list[str], allowed: set[bytes], batch: int,
+             pipe: bool, limit: float, measure: bool = False) -> None:
+    dog.case = (time.monotonic(), blob, trace)
+    if measure:
+        tracemalloc.start()
+    res = check(blob, allowed, batch, pipe, limit)
+    if measure:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        if peak > st.peak_alloc[0]:
+            st.peak_alloc = (peak, len(blob), " ".join(trace))
+    dog.case = None
+    st.cases += 1
+    for k, o in res.items():
+        st.outcomes[(k, o.label)] += 1
+    for m in trace[1:]:
+        st.mutations[m.split(":")[0]] += 1
+    sig = signature(res)
+    if sig and sig not in st.failures:
+        st.failures[sig] = (blob, trace, res, allowed, batch, pipe)
+        print(f"FAILURE {sig} after {st.cases} cases: {' '.join(trace)}", flush=True)
+
+
+def systematic(bases: dict[str, tuple[bytes, bytes]], rng: random.Random):
+    """Truncation and one changed byte at every offset, every version byte, trailing bytes."""
+    for name, (orig, arc) in bases.items():
+        for cut in range(len(arc)):
+            yield arc[:cut], [name, f"cut:{cut}"], {orig}
+        yield arc, [name, "intact:"], {orig}
+    for name, (orig, arc) in bases.items():
+        for pos in range(len(arc)):
+            new = arc[pos] ^ (1 << rng.randrange(8))
+            yield arc[:pos] + bytes([new]) + arc[pos + 1 :], [name, f"flip:{pos}={new}"], {orig}
+        for v in (0, 1, 3, 255):
+            yield arc[:4] + bytes([v]) + arc[5:], [name, f"version:{v}"], {orig}
+        yield arc + b"\0", [name, "garbage:1"], {orig}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        for d in _TMP:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _main(argv: list[str] | None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--case-timeout", type=float, default=5.0, help="seconds per path per case")
+    ap.add_argument("--mem-gib", type=float, default=2.0, help="RLIMIT_AS cap (0: none)")
+    ap.add_argument("--repro", metavar="BASE64", help="run one input through every path and report")
+    args = ap.parse_args(argv)
+
+    bases = make_bases()
+    if args.mem_gib:
+        cap = int(args.mem_gib * (1 << 30))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+
+    if args.repro is not None:
+        blob = base64.b64decode(args.repro)
+        allowed = {orig for orig, _ in bases.values()}
+        res = check(blob, allowed, limit=args.case_timeout)
+        for k, o in res.items():
+            val = o.value
+            if isinstance(val, bytes):
+                val = f"{len(val)} bytes, sha256 {hashlib.sha256(val).hexdigest()[:16]}"
+            print(f"{k:10} {o.label:24} {o.failure or val}")
+        return 1 if signature(res) else 0
+
+    seed = args.seed if args.seed is not None else random.randrange(1 << 32)
+    rng = random.Random(seed)
+    layouts = {name: layout_of(arc) for name, (_, arc) in bases.items()}
+    for name, (orig, arc) in bases.items():
+        assert _decode(arc, 32, False) == orig, name
+    mut = Mutator(bases, layouts, rng)
+    st = Stats()
+    dog = Watchdog(args.case_timeout)
+    dog.start()
+    t0 = time.monotonic()
+    deadline = t0 + args.seconds
+    print(f"fuzz: seed {seed}, {args.seconds:g} s, {len(bases)} base archives "
+          f"({sum(len(a) for _, a in bases.values())} bytes), case timeout {args.case_timeout:g} s, "
+          f"RLIMIT_AS {args.mem_gib:g} GiB", flush=True)
+
+    phase1 = 0
+    for blob, trace, allowed in systematic(bases, rng):
+        if time.monotonic() > deadline:
+            break
+        run_case(st, dog, blob, trace, allowed, rng.choice([1, 2, 32]), rng.random() < 0.25, args.case_timeout)
+        phase1 += 1
+    print(f"systematic phase: {phase1} cases in {time.monotonic() - t0:.1f} s", flush=True)
+    while time.monotonic() < deadline:
+        blob, trace, allowed = mut.random_case()
+        run_case(st, dog, blob, trace, allowed, rng.choice([1, 2, 3, 32]), rng.random() < 0.25,
+                 args.case_timeout, measure=st.cases % 50 == 0)
+    elapsed = time.monotonic() - t0
+
+    print(f"\n{st.cases} cases in {elapsed:.1f} s ({st.cases / elapsed:.0f}/s), seed {seed}")
+    for path in PATHS:
+        row = sorted(((label, n) for (p, label), n in st.outcomes.items() if p == path), key=lambda x: -x[1])
+        print(f"  {path:10} " + ", ".join(f"{label} {n}" for label, n in row))
+    print("  mutations: " + ", ".join(f"{k} {n}" for k, n in st.mutations.most_common()))
+    peak, size, trace = st.peak_alloc
+    print(f"  largest traced allocation peak (1 case in 50): {peak / 2**20:.1f} MiB, {size}-byte input ({trace})")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"  max RSS {rss / 1024:.0f} MiB")
+    if not st.failures:
+        print("no failures")
+        return 0
+    print(f"\n{len(st.failures)} distinct failure(s):")
+    for sig, (blob, trace, res, allowed, batch, pipe) in list(st.failures.items())[:10]:
+        small = minimize(blob, allowed, sig, batch, pipe, args.case_timeout)
+        print(f"- {sig}\n  mutations: {' '.join(trace)} (batch {batch}, {'pipe' if pipe else 'seekable'})")
+        for k, o in res.items():
+            if o.failure:
+                print(f"  {k}: {o.failure}")
+        print(f"  minimized to {len(small)} bytes (from {len(blob)}); repro: "
+              f"scripts/fuzz.py --repro {base64.b64encode(small).decode()}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

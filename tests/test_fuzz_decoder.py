@@ -1,0 +1,136 @@
+"""A fast, deterministic subset of scripts/fuzz.py through the whole decode path.
+
+test_container.py fuzzes the parser; this drives `decompress_stream` with the fake
+LM codec, so lm and model identity records are decoded too, over the same base
+archives and mutations as the script (truncations, bit flips, insertions, deletions,
+huge varints, wrong versions, record/index/header field edits with their CRCs
+recomputed, record drops/duplicates/swaps, trailing garbage, splices). The contract:
+the exact original (for a splice, the original of one of its parts) or an
+LmzipError, within a time limit. `scripts/fuzz.py --seconds N` runs the long
+version, with the info and CLI -t paths and an address-space cap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from test_pipeline import FakeLM, factory
+
+from lmzip.errors import LmzipError
+from lmzip.pipeline import DecompressOptions, decompress_stream
+
+
+def _load_fuzz_script():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "fuzz.py"
+    spec = importlib.util.spec_from_file_location("lmzip_fuzz_script", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+fuzz = _load_fuzz_script()
+BASES = fuzz.make_bases()
+LM_BASES = [name for name in BASES if name.endswith("-lm") or name in ("multi-group", "model-later")]
+LIMIT = 2.0  # seconds per case; normal cases take about a millisecond
+
+
+def decode(blob: bytes, batch: int = 32, pipe: bool = False) -> bytes:
+    out = io.BytesIO()
+    src = fuzz.Pipe(blob) if pipe else io.BytesIO(blob)
+    decompress_stream(src, out, DecompressOptions(batch=batch, codec_factory=factory(FakeLM())))
+    return out.getvalue()
+
+
+def outcome(blob: bytes, batch: int = 32, pipe: bool = False) -> bytes | None:
+    """The decoded bytes, or None for an LmzipError; a hang or any other exception fails."""
+    res = fuzz._call(lambda: decode(blob, batch, pipe), LIMIT)
+    if res.ok:
+        return res.value
+    assert not res.failure, res.failure
+    return None
+
+
+def test_bases_hold_every_record_kind() -> None:
+    kinds = set()
+    for name, (original, archive) in BASES.items():
+        assert decode(archive) == original, name
+        assert decode(archive, batch=1, pipe=True) == original, name
+        kinds |= {r[1] for r in fuzz.layout_of(archive).records}
+    assert kinds == {0, 1, 2, 3}  # stored, zstd, lm, model identity
+
+
+@pytest.mark.parametrize("name", LM_BASES)
+def test_truncated_everywhere(name: str) -> None:
+    _, archive = BASES[name]
+    for cut in range(len(archive)):
+        assert outcome(archive[:cut], batch=1 + cut % 3) is None, cut
+
+
+def test_one_changed_byte_everywhere() -> None:
+    original, archive = BASES["multi-group"]
+    rng = random.Random(7)
+    errors = 0
+    for pos in range(len(archive)):
+        damaged = bytearray(archive)
+        damaged[pos] ^= 1 << rng.randrange(8)
+        got = outcome(bytes(damaged), batch=rng.choice([1, 2, 32]), pipe=pos % 4 == 0)
+        assert got in (None, original), pos
+        errors += got is None
+    assert errors > len(archive) * 0.9  # only ignorable padding bits may go unnoticed
+
+
+def test_wrong_versions_and_trailing_bytes() -> None:
+    for name, (_, archive) in BASES.items():
+        for v in (0, 1, 3, 255):
+            with pytest.raises(LmzipError, match="unsupported format version"):
+                decode(archive[:4] + bytes([v]) + archive[5:])
+            with pytest.raises(LmzipError, match="unsupported format version"):
+                decode(fuzz.fix_header_crc(archive[:4] + bytes([v]) + archive[5:]))
+        for tail in (b"\0", BASES["empty"][1], archive):
+            assert outcome(archive + tail) is None, name
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_mutations(seed: int) -> None:
+    rng = random.Random(seed)
+    layouts = {name: fuzz.layout_of(archive) for name, (_, archive) in BASES.items()}
+    mutator = fuzz.Mutator(BASES, layouts, rng)
+    decoded = 0
+    for _ in range(1500):
+        blob, trace, allowed = mutator.random_case()
+        got = outcome(blob, batch=rng.choice([1, 2, 3, 32]), pipe=rng.random() < 0.25)
+        assert got is None or got in allowed, " ".join(trace)
+        decoded += got is not None
+    assert decoded < 300  # most mutations must be caught
+
+
+def test_structural_edits_reach_the_layout_checks() -> None:
+    # Field edits repeated in the index, with the tail CRC recomputed, get past the
+    # index comparison to the layout rules and the data checks.
+    original, archive = BASES["multi-group"]
+    lay = fuzz.layout_of(archive)
+    recs = fuzz.split_records(archive, lay)
+    assert decode(fuzz.rebuild(archive, lay, recs)) == original
+    model = next(i for i, r in enumerate(recs) if r[0] == 3)
+    first_lm = next(i for i, r in enumerate(recs) if r[0] == 2)
+    cases = {
+        "lm record before the model identity record": recs[:model] + recs[model + 1 :],
+        "second model identity record": recs[: first_lm + 1] + [recs[model]] + recs[first_lm + 1 :],
+        "data after the short last chunk": recs[:-1] + [recs[-1], recs[-1]],
+    }
+    for message, edited in cases.items():
+        with pytest.raises(LmzipError, match=message):
+            decode(fuzz.rebuild(archive, lay, edited))
+    for i, (kind, values, rest) in enumerate(recs):
+        for j in range(len(values)):
+            for v in (0, values[j] + 1, 64 << 20, 2**64 - 1, 2**64):
+                edited = list(recs)
+                edited[i] = (kind, [*values[:j], v, *values[j + 1 :]], rest)
+                assert outcome(fuzz.rebuild(archive, lay, edited)) is None, (i, j, v)
