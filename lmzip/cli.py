@@ -54,6 +54,7 @@ class Settings:
     threads: int | None = None
     batch: int = 32
     chunk_size: int = 16384
+    window: int = 1024
     use_lm: bool = True
 
 
@@ -256,6 +257,7 @@ def _compress_options(s: Settings, name: str | None, mtime: int | None) -> Any:
         name=name,
         mtime=mtime,
         use_lm=s.use_lm,
+        window=s.window,
     )
 
 
@@ -581,6 +583,13 @@ def _compress_only_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "no_lm",
         is_flag=True,
         help="Fast mode without the model: each chunk stored or zstd-compressed.",
+    )(f)
+    f = click.option(
+        "--window",
+        type=click.IntRange(64, 8192),
+        default=1024,
+        show_default=True,
+        help="LM context window in tokens (the archive records it; see README's table).",
     )(f)
     f = click.option(
         "--chunk-size",

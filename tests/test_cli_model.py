@@ -40,3 +40,15 @@ def test_round_trip_with_default_model(tmp_path: Path) -> None:
     p = lmzip("-dc", "--threads", "2", "t.txt.lmz", cwd=tmp_path)
     assert p.returncode == 0, p.stderr.decode()
     assert p.stdout == TEXT
+
+
+@pytest.mark.requires_model
+def test_window_option_is_recorded_and_used_for_decoding(tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_bytes(TEXT)
+    p = lmzip("-k", "--threads", "1", "--window", "128", "t.txt", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    info = json.loads(lmzip("info", "--json", "t.txt.lmz", cwd=tmp_path).stdout)
+    assert info["model"]["context_window"] == 128, info
+    p = lmzip("-dc", "--threads", "1", "t.txt.lmz", cwd=tmp_path)  # no flag: the header decides
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == TEXT
