@@ -282,7 +282,7 @@ def to_jsonable(obj: Any) -> Any:
         return bytes(obj).hex()
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
+    if isinstance(obj, Sequence) and not isinstance(obj, str):  # lists, tuples, lazy chunk views
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, str | int | float | bool) or obj is None:
         return obj

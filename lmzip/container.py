@@ -16,14 +16,15 @@ identity record included; chunks are numbered from 0 in input order.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import io
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, overload
 
 from lmzip.errors import CorruptChunkError, FormatError
 
@@ -201,7 +202,7 @@ class ArchiveInfo:
     header: Header
     model: ModelInfo | None  # None: no lm record (nothing to load)
     records: list[RecordInfo]
-    chunks: list[ChunkInfo]
+    chunks: Sequence[ChunkInfo]  # computed on demand: see ChunkView
     original_size: int
     compressed_size: int
     crc: int  # CRC32 of the whole original stream
@@ -441,31 +442,67 @@ class _Layout:
         return info
 
 
-def _chunk_infos(layout: _Layout) -> list[ChunkInfo]:
-    out = []
-    cs = layout.chunk_size
-    for i, rec in enumerate(layout.records):
-        if rec.kind == "model":
-            continue
-        for k in range(rec.chunk_count):
-            start = k * cs
-            out.append(
-                ChunkInfo(
-                    rec.offset,
-                    rec.original_offset + start,
-                    min(cs, rec.original_length - start),
-                    rec.payload_length if k == 0 else 0,
-                    Codec[rec.kind.upper()],
-                    i,
-                )
-            )
-    return out
+class ChunkView(Sequence[ChunkInfo]):
+    """The chunks of an archive, computed from its records on demand.
+
+    A record's declared length can stand for millions of chunks (chunk size 1, 64 MiB
+    zstd record of zeros), so the list is never materialised: only what is asked for.
+    """
+
+    def __init__(self, layout: _Layout) -> None:
+        self._cs = layout.chunk_size
+        self._records = [(i, r) for i, r in enumerate(layout.records) if r.kind != "model"]
+        self._starts: list[int] = []  # first chunk index of each data record
+        n = 0
+        for _, rec in self._records:
+            self._starts.append(n)
+            n += rec.chunk_count
+        self._len = n
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __eq__(self, other: object) -> bool:  # same records, same chunks; never materialised
+        if isinstance(other, ChunkView):
+            return (self._cs, self._records) == (other._cs, other._records)
+        return isinstance(other, Sequence) and len(other) == self._len and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @overload
+    def __getitem__(self, i: int) -> ChunkInfo: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[ChunkInfo]: ...
+    def __getitem__(self, i: int | slice) -> ChunkInfo | list[ChunkInfo]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._len))]
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError(i)
+        r = bisect.bisect_right(self._starts, i) - 1
+        index, rec = self._records[r]
+        k = i - self._starts[r]
+        start = k * self._cs
+        return ChunkInfo(
+            rec.offset,
+            rec.original_offset + start,
+            min(self._cs, rec.original_length - start),
+            rec.payload_length if k == 0 else 0,
+            Codec[rec.kind.upper()],
+            index,
+        )
 
 
-def _counts(chunks: list[ChunkInfo]) -> dict[str, int]:
+def _chunk_infos(layout: _Layout) -> ChunkView:
+    return ChunkView(layout)
+
+
+def _counts(layout: _Layout) -> dict[str, int]:
     counts = {c.name.lower(): 0 for c in Codec}
-    for c in chunks:
-        counts[c.codec.name.lower()] += 1
+    for rec in layout.records:
+        if rec.kind != "model":
+            counts[rec.kind] += rec.chunk_count
     return counts
 
 
@@ -685,4 +722,4 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
 
 def _info(header: Header, model: ModelInfo | None, layout: _Layout, size: int, crc: int) -> ArchiveInfo:
     chunks = _chunk_infos(layout)
-    return ArchiveInfo(header, model, layout.records, chunks, layout.original, size, crc, _counts(chunks))
+    return ArchiveInfo(header, model, layout.records, chunks, layout.original, size, crc, _counts(layout))
