@@ -126,34 +126,28 @@ def sigmoid_table() -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64).div_(1 << SIGMOID_SCALE_BITS).float()
 
 
+def _fix_ln_ratio(z: int) -> int:
+    """2 atanh(z) = ln((1 + z) / (1 - z)) in fixed point, for a fixed-point 0 <= z < 1/2."""
+    z2 = z * z >> _FIX
+    term, total, n = z, 0, 1
+    while term != 0:
+        total += term // n
+        term = term * z2 >> _FIX
+        n += 2
+    return 2 * total
+
+
 def _fix_pow_neg(base: float, exponent_num: int, exponent_den: int) -> int:
-    """2**_FIX * base**(-num/den) via exp(-(num/den) * ln(base)), ln by series."""
-    # ln(base) by atanh series on the exact rational value of the float base.
+    """2**_FIX * base**(-num/den) via exp(-(num/den) * ln(base)), on the float's exact value."""
     b_num, b_den = float(base).as_integer_ratio()
     one = 1 << _FIX
-    # ln(b) = ln(m) + k ln 2 with m in [1, 2): reduce by powers of two.
+    # ln(b) = ln(m) + k ln 2 with m in [1, 2); ln(m) = 2 atanh((m-1)/(m+1)), ln 2 = 2 atanh(1/3)
     k = 0
     while b_num >= 2 * b_den:
         b_den *= 2
         k += 1
-    z = ((b_num - b_den) << _FIX) // (b_num + b_den)  # (m-1)/(m+1)
-    z2 = z * z >> _FIX
-    term, ln_m, n = z, 0, 1
-    while term != 0:
-        ln_m += term // n
-        term = term * z2 >> _FIX
-        n += 2
-    ln_m *= 2
-    # ln 2 = 2 atanh(1/3)
-    z = one // 3
-    z2 = z * z >> _FIX
-    term, ln2, n = z, 0, 1
-    while term != 0:
-        ln2 += term // n
-        term = term * z2 >> _FIX
-        n += 2
-    ln2 *= 2
-    ln_b = ln_m + k * ln2
+    ln_m = _fix_ln_ratio(((b_num - b_den) << _FIX) // (b_num + b_den))
+    ln_b = ln_m + k * _fix_ln_ratio(one // 3)
     x = ln_b * exponent_num // exponent_den  # fixed-point exponent, >= 0
     return _fix_exp_neg(x, one)
 
