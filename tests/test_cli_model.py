@@ -52,3 +52,16 @@ def test_window_option_is_recorded_and_used_for_decoding(tmp_path: Path) -> None
     p = lmzip("-dc", "--threads", "1", "t.txt.lmz", cwd=tmp_path)  # no flag: the header decides
     assert p.returncode == 0, p.stderr.decode()
     assert p.stdout == TEXT
+
+
+@pytest.mark.requires_model
+def test_decoding_more_chunks_than_slots_reuses_slots(tmp_path: Path) -> None:
+    text = TEXT * 3  # several 256-byte lm chunks, decoded two at a time
+    (tmp_path / "t.txt").write_bytes(text)
+    p = lmzip("-k", "--threads", "1", "--chunk-size", "256", "t.txt", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    info = json.loads(lmzip("info", "--json", "t.txt.lmz", cwd=tmp_path).stdout)
+    assert info["codec_counts"]["lm"] >= 3, info
+    p = lmzip("-dc", "--threads", "1", "--batch", "2", "t.txt.lmz", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == text
