@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FILE   ?= README.md
 ARGS   ?=
 
-.PHONY: install venv demo test lint
+.PHONY: install venv demo test lint bench
 .DEFAULT_GOAL := test
 
 install: venv
@@ -28,6 +28,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# Speed and memory against transformers' float model (minutes; see README "Results").
+bench: venv
+	$(BIN)/python scripts/benchmark.py
 
 lint: venv
 	$(BIN)/ruff check lmzip tests scripts

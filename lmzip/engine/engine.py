@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lmzip.engine import numerics
 from lmzip.engine.loader import LoadedModel, ModelIdentity, load_model
 from lmzip.engine.model import ExactLlama, Frequencies, KVCache, frequencies
 from lmzip.tokens import ByteTokenizer
@@ -85,9 +84,8 @@ class Engine:
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        self.loaded = loaded
+        self.loaded = loaded  # the converted weights, for building engines with other settings
         self.identity: ModelIdentity = loaded.identity
-        self.numerics_version = numerics.NUMERICS_VERSION
         self.window = window
         self.keep = window // 2 if keep is None else keep
         if not 0 < self.keep < window:
