@@ -69,44 +69,37 @@ def build_tiny_engine(workdir: Path, window: int = TINY_WINDOW, device: str = "c
 
 def make_default_vector(engine) -> dict:
     """The vector of the default model: the first DEFAULT_TOKENS tokens of alice29.txt."""
-    from lmzip.engine import numerics
 
     text = (CORPUS / "alice29.txt").read_bytes()[:4000]
     tokens = engine.tokenizer.encode(text)
     assert tokens is not None and len(tokens) >= DEFAULT_TOKENS
     tokens = tokens[:DEFAULT_TOKENS]
-    freqs = engine.frequencies_for(tokens)
-    return {
-        "model": "default",
-        "model_name": engine.identity.name,
-        "model_hash": engine.identity.model_hash.hex(),
-        "numerics_version": numerics.NUMERICS_VERSION,
-        "window": engine.window,
-        "keep": engine.keep,
-        "bos": engine.bos,
-        "vocab_size": engine.vocab_size,
-        "rows": len(tokens),
-        "tokens": tokens,
-        "sha256": digest(freqs),
-    }
+    return {"model": "default", "model_name": engine.identity.name, **_vector_fields(engine, tokens)}
 
 
 def make_tiny_vector(engine) -> dict:
     import torch
     import transformers
 
-    from lmzip.engine import numerics
 
     tokens = engine.tokenizer.encode(tiny_text())
     assert tokens is not None and len(tokens) >= TINY_TOKENS
     tokens = tokens[:TINY_TOKENS]
-    freqs = engine.frequencies_for(tokens)
     return {
         "model": "tests/tiny_models.py build_tiny_model(arch='llama')",
         "seed": TINY_SEED,
         "std": TINY_STD,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        **_vector_fields(engine, tokens),
+    }
+
+
+def _vector_fields(engine, tokens: list[int]) -> dict:
+    """What pins an engine's numerics: identity, settings, tokens and the rows' hash."""
+    from lmzip.engine import numerics
+
+    return {
         "model_hash": engine.identity.model_hash.hex(),
         "numerics_version": numerics.NUMERICS_VERSION,
         "window": engine.window,
@@ -115,7 +108,7 @@ def make_tiny_vector(engine) -> dict:
         "vocab_size": engine.vocab_size,
         "rows": len(tokens),
         "tokens": tokens,
-        "sha256": digest(freqs),
+        "sha256": digest(engine.frequencies_for(tokens)),
     }
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 import zstandard
+from fake_pipe import Pipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_pipeline import FakeLM, compress, factory, text
@@ -35,19 +36,6 @@ from lmzip.pipeline import DecompressOptions, decompress_stream, read_archive_in
 MODEL = ModelInfo("fake-zlib", b"M" * 32, b"T" * 32, 3, 512)
 
 
-class Pipe(io.RawIOBase):
-    """Unseekable and returns short reads, like a pipe."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = memoryview(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        n = min(n if n >= 0 else len(self.data), 5)
-        out, self.data = bytes(self.data[:n]), self.data[n:]
-        return out
 
 
 def decompress(archive: bytes) -> bytes:

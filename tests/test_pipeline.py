@@ -1,3 +1,4 @@
+import functools
 import io
 import random
 import struct
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from fake_pipe import Pipe
 
 from lmzip import container
 from lmzip.codecs import zstd_compress
@@ -313,27 +315,14 @@ def test_name_and_mtime_in_header() -> None:
 
 
 def test_pipe_input_and_info_on_pipe() -> None:
-    class Pipe(io.RawIOBase):
-        """Unseekable and returns short reads, like a pipe."""
-
-        def __init__(self, data: bytes) -> None:
-            self.data = memoryview(data)
-
-        def readable(self) -> bool:
-            return True
-
-        def read(self, n: int = -1) -> bytes:
-            n = min(n if n >= 0 else len(self.data), 7)
-            out, self.data = bytes(self.data[:n]), self.data[n:]
-            return out
-
     data = text(5000)
+    pipe = functools.partial(Pipe, step=7)
     archive = compress(data, chunk_size=512, use_lm=False)
     out = io.BytesIO()
-    compress_stream(Pipe(data), out, CompressOptions(chunk_size=512, use_lm=False))
+    compress_stream(pipe(data), out, CompressOptions(chunk_size=512, use_lm=False))
     assert out.getvalue() == archive
-    assert decompress_stream(Pipe(archive), io.BytesIO(), DecompressOptions()).original_bytes
-    info = read_archive_info(Pipe(archive))
+    assert decompress_stream(pipe(archive), io.BytesIO(), DecompressOptions()).original_bytes
+    info = read_archive_info(pipe(archive))
     assert info == read_archive_info(io.BytesIO(archive))
 
 
