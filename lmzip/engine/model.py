@@ -252,6 +252,7 @@ class Frequencies:
         Binary search on CF, which is strictly increasing: log2(V) small steps per row.
         """
         rows = targets.shape[0]
+        targets = targets.to(self.e.device)  # the coder's targets come from the CPU
         lo = torch.zeros(rows, 1, dtype=torch.long, device=targets.device)
         hi = torch.full_like(lo, self.vocab)
         target = targets.view(rows, 1).to(lo)
