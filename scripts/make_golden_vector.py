@@ -58,7 +58,7 @@ def main() -> int:
     if args.only in (None, "default"):
         if check:
             vector = gv.read(gv.DEFAULT_VECTOR)
-            engine = Engine.load(window=vector["window"], keep=vector["keep"], device=args.device, backend=args.backend)
+            engine = Engine.load(window=vector["window"], device=args.device, backend=args.backend)
             ok &= _check("default", vector, engine)
         else:
             engine = Engine.load(window=gv.DEFAULT_WINDOW, backend=args.backend)

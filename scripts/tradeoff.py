@@ -1,10 +1,10 @@
 """Bits per byte against speed for chunk sizes and context windows (README's tradeoff table).
 
 For each (chunk size, window): the file is cut into chunks as lmzip does, every chunk is
-scored with the engine's compression path (sliding window, keep = window / 2), and the
-ideal code length gives bits per byte (the range coder adds < 0.01%). Speed: prefill
-tokens/s from that run, and lock-step decoding tokens/s measured with as many slots as
-there are chunks (at most --batch) at a context of half the window.
+scored with the engine's compression path (every token sees the BOS and the last
+window - 1 tokens), and the ideal code length gives bits per byte (the range coder adds
+< 0.01%). Speed: scoring tokens/s from that run, and lock-step decoding tokens/s measured
+with as many slots as there are chunks (at most --batch) with a full window of context.
 Run: python scripts/tradeoff.py [--file F] [--chunks 4096,16384,65536] [--windows 512,1024,2048]
 """
 
@@ -58,7 +58,7 @@ def main() -> None:
             tokens = sum(len(s) for s in seqs)  # type: ignore[misc]
             bits = sum(float(-np.log2(f / 2**24).sum()) for _, f in scored)
             slots = min(len(pieces), args.batch)
-            step = step_speed(engine, all_ids, slots, window // 2)
+            step = step_speed(engine, all_ids, slots, window - 1)
             row = {
                 "window": window,
                 "chunk": chunk,

@@ -19,7 +19,7 @@ DEFAULT_VECTOR = GOLDEN_DIR / "engine_vector.json"
 TINY_VECTOR = GOLDEN_DIR / "tiny_engine_vector.json"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
-DEFAULT_WINDOW = 128  # ~200 tokens at window 128 (keep 64) cross one window slide
+DEFAULT_WINDOW = 128  # 200 tokens at window 128: the attention band slides
 DEFAULT_TOKENS = 200
 TINY_WINDOW = 32
 TINY_TOKENS = 100
@@ -103,7 +103,6 @@ def _vector_fields(engine, tokens: list[int]) -> dict:
         "model_hash": engine.identity.model_hash.hex(),
         "numerics_version": numerics.NUMERICS_VERSION,
         "window": engine.window,
-        "keep": engine.keep,
         "bos": engine.bos,
         "vocab_size": engine.vocab_size,
         "rows": len(tokens),

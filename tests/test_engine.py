@@ -21,7 +21,7 @@ import torch
 from tiny_models import VOCAB, build_tiny_model, training_text
 
 from lmzip.engine import numerics
-from lmzip.engine.engine import Engine, schedule
+from lmzip.engine.engine import Engine
 from lmzip.engine.loader import LoadedModel, cache_root, load_model
 from lmzip.engine.model import BACKENDS
 
@@ -170,7 +170,6 @@ def test_tiny_loads_through_real_loader(tiny, tmp_path, monkeypatch):
     assert engine.identity == tiny.loaded.identity  # conversion is deterministic
     assert engine.vocab_size == VOCAB
     assert engine.bos == engine.tokenizer._tok.token_to_id("<|endoftext|>")
-    assert engine.keep == WINDOW // 2
     text = b"Alice was very curious, said the Queen."
     assert engine.tokenizer.decode(engine.tokenizer.encode(text)) == text
     second = Engine.load(str(tiny.model_dir), window=WINDOW)  # from the cache this time
@@ -187,13 +186,11 @@ def test_rows_are_valid(tiny):
     assert len({tuple(r.tolist()) for r in freqs[:20]}) > 10
 
 
-@pytest.mark.parametrize("keep", [1, WINDOW // 2, WINDOW - 1])
-def test_prefill_equals_step_across_window_slides(tiny, keep):
-    engine = tiny.engine if keep == WINDOW // 2 else Engine(tiny.loaded, window=WINDOW, keep=keep)
+def test_extend_equals_step_across_window_slides(tiny):
+    """One extend over 100 positions (window 32: the band slides ~70 times) vs one step at a time."""
     seq = tiny.text_ids[200:300]
-    assert len(schedule(len(seq), WINDOW, keep)) >= 3, "the sequence must slide the window more than once"
-    want = engine.frequencies_for(seq)
-    dec = engine.decoder(3)
+    want = tiny.engine.frequencies_for(seq)
+    dec = tiny.engine.decoder(3)
     dec.begin(0)
     dec.begin(2)
     rows = []
@@ -203,7 +200,36 @@ def test_prefill_equals_step_across_window_slides(tiny, keep):
         assert torch.equal(freqs[0], freqs[1])
         rows.append(freqs[0])
         dec.push({0: token, 2: token})
-    assert_rows_equal(torch.stack(rows), want, f"step vs prefill, keep {keep}")
+    assert_rows_equal(torch.stack(rows), want, "step vs extend")
+
+
+@pytest.mark.parametrize("segment", [1, 7, WINDOW - 1, WINDOW, WINDOW + 1, 64])
+def test_score_segments_equal_one_extend(tiny, segment):
+    """Scoring runs sequences in segments against the ring cache: any segment length gives the same rows."""
+    engine = Engine(tiny.loaded, window=WINDOW, segment=segment)
+    seqs = tiny.sequences(7, seed=segment)
+    assert_scores_equal(engine.score(seqs), [expected_score(tiny.rows(s), s) for s in seqs])
+
+
+def test_resume_with_known_tokens(tiny):
+    """begin(slot, known) (one extend of the known tokens) continues exactly like stepping through them."""
+    seq = tiny.text_ids[400:480]
+    want = tiny.rows(seq)
+    dec = tiny.engine.decoder(2)
+    dec.begin(1, seq[:45])
+    rows = []
+    for token in seq[45:]:
+        rows.append(dec.frequencies()[0])
+        dec.push({1: token})
+    assert_rows_equal(torch.stack(rows), want[45:], "resume after 45 known tokens")
+
+
+def test_push_needs_every_active_slot(tiny):
+    dec = tiny.engine.decoder(2)
+    dec.begin(0)
+    dec.begin(1)
+    with pytest.raises(ValueError):
+        dec.push({0: 5})
 
 
 def test_score_equals_full_rows(tiny):
@@ -330,7 +356,7 @@ def test_tiny_golden_vector(tiny):
                         f"{vector['torch']}/{vector['transformers']})")
         pytest.fail(f"the tiny model build or its conversion changed (model hash {identity}); "
                     f"if deliberate, regenerate with `{gv.REGENERATE}`")
-    assert vector["window"] == WINDOW and vector["keep"] == tiny.engine.keep and vector["bos"] == tiny.engine.bos
+    assert vector["window"] == WINDOW and vector["bos"] == tiny.engine.bos
     freqs = tiny.engine.frequencies_for(vector["tokens"])
     assert vector["numerics_version"] == numerics.NUMERICS_VERSION, f"stale vector: regenerate with `{gv.REGENERATE}`"
     assert gv.digest(freqs) == vector["sha256"], gv.NUMERICS_HINT
@@ -366,7 +392,7 @@ def test_real_golden_vector(real):
         f"the default model's conversion changed; if deliberate, regenerate with `{gv.REGENERATE}`"
     )
     engine = real if vector["window"] == real.window else Engine(real.loaded, window=vector["window"])
-    assert (engine.keep, engine.bos, engine.vocab_size) == (vector["keep"], vector["bos"], vector["vocab_size"])
+    assert (engine.bos, engine.vocab_size) == (vector["bos"], vector["vocab_size"])
     freqs = engine.frequencies_for(vector["tokens"])
     assert freqs.shape == (vector["rows"], vector["vocab_size"])
     assert_valid_rows(freqs, engine.vocab_size)
@@ -375,8 +401,8 @@ def test_real_golden_vector(real):
 
 
 def test_real_prefill_equals_step(real, alice):
-    seq = alice[:200]
-    assert len(schedule(len(seq), REAL_WINDOW, real.keep)) == 3
+    seq = alice[:300]
+    assert len(seq) > 2 * REAL_WINDOW, "the band must slide"
     want = real.frequencies_for(seq)
     assert_valid_rows(want, real.vocab_size)
     dec = real.decoder(3)

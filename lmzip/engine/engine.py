@@ -1,17 +1,16 @@
 """The LM engine: integer next-token frequencies for batches of token sequences.
 
-A sequence is coded as ``[BOS] + tokens``; the row for token p is the model's
-distribution given the context ``[BOS] + tokens[c(p):p]``. The context window slides
-deterministically: once a query would sit at position ``window``, the context restarts
-from the last ``keep`` tokens (re-prefilled behind a fresh BOS). Compression
-(``score``) and decompression (``LockstepDecoder``) follow the same schedule, so both
-sides compute every row from the same integers.
+A sequence is coded as ``[BOS] + tokens``: token i sits at position i + 1 and its row is
+the model's distribution after positions 0..i. Attention slides without resets: every
+query sees the BOS (an attention sink) and the last ``window - 1`` positions, through a
+ring cache (model.py). Compression (``score``) runs whole sequences in segments of
+positions; decompression (``LockstepDecoder``) runs one position per step. Both compute
+every token from the same context, so both sides get the same integers.
 """
 
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,30 +20,9 @@ from lmzip.engine.model import ExactLlama, Frequencies, KVCache, frequencies
 from lmzip.tokens import ByteTokenizer
 
 DEFAULT_WINDOW = 1024
-PREFILL_TOKEN_BUDGET = 1024  # tokens per prefill batch: small working sets stay in cache (measured)
+SEGMENT = 256  # positions per extend when scoring (measured)
+PREFILL_TOKEN_BUDGET = 1024  # sequences x SEGMENT per batch: small working sets stay in cache (measured)
 LOGIT_ROWS = 64  # rows of vocabulary-wide work at a time (measured: 64 beats 256)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One prefill: inputs [BOS] + tokens[start:stop-1]; it predicts tokens[first:stop]."""
-
-    seq: int
-    start: int  # c: first context token
-    first: int  # first token this segment predicts
-    stop: int
-
-
-def schedule(n_tokens: int, window: int, keep: int) -> list[tuple[int, int, int]]:
-    """(context start, first predicted, stop) for each window of an n-token sequence."""
-    out = []
-    first, start = 0, 0
-    while first < n_tokens:
-        stop = min(n_tokens, start + window)  # query positions p - start <= window - 1
-        out.append((start, first, stop))
-        first = stop
-        start = stop - keep
-    return out
 
 
 def keep_freed_memory() -> None:
@@ -65,19 +43,15 @@ def keep_freed_memory() -> None:
         pass
 
 
-def _window_start(p: int, window: int, keep: int) -> int:
-    """Context start c for predicting token p under the sliding schedule."""
-    return schedule(p + 1, window, keep)[-1][0]
-
-
 class Engine:
     def __init__(
         self,
         loaded: LoadedModel,
         window: int = DEFAULT_WINDOW,
-        keep: int | None = None,
         device: str = "cpu",
         backend: str | None = None,
+        segment: int = SEGMENT,
+        attention: str | None = None,
     ):
         keep_freed_memory()
         torch.set_float32_matmul_precision("highest")  # no TF32 / bf16 shortcuts in fp32 GEMMs
@@ -87,12 +61,10 @@ class Engine:
         self.loaded = loaded  # the converted weights, for building engines with other settings
         self.identity: ModelIdentity = loaded.identity
         self.window = window
-        self.keep = window // 2 if keep is None else keep
-        if not 0 < self.keep < window:
-            raise ValueError("keep must be between 0 and window")
+        self.segment = segment
         self.device = torch.device(device)
         weights = _to_device(loaded.weights, self.device)
-        self.model = ExactLlama(weights, window, backend or "int_mm", device)
+        self.model = ExactLlama(weights, window, backend or "int_mm", device, attention)
         self.tokenizer = ByteTokenizer(loaded.tokenizer_path)
         self.bos = loaded.bos_id
         self.vocab_size = weights.config.vocab_size
@@ -101,64 +73,54 @@ class Engine:
     def load(cls, model: str | None = None, **kwargs) -> Engine:
         return cls(load_model(model), **kwargs)
 
-    # -- compression: whole windows at once ---------------------------------
+    def _inputs(self, sequences: list[list[int]]) -> torch.Tensor:
+        """[BOS] + tokens[:-1] of each sequence, right-padded with BOS: [B, longest]."""
+        longest = max(len(s) for s in sequences)
+        tokens = torch.full((len(sequences), longest), self.bos, dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            tokens[row, 1 : len(seq)] = torch.tensor(seq[:-1], dtype=torch.long)
+        return tokens.to(self.device)
+
+    # -- compression: whole sequences, a segment of positions at a time -------
 
     def score(self, sequences: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(cumulative frequency, frequency) of every token of every sequence, as int64 arrays."""
         cums = [np.zeros(len(s), dtype=np.int64) for s in sequences]
         freqs = [np.zeros(len(s), dtype=np.int64) for s in sequences]
-        segments = [
-            Segment(i, start, first, stop)
-            for i, seq in enumerate(sequences)
-            for start, first, stop in schedule(len(seq), self.window, self.keep)
-        ]
-        segments.sort(key=lambda s: s.stop - s.start, reverse=True)
-        batch: list[Segment] = []
-        for seg in segments:
-            if batch and (len(batch) + 1) * (batch[0].stop - batch[0].start) > PREFILL_TOKEN_BUDGET:
-                self._score_batch(batch, sequences, cums, freqs)
-                batch = []
-            batch.append(seg)
-        if batch:
-            self._score_batch(batch, sequences, cums, freqs)
+        order = sorted((i for i, s in enumerate(sequences) if s), key=lambda i: len(sequences[i]), reverse=True)
+        per_batch = max(1, PREFILL_TOKEN_BUDGET // self.segment)
+        with torch.inference_mode():
+            for b0 in range(0, len(order), per_batch):
+                batch = order[b0 : b0 + per_batch]
+                self._score_batch([sequences[i] for i in batch], [cums[i] for i in batch], [freqs[i] for i in batch])
         return list(zip(cums, freqs, strict=True))
 
-    def _score_batch(self, batch: list[Segment], sequences, cums, freqs) -> None:
-        longest = max(s.stop - s.start for s in batch)
-        tokens = torch.full((len(batch), longest), self.bos, dtype=torch.long)
-        for row, s in enumerate(batch):
-            ctx = sequences[s.seq][s.start : s.stop - 1]
-            tokens[row, 1 : 1 + len(ctx)] = torch.tensor(ctx, dtype=torch.long)
-        with torch.inference_mode():
-            hidden, _ = self.model.prefill(tokens.to(self.device))
-            # rows that predict tokens[first:stop]: query position p - start
-            rows, targets, where = [], [], []
-            for row, s in enumerate(batch):
-                for p in range(s.first, s.stop):
-                    rows.append((row, p - s.start))
-                    targets.append(sequences[s.seq][p])
-                    where.append((s.seq, p))
+    def _score_batch(self, seqs: list[list[int]], cums: list[np.ndarray], freqs: list[np.ndarray]) -> None:
+        inputs = self._inputs(seqs)
+        cache = self.model.empty_cache(len(seqs))
+        for start in range(0, inputs.shape[1], self.segment):
+            hidden = self.model.extend(inputs[:, start : start + self.segment], start, cache)
+            live = [r for r, s in enumerate(seqs) if len(s) > start]  # rows with real tokens here
+            rows = [(r, p) for r in live for p in range(start, min(len(seqs[r]), start + hidden.shape[1]))]
             idx = torch.tensor(rows, dtype=torch.long, device=self.device)
-            tgt = torch.tensor(targets, dtype=torch.long, device=self.device)
+            tgt = torch.tensor([seqs[r][p] for r, p in rows], dtype=torch.long, device=self.device)
             for lo in range(0, len(rows), LOGIT_ROWS):
                 sel = idx[lo : lo + LOGIT_ROWS]
-                h = hidden[sel[:, 0], sel[:, 1]]
+                h = hidden[sel[:, 0], sel[:, 1] - start]
                 cum, picked = frequencies(self.model.logits(h)).bounds(tgt[lo : lo + LOGIT_ROWS])
-                for (seq, p), c, fr in zip(where[lo : lo + LOGIT_ROWS], cum.tolist(), picked.tolist(), strict=True):
-                    cums[seq][p] = c
-                    freqs[seq][p] = fr
-
-    # -- decompression: one token per sequence per step ---------------------
+                for (r, p), c, f in zip(rows[lo : lo + LOGIT_ROWS], cum.tolist(), picked.tolist(), strict=True):
+                    cums[r][p] = c
+                    freqs[r][p] = f
 
     def frequencies_for(self, sequence: list[int]) -> torch.Tensor:
-        """Full frequency rows [n, vocab] for one sequence via prefill (tests and tools)."""
-        out = []
+        """Full frequency rows [n, vocab] for one sequence, all positions in one extend (tests, tools)."""
+        if not sequence:
+            return torch.zeros(0, self.vocab_size, dtype=torch.long)
         with torch.inference_mode():
-            for start, first, stop in schedule(len(sequence), self.window, self.keep):
-                ctx = [self.bos] + sequence[start : stop - 1]
-                hidden, _ = self.model.prefill(torch.tensor([ctx], device=self.device))
-                out.append(frequencies(self.model.logits(hidden[0, first - start : stop - start])).table())
-        return torch.cat(out) if out else torch.zeros(0, self.vocab_size, dtype=torch.long)
+            hidden = self.model.extend(self._inputs([sequence]), 0, self.model.empty_cache(1))
+            return torch.cat([frequencies(self.model.logits(h)).table() for h in hidden[0].split(LOGIT_ROWS)])
+
+    # -- decompression: one token per sequence per step ---------------------
 
     def decoder(self, capacity: int) -> LockstepDecoder:
         return LockstepDecoder(self, capacity)
@@ -167,33 +129,36 @@ class Engine:
 class LockstepDecoder:
     """Advances up to ``capacity`` sequences by one token per step, each in its own cache slot.
 
-    ``begin(slot)`` starts a sequence; ``frequencies()`` returns the rows for every active
-    slot's next token; ``push(tokens)`` appends the decoded tokens. Sequences join and
-    leave at any step; the rows do not depend on who else is in the batch.
+    ``begin(slot)`` starts a sequence; ``distributions()`` gives the rows for every active
+    slot's next token; ``push(tokens)`` appends one decoded token to every active slot.
+    Sequences join and leave at any step; the rows do not depend on who else is in the batch.
     """
 
     def __init__(self, engine: Engine, capacity: int):
         self.engine = engine
         self.model = engine.model
         self.capacity = capacity
-        self.cache = KVCache.empty(self.model.config, capacity, engine.window, engine.device)
-        self.tokens: dict[int, list[int]] = {}  # slot -> tokens decoded so far
-        self.start: dict[int, int] = {}  # slot -> context start c
-        self.pending: dict[int, torch.Tensor] = {}  # slot -> hidden state of its last query
+        self.cache = self.model.empty_cache(capacity)
+        self.length: dict[int, int] = {}  # slot -> positions so far (BOS included)
+        self.pending: dict[int, torch.Tensor] = {}  # slot -> hidden state of its last position
 
     def begin(self, slot: int, known: list[int] | None = None) -> None:
-        """Start a sequence in ``slot``; ``known`` tokens (already decoded) are prefilled."""
-        self.tokens[slot] = list(known or [])
-        n = len(self.tokens[slot])
-        self.start[slot] = _window_start(n, self.engine.window, self.engine.keep)
-        self._prefill([slot])
+        """Start a sequence in ``slot``; ``known`` tokens (already decoded) are run in one extend."""
+        eng = self.engine
+        ctx = [eng.bos] + list(known or [])
+        with torch.inference_mode():
+            sub = self.model.empty_cache(1)
+            hidden = self.model.extend(torch.tensor([ctx], device=eng.device), 0, sub)
+            _scatter(self.cache, torch.tensor([slot], device=eng.device), sub)
+        self.length[slot] = len(ctx)
+        self.pending[slot] = hidden[0, -1]
 
     def finish(self, slot: int) -> None:
-        for d in (self.tokens, self.start, self.pending):
-            d.pop(slot, None)
+        self.length.pop(slot, None)
+        self.pending.pop(slot, None)
 
     def active(self) -> list[int]:
-        return sorted(self.tokens)
+        return sorted(self.length)
 
     def distributions(self) -> Frequencies:
         """Next-token distributions of the active slots, in slot order."""
@@ -206,53 +171,29 @@ class LockstepDecoder:
         return self.distributions().table()
 
     def push(self, new_tokens: dict[int, int]) -> None:
-        """Append one decoded token to each given slot and compute its next hidden state."""
+        """Append one decoded token to every active slot and compute its next hidden state."""
+        if sorted(new_tokens) != self.active():
+            raise ValueError("push needs one token for every active slot")
         eng = self.engine
-        steppers, refills = [], []
+        # Every slot steps; idle ones on a dummy token at position 0 of their own ring, which
+        # the next begin() replaces: no cache copies, and rows stay independent.
+        tokens = torch.full((self.capacity,), eng.bos, dtype=torch.long)
+        positions = torch.zeros(self.capacity, dtype=torch.long)
         for slot, token in new_tokens.items():
-            toks = self.tokens[slot]
-            toks.append(token)
-            p = len(toks)  # index of the next token to predict
-            if p - self.start[slot] >= eng.window:  # the query would leave the window
-                self.start[slot] = p - eng.keep
-                refills.append(slot)
-            else:
-                steppers.append(slot)
-        if steppers:
-            # Every slot steps (idle or refilling ones on a dummy token at position 0, which
-            # their next prefill overwrites): no cache copies, and rows stay independent.
-            with torch.inference_mode():
-                toks = torch.full((self.capacity,), eng.bos, dtype=torch.long)
-                lengths = torch.zeros(self.capacity, dtype=torch.long)
-                for s in steppers:
-                    toks[s] = self.tokens[s][-1]
-                    lengths[s] = len(self.tokens[s]) - self.start[s]
-                hidden = self.model.step(toks.to(eng.device), lengths.to(eng.device), self.cache)
-            for s in steppers:
-                self.pending[s] = hidden[s]
-        if refills:
-            self._prefill(refills)
-
-    def _prefill(self, slots: list[int]) -> None:
-        eng = self.engine
-        ctxs = [[eng.bos] + self.tokens[s][self.start[s] :] for s in slots]
-        longest = max(len(c) for c in ctxs)
-        batch = torch.full((len(slots), longest), eng.bos, dtype=torch.long)
-        for row, c in enumerate(ctxs):
-            batch[row, : len(c)] = torch.tensor(c)
+            tokens[slot] = token
+            positions[slot] = self.length[slot]
+            self.length[slot] += 1
         with torch.inference_mode():
-            idx = torch.tensor(slots, dtype=torch.long, device=eng.device)
-            sub = KVCache.empty(self.model.config, len(slots), eng.window, eng.device)
-            hidden, sub = self.model.prefill(batch.to(eng.device), sub)
-            _scatter(self.cache, idx, sub)
-        for row, (s, c) in enumerate(zip(slots, ctxs, strict=True)):
-            self.pending[s] = hidden[row, len(c) - 1]
+            hidden = self.model.step(tokens.to(eng.device), positions.to(eng.device), self.cache)
+        for slot in new_tokens:
+            self.pending[slot] = hidden[slot]
 
 
 def _scatter(cache: KVCache, idx: torch.Tensor, sub: KVCache) -> None:
-    for f in ("k", "k_scale", "v", "v_scale", "vmax"):
-        for dst, src in zip(getattr(cache, f), getattr(sub, f), strict=True):
+    for dsts, srcs in zip(cache.fields(), sub.fields(), strict=True):
+        for dst, src in zip(dsts, srcs, strict=True):
             dst[idx] = src
+    cache.pos[idx] = sub.pos
 
 
 def _to_device(weights, device: torch.device):

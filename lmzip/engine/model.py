@@ -11,11 +11,12 @@ token (15 bits, as two int8 halves) right before each matrix product.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 
-from lmzip.engine import numerics
+from lmzip.engine import kernels, numerics
 
 INT8_MAX = 127
 # Attention weights are integers whose sum stays below 2**17, so that sum(u * v) over
@@ -298,49 +299,97 @@ def frequencies(logits: torch.Tensor) -> Frequencies:
 # ---------------------------------------------------------------------------
 
 
+def ring_slot(positions: torch.Tensor, window: int) -> torch.Tensor:
+    """Cache slot of each position: 0 keeps position 0 (the sink), 1.. cycle over the last window - 1."""
+    return torch.where(positions == 0, torch.zeros_like(positions), 1 + (positions - 1) % (window - 1))
+
+
+def attends(qpos: torch.Tensor, kpos: torch.Tensor, window: int) -> torch.Tensor:
+    """Which keys a query sees: position 0 (the attention sink) and the last window - 1
+    positions up to its own (kpos = -1 marks an empty cache slot). Broadcasts."""
+    recent = (kpos > qpos - (window - 1)) | (kpos == 0)
+    return recent & (kpos <= qpos) & (kpos >= 0)
+
+
 @dataclass
 class KVCache:
-    """Per layer: int8-valued keys/values (as float32) with per-(token, head) scales.
+    """Per layer, a ring of ``window`` slots per sequence: int8 keys and values with
+    per-(token, head) scales; ``pos`` is the position each slot holds.
 
-    ``vmax`` holds the running maximum of value scales up to each position, which bounds
-    the attention weights; prefill computes it with cummax, step with max(prev, new).
+    ``vmax`` is the running maximum of all value scales so far, an upper bound on the
+    scales of the keys attended, which bounds the attention weights (numerics in _attend).
     """
 
-    k: list[torch.Tensor]  # [B, kvh, W, D]
+    k: list[torch.Tensor]  # [B, kvh, W, D] int8
     k_scale: list[torch.Tensor]  # [B, kvh, 1, W]
-    v: list[torch.Tensor]  # [B, kvh, W, D]
+    v: list[torch.Tensor]  # [B, kvh, W, D] int8
     v_scale: list[torch.Tensor]  # [B, kvh, 1, W]
-    vmax: list[torch.Tensor]  # [B, kvh, W, 1]
+    vmax: list[torch.Tensor]  # [B, kvh, 1, 1]
+    pos: torch.Tensor  # [B, W] int64, -1 = empty
 
     @staticmethod
     def empty(config: LlamaConfig, batch: int, window: int, device: torch.device) -> KVCache:
         kvh, d = config.num_kv_heads, config.dim_per_head
 
-        def zeros(*shape: int) -> list[torch.Tensor]:
-            return [torch.zeros(*shape, device=device) for _ in range(config.num_layers)]
+        def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+            return [torch.zeros(*shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
 
         return KVCache(
-            zeros(batch, kvh, window, d),
+            zeros(batch, kvh, window, d, dtype=torch.int8),
             zeros(batch, kvh, 1, window),
-            zeros(batch, kvh, window, d),
+            zeros(batch, kvh, window, d, dtype=torch.int8),
             zeros(batch, kvh, 1, window),
-            zeros(batch, kvh, window, 1),
+            zeros(batch, kvh, 1, 1),
+            torch.full((batch, window), -1, dtype=torch.long, device=device),
         )
+
+    def fields(self) -> tuple[list[torch.Tensor], ...]:
+        return self.k, self.k_scale, self.v, self.v_scale, self.vmax
 
 
 class ExactLlama:
-    """Forward passes of an int8 Llama; identical integers on every path and device."""
+    """Forward passes of an int8 Llama; identical integers on every path and device.
 
-    def __init__(self, weights: ModelWeights, window: int, backend: str = "int_mm", device: str = "cpu"):
+    Attention is a sliding window with a sink: the query at position p sees position 0
+    and positions p - window + 2 .. p. ``extend`` runs T new tokens of every sequence
+    (from a shared start position) against its cache; ``step`` runs one token per
+    sequence at its own position. Both write the ring cache, and both compute each
+    token's keys and values from exactly the same context, so their integers agree.
+    """
+
+    def __init__(
+        self,
+        weights: ModelWeights,
+        window: int,
+        backend: str = "int_mm",
+        device: str = "cpu",
+        attention: str | None = None,
+    ):
+        if window < 2:
+            raise ValueError("the window must hold at least 2 tokens")
         self.w = weights
         self.config = weights.config
         self.window = window
         self.backend = backend
         self.device = torch.device(device)
-        cos, sin = numerics.rope_table(self.config.rope_theta, self.config.dim_per_head, window)
-        self.cos, self.sin = cos.to(self.device), sin.to(self.device)
+        self.cos = self.sin = torch.zeros(0)
+        self._grow_rope(window)
         self.exp_bits = numerics.attention_exp_bits(window)  # e <= 2**bits, window * 2**bits <= 2**24
         self.sigmoid = numerics.sigmoid_table().to(self.device)
+        # "c": the CPU kernel (kernels.c); "torch": the reference, on any device. Same integers.
+        if attention is None:
+            attention = "c" if self.device.type == "cpu" and kernels.library() is not None else "torch"
+        if attention not in ("c", "torch") or (attention == "c" and self.device.type != "cpu"):
+            raise ValueError(f"attention {attention!r} is not available on {self.device.type}")
+        self.attention = attention
+        self.exp_coef = torch.tensor(numerics.EXP2_POLY, dtype=torch.float32)
+
+    def _grow_rope(self, positions: int) -> None:
+        """cos/sin tables for at least ``positions`` positions (entries never depend on the size)."""
+        if positions > self.cos.shape[0]:
+            size = 1 << (positions - 1).bit_length()
+            cos, sin = numerics.rope_table(self.config.rope_theta, self.config.dim_per_head, size)
+            self.cos, self.sin = cos.to(self.device), sin.to(self.device)
 
     # -- attention --------------------------------------------------------
 
@@ -351,45 +400,75 @@ class ExactLlama:
         k_scale: torch.Tensor,  # [B, kvh, 1, L]
         v_all: torch.Tensor,  # [B, kvh, L, D]
         v_scale: torch.Tensor,  # [B, kvh, 1, L]
-        vmax: torch.Tensor,  # [B, kvh, T, 1] running max of v scales at each query position
-        query_pos: torch.Tensor,  # [B, T] positions of the queries
+        vmax: torch.Tensor,  # [B, kvh, T, 1] bound on the v scales each query sees
+        qpos: torch.Tensor,  # [B, T] positions of the queries
+        kpos: torch.Tensor,  # [B, L] positions of the keys (-1 = empty)
+        causal_tail: int,  # the last causal_tail keys are the T queries' own, in order
     ) -> torch.Tensor:
         cfg = self.config
         b, t, h, d = q.shape
         kvh = cfg.num_kv_heads
         group = h // kvh
+        n_keys = k_all.shape[2]
         q_q, q_scale = quantize_rows(q)  # per (token, head)
+        if self.attention == "c":
+            fn = kernels.attend if t == 1 else kernels.attend_gemm
+            return fn(
+                q_q.to(torch.int8).view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4).reshape(b, kvh, group * t, d),
+                (q_scale * self._score_unit(d)).view(b, t, kvh, group).permute(0, 2, 3, 1).reshape(b, kvh, -1),
+                qpos,
+                vmax[..., 0],
+                k_all,
+                k_scale[:, :, 0],
+                v_all,
+                v_scale[:, :, 0],
+                kpos,
+                self.window,
+                self.exp_bits,
+                self.exp_coef,
+                ATTN_MASS,
+            )
+        k_all, v_all = k_all.float(), v_all.float()  # int8 values: exact in float32 GEMMs
         # [B, kvh, group, T, D]: query heads of one kv head side by side
         q_q = q_q.view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4)
         q_scale = q_scale.view(b, t, kvh, group, 1).permute(0, 2, 3, 1, 4)
         out = torch.empty(b, kvh, group, t, d, device=q.device)
-        # Causal tiling: a block of queries only needs keys up to its last position.
+        # Causal tiling: a block of queries never sees the new keys after its last query.
         for t0 in range(0, t, QUERY_BLOCK):
             t1 = min(t, t0 + QUERY_BLOCK)
-            keys = k_all.shape[2] if t1 == t else int(query_pos[:, t1 - 1].max()) + 1
+            keys = n_keys - causal_tail + t1 if causal_tail else n_keys
+            rows = group * (t1 - t0)
             out[:, :, :, t0:t1] = self._attend(
-                q_q[:, :, :, t0:t1].reshape(b, kvh, group * (t1 - t0), d),
-                q_scale[:, :, :, t0:t1].reshape(b, kvh, group * (t1 - t0), 1),
+                q_q[:, :, :, t0:t1].reshape(b, kvh, rows, d),
+                q_scale[:, :, :, t0:t1].reshape(b, kvh, rows, 1),
                 k_all[:, :, :keys],
                 k_scale[..., :keys],
                 v_all[:, :, :keys],
                 v_scale[..., :keys],
-                vmax[:, :, t0:t1].unsqueeze(2).expand(b, kvh, group, t1 - t0, 1).reshape(b, kvh, -1, 1),
-                query_pos[:, None, None, t0:t1].expand(b, kvh, group, t1 - t0).reshape(b, kvh, -1, 1),
+                vmax[:, :, t0:t1].unsqueeze(2).expand(b, kvh, group, t1 - t0, 1).reshape(b, kvh, rows, 1),
+                attends(
+                    qpos[:, None, None, t0:t1, None].expand(b, 1, group, t1 - t0, 1).reshape(b, 1, rows, 1),
+                    kpos[:, None, None, :keys],
+                    self.window,
+                ),
             ).view(b, kvh, group, t1 - t0, d)
         return out.permute(0, 3, 1, 2, 4).reshape(b, t, h * d)
 
-    def _attend(self, q_q, q_scale, k, k_scale, v, v_scale, vmax, qpos) -> torch.Tensor:
+    @staticmethod
+    def _score_unit(d: int) -> float:
+        """log2(e) / sqrt(d): one fixed double (sqrt is correctly rounded), rounded to float32 by torch."""
+        return numerics.LOG2E_F32 / math.sqrt(d)
+
+    def _attend(self, q_q, q_scale, k, k_scale, v, v_scale, vmax, visible) -> torch.Tensor:
         """softmax(q k^T / sqrt(d)) v for one block of queries [B, kvh, R, D], exactly."""
         d = q_q.shape[-1]
         scores = torch.matmul(q_q, k.transpose(-1, -2))  # exact: |sum| <= D * 127**2 < 2**24
         # logit = dot * (s_q / sqrt(d)) * s_k, each product correctly rounded
         # (in log2 units: the exp below is 2**-x, so log2(e) joins the query scale)
-        scores.mul_(q_scale * (numerics.LOG2E_F32 / d**0.5)).mul_(k_scale)
-        keys = torch.arange(k.shape[2], device=k.device)
-        scores.masked_fill_(keys.view(1, 1, 1, -1) > qpos, float("-inf"))
+        scores.mul_(q_scale * self._score_unit(d)).mul_(k_scale)
+        scores.masked_fill_(~visible, float("-inf"))
         peak = scores.amax(dim=-1, keepdim=True)
-        e = numerics.exp2_neg_scaled(scores.neg_().add_(peak), self.exp_bits)  # masked keys: exactly 0
+        e = numerics.exp2_neg_scaled(scores.neg_().add_(peak), self.exp_bits)  # hidden keys: exactly 0
         mass = e.sum(dim=-1, keepdim=True)  # exact: window * 2**bits <= 2**24
         # u_j = floor(e_j * s_vj * c) with c = MASS / (mass * vmax)  =>  sum_j u_j < 2**17
         c = torch.full_like(vmax, ATTN_MASS, dtype=torch.float64) / (mass.double() * vmax.double())
@@ -406,7 +485,9 @@ class ExactLlama:
         positions: torch.Tensor,  # [B, T]
         rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin at the positions [B, T, 1, D/2]
         cache: KVCache,
-        write_at: torch.Tensor | None,  # None = prefill from 0; else [B] slot index for step
+        write: tuple[torch.Tensor, torch.Tensor],  # step: ring slot per row [B]; extend: (new index, slot)
+        old_pos: torch.Tensor,  # [B, W] cache positions before this forward
+        new_pos: torch.Tensor,  # [B, W] cache positions after it
     ) -> torch.Tensor:
         cfg, lw = self.config, self.w.layers[i]
         b, t, hid = x.shape
@@ -419,31 +500,37 @@ class ExactLlama:
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         k_q, k_s = quantize_rows(k)  # per (token, kv head)
         v_q, v_s = quantize_rows(v)
-        k_q, v_q = k_q.transpose(1, 2), v_q.transpose(1, 2)  # [B, kvh, T, D]
+        k_q, v_q = k_q.to(torch.int8).transpose(1, 2), v_q.to(torch.int8).transpose(1, 2)  # [B, kvh, T, D]
         k_s, v_s = k_s.permute(0, 2, 3, 1), v_s.permute(0, 2, 3, 1)  # [B, kvh, 1, T]
-        if write_at is None:
-            vmax = torch.cummax(v_s.squeeze(2), dim=-1).values.unsqueeze(-1)  # [B, kvh, T, 1]
-            cache.k[i][:, :, :t] = k_q
-            cache.k_scale[i][:, :, :, :t] = k_s
-            cache.v[i][:, :, :t] = v_q
-            cache.v_scale[i][:, :, :, :t] = v_s
-            cache.vmax[i][:, :, :t] = vmax
-            k_all, ks_all, v_all, vs_all = k_q, k_s, v_q, v_s
-        else:
-            rows = torch.arange(b, device=x.device)
-            prev = cache.vmax[i][rows, :, (write_at - 1).clamp(min=0)]  # [B, kvh, 1]
-            prev = torch.where((write_at > 0)[:, None, None], prev, torch.zeros_like(prev))
-            vmax = torch.maximum(prev, v_s[:, :, 0, :])
-            cache.k[i][rows, :, write_at] = k_q[:, :, 0]
-            cache.k_scale[i][rows, :, 0, write_at] = k_s[:, :, 0, 0]
-            cache.v[i][rows, :, write_at] = v_q[:, :, 0]
-            cache.v_scale[i][rows, :, 0, write_at] = v_s[:, :, 0, 0]
-            cache.vmax[i][rows, :, write_at] = vmax
-            vmax = vmax.unsqueeze(-1)  # [B, kvh, 1, 1]
-            n = int(write_at.max()) + 1  # keys beyond every query are masked anyway: skip them
-            k_all, ks_all = cache.k[i][:, :, :n], cache.k_scale[i][..., :n]
-            v_all, vs_all = cache.v[i][:, :, :n], cache.v_scale[i][..., :n]
-        attn = self._attention(q, k_all, ks_all, v_all, vs_all, vmax, positions)
+        # running max of value scales, continued from the cache: [B, kvh, T, 1]
+        vmax = torch.cummax(torch.cat([cache.vmax[i][..., 0], v_s.squeeze(2)], dim=-1), dim=-1).values
+        vmax = vmax[..., 1:].unsqueeze(-1)
+        ck, cks, cv, cvs = cache.k[i], cache.k_scale[i], cache.v[i], cache.v_scale[i]
+        if t == 1:  # step: write first, then attend over the ring (the slot written held a key out of reach)
+            rows, at = write
+            ck[rows, :, at], cks[rows, :, 0, at] = k_q[:, :, 0], k_s[:, :, 0, 0]
+            cv[rows, :, at], cvs[rows, :, 0, at] = v_q[:, :, 0], v_s[:, :, 0, 0]
+            used = min(self.window, int(positions.max()) + 1)  # slots fill in order until the ring wraps
+            attn = self._attention(
+                q, ck[:, :, :used], cks[..., :used], cv[:, :, :used], cvs[..., :used], vmax, positions,
+                new_pos[:, :used], 0,
+            )
+        else:  # extend: the cached keys, then the new ones; the ring is written afterwards
+            if bool((old_pos >= 0).any()):
+                keys = (
+                    torch.cat([ck, k_q], 2),
+                    torch.cat([cks, k_s], 3),
+                    torch.cat([cv, v_q], 2),
+                    torch.cat([cvs, v_s], 3),
+                )
+                kpos = torch.cat([old_pos, positions], 1)
+            else:
+                keys, kpos = (k_q, k_s, v_q, v_s), positions
+            attn = self._attention(q, *keys, vmax, positions, kpos, t)
+            sel, at = write
+            ck[:, :, at], cks[:, :, :, at] = k_q[:, :, sel], k_s[..., sel]
+            cv[:, :, at], cvs[:, :, :, at] = v_q[:, :, sel], v_s[..., sel]
+        cache.vmax[i] = vmax[:, :, -1:]
         attn_act = quantize_activation(attn.reshape(b * t, h * d), "o" in SPLIT)
         x = x + linear(attn_act, lw.o, self.backend).view(b, t, hid)
         flat = x.reshape(b * t, hid)
@@ -462,27 +549,35 @@ class ExactLlama:
 
     # -- public paths ---------------------------------------------------------
 
-    def prefill(self, tokens: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
-        """Hidden states [B, T, hidden] for sequences starting at position 0 (right-padded)."""
+    def empty_cache(self, batch: int) -> KVCache:
+        return KVCache.empty(self.config, batch, self.window, self.device)
+
+    def extend(self, tokens: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
+        """Hidden states [B, T, hidden] of tokens at positions start.. of every sequence."""
         b, t = tokens.shape
-        if t > self.window:
-            raise ValueError(f"prefill of {t} tokens exceeds the window of {self.window}")
-        cache = cache or KVCache.empty(self.config, b, self.window, self.device)
-        positions = torch.arange(t, device=self.device).expand(b, t)
-        return self._forward(tokens, positions, cache, None), cache
+        positions = torch.arange(start, start + t, device=self.device).expand(b, t)
+        return self._forward(tokens, positions, cache)
 
-    def step(self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Hidden states [B, hidden] after appending tokens [B] at positions lengths [B]."""
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Hidden states [B, hidden] after appending tokens [B] at positions [B]."""
         b = tokens.shape[0]
-        return self._forward(tokens.view(b, 1), lengths.view(b, 1), cache, lengths)[:, 0]
+        return self._forward(tokens.view(b, 1), positions.view(b, 1), cache)[:, 0]
 
-    def _forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, write_at: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        self._grow_rope(int(positions.max()) + 1)
         rope = (self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2))  # once, not per layer
+        old_pos = cache.pos.clone()
+        if positions.shape[1] == 1:  # step: one slot per row
+            write = (torch.arange(positions.shape[0], device=self.device), ring_slot(positions[:, 0], self.window))
+            cache.pos[write] = positions[:, 0]
+        else:  # extend (all rows share the positions): only position 0 and the last window - 1 stay
+            first = positions[0]
+            sel = ((first == 0) | (first > first[-1] - (self.window - 1))).nonzero()[:, 0]
+            write = (sel, ring_slot(first[sel], self.window))  # distinct slots
+            cache.pos[:, write[1]] = positions[:, sel]
         x = self._embed(tokens)
         for i in range(self.config.num_layers):
-            x = self._layer(i, x, positions, rope, cache, write_at)
+            x = self._layer(i, x, positions, rope, cache, write, old_pos, cache.pos)
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import torch
 
-NUMERICS_VERSION = 3
+NUMERICS_VERSION = 4
 
 FREQ_BITS = 24  # frequency tables sum to exactly 2**FREQ_BITS
 SIGMOID_STEPS_PER_UNIT = 256
@@ -80,7 +80,7 @@ def _round_shift(value: int, shift: int) -> int:
 # ~1e-8 bits per token), Horner form. The constants are part of the numerics: any
 # machine evaluating them with IEEE float32 multiply and add, each rounded on its own,
 # gets the same bits.
-_EXP2_POLY = (
+EXP2_POLY = (
     float.fromhex("0x1.ffee22p-1"),
     float.fromhex("-0x1.61a202p-1"),
     float.fromhex("0x1.d65ca6p-3"),
@@ -98,7 +98,7 @@ def exp2_neg_scaled(y: torch.Tensor, bits: int) -> torch.Tensor:
     y = y.clamp_(max=float(bits + 2))  # beyond: the result rounds to 0
     n = y.floor()
     f = y.sub_(n)  # exact, in [0, 1)
-    c0, c1, c2, c3 = _EXP2_POLY
+    c0, c1, c2, c3 = EXP2_POLY
     p = f * c3
     p.add_(c2).mul_(f).add_(c1).mul_(f).add_(c0)
     power = n.to(torch.int32).neg_().add_(127 + bits).bitwise_left_shift_(23).view(torch.float32)
@@ -162,14 +162,20 @@ def rope_table(theta: float, head_dim: int, positions: int) -> tuple[torch.Tenso
     """
     half = head_dim // 2
     one = 1 << _FIX
-    cos = torch.empty(positions, half, dtype=torch.float64)
-    sin = torch.empty(positions, half, dtype=torch.float64)
+    cos_cols, sin_cols = [], []
     for i in range(half):
         step = _fix_pow_neg(theta, 2 * i, head_dim)  # radians per position, <= 1
         c1, s1 = _fix_cos_sin(step, one)
         c, s = one, 0
-        for p in range(positions):
-            cos[p, i] = _round_shift(c, _FIX - 52) / float(1 << 52)
-            sin[p, i] = _round_shift(s, _FIX - 52) / float(1 << 52)
+        cs, ss = [], []
+        for _ in range(positions):
+            cs.append(_round_shift(c, _FIX - 52))
+            ss.append(_round_shift(s, _FIX - 52))
             c, s = (c * c1 - s * s1) >> _FIX, (s * c1 + c * s1) >> _FIX
-    return cos.float(), sin.float()
+        cos_cols.append(cs)
+        sin_cols.append(ss)
+    # |values| <= 2**52: exact in float64, then one correctly rounded step to float32
+    unit = float(1 << 52)
+    cos = torch.tensor(cos_cols, dtype=torch.float64).t().div_(unit)
+    sin = torch.tensor(sin_cols, dtype=torch.float64).t().div_(unit)
+    return cos.float().contiguous(), sin.float().contiguous()
