@@ -4,7 +4,7 @@ Measures, in one run:
   * prefill (compression path): integer engine tokens/s vs transformers float forward
     on the same windows (teacher forced);
   * batched step (decompression path): tokens/s with --slots sequences in lock step,
-    each at a context of half the window;
+    each with a full window of context;
   * lmzip compress / decompress of the file through the CLI (KB/s, bits per byte),
     each in its own process with its peak RSS.
 Run: python scripts/benchmark.py [--file F] [--bytes N] [--window 1024] [--slots 64] [--profile]
@@ -81,9 +81,9 @@ def main() -> None:
             engine.score(windows[:2])
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), file=sys.stderr)
 
-    # each slot resumes a different place of the file with half a window of context
+    # each slot resumes a different place of the file with a full window of context
     decoder = engine.decoder(args.slots)
-    context = args.window // 2
+    context = args.window - 1
     stride = max(1, (len(ids) - context - args.steps) // args.slots)
     for s in range(args.slots):
         decoder.begin(s, ids[s * stride : s * stride + context])
