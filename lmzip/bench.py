@@ -201,6 +201,29 @@ class BenchOptions:
     device: str = "cpu"
     threads: int | None = None
     batch: int = 32
+    window: int | None = None  # None: the engine's default
+
+    def compress_options(self, codec_factory: Callable[..., Any] | None = None) -> Any:
+        """What `lmzip -c` would run with these settings."""
+        from lmzip.pipeline import CompressOptions
+
+        return CompressOptions(
+            chunk_size=self.chunk_size,
+            model=self.model,
+            device=self.device,
+            threads=self.threads,
+            batch=self.batch,
+            use_lm=self.use_lm,
+            window=self.window,
+            codec_factory=codec_factory,
+        )
+
+    def decompress_options(self, codec_factory: Callable[..., Any] | None = None) -> Any:
+        from lmzip.pipeline import DecompressOptions
+
+        return DecompressOptions(
+            model=self.model, device=self.device, threads=self.threads, batch=self.batch, codec_factory=codec_factory
+        )
 
 
 # --------------------------------------------------------------------------- LM measurement
@@ -278,16 +301,11 @@ class LmSession:
         if self._error is not None:
             raise self._error
         if self.codec is None:
-            from lmzip.lm_codec import load_lm_codec  # torch is imported only here
+            from lmzip.pipeline import load_codec
 
             t0 = time.perf_counter()
             try:
-                inner = load_lm_codec(
-                    model=self.opts.model,
-                    device=self.opts.device,
-                    threads=self.opts.threads,
-                    batch=self.opts.batch,
-                )
+                inner = load_codec(self.opts.compress_options())
             except Exception as e:
                 self._error = e
                 raise
@@ -318,24 +336,15 @@ def bench_baseline(name: str, data: bytes, file: str) -> Result:
 
 def lmzip_archive(data: bytes, opts: BenchOptions, codec_factory: Callable[..., Any] | None = None) -> bytes:
     """What `lmzip -c FILE` writes for `data` (default options but those in opts)."""
-    from lmzip.pipeline import CompressOptions, compress_stream
+    from lmzip.pipeline import compress_stream
 
     out = io.BytesIO()
-    options = CompressOptions(
-        chunk_size=opts.chunk_size,
-        model=opts.model,
-        device=opts.device,
-        threads=opts.threads,
-        batch=opts.batch,
-        use_lm=opts.use_lm,
-        codec_factory=codec_factory,
-    )
-    compress_stream(io.BytesIO(data), out, options)
+    compress_stream(io.BytesIO(data), out, opts.compress_options(codec_factory))
     return out.getvalue()
 
 
 def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession | None) -> Result:
-    from lmzip.pipeline import DecompressOptions, decompress_stream, read_archive_info
+    from lmzip.pipeline import decompress_stream, read_archive_info
 
     use_lm = opts.use_lm and session is not None
     codec = session.get() if use_lm and data and session is not None else None  # load outside the timer
@@ -346,10 +355,7 @@ def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession |
 
     def decompress() -> bytes:
         out = io.BytesIO()
-        dopts = DecompressOptions(
-            model=opts.model, device=opts.device, threads=opts.threads, batch=opts.batch, codec_factory=factory
-        )
-        decompress_stream(io.BytesIO(archive), out, dopts)
+        decompress_stream(io.BytesIO(archive), out, opts.decompress_options(factory))
         return out.getvalue()
 
     unpacked, t_d = _timed(decompress)
@@ -562,7 +568,7 @@ def print_table(results: Sequence[Result], model_load_s: float | None = None) ->
 
 def run_bench(files: Sequence[str], settings: Any, codecs: str | None, fmt: str = "table") -> int:
     """The `lmzip bench` command: returns the exit status (0 ok, 1 any failure).
-    settings: lmzip.cli.Settings (chunk_size, model, device, threads, batch, use_lm)."""
+    settings: lmzip.cli.Settings (chunk_size, model, device, threads, batch, use_lm, window)."""
     status = 0
 
     def error(msg: str) -> None:
@@ -583,6 +589,7 @@ def run_bench(files: Sequence[str], settings: Any, codecs: str | None, fmt: str 
         device=settings.device,
         threads=settings.threads,
         batch=settings.batch,
+        window=settings.window,
     )
     session = LmSession(opts) if opts.use_lm and LMZIP in names else None
     results = bench_files(files, opts, error, session=session)

@@ -68,9 +68,14 @@ _CODEC_IDS = frozenset(c.value for c in Codec)
 
 
 def uvarint(n: int) -> bytes:
-    """Unsigned LEB128: 7 bits a byte, least significant first, high bit = more."""
+    """A varint as archives hold them: LEB128 of 0 <= n < 2**64."""
     if not 0 <= n < 1 << 64:
         raise ValueError(f"varint out of range: {n}")
+    return leb128(n)
+
+
+def leb128(n: int) -> bytes:
+    """Unsigned LEB128 of any n >= 0: 7 bits a byte, least significant first, high bit = more."""
     out = bytearray()
     while n >= 0x80:
         out.append(n & 0x7F | 0x80)

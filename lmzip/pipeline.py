@@ -84,7 +84,8 @@ class Stats:
     chunks: dict[str, int] = field(default_factory=lambda: {c.name.lower(): 0 for c in Codec})
 
 
-def _load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
+def load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
+    """The LM codec the options ask for (the codec_factory's, if set)."""
     if options.codec_factory is not None:
         return options.codec_factory(options)  # type: ignore[arg-type]
     from lmzip.lm_codec import load_lm_codec  # torch is imported only here
@@ -179,7 +180,7 @@ def compress_stream(
     first = next(groups, None)
     # An empty input never loads the codec. The model identity is a record written
     # before the first lm record, so the header does not wait for the model.
-    codec = _load_codec(options) if options.use_lm and first else None
+    codec = load_codec(options) if options.use_lm and first else None
     # A name that is not a plain basename (e.g. has a backslash) is left out rather
     # than failing: restoring it could never be safe anyway.
     name = options.name if options.name and storable_name(options.name) else None
@@ -240,7 +241,7 @@ class _Decoder:
             m = self.reader.model
             assert m is not None  # the reader rejects an lm record before the model record
             opts = dataclasses.replace(self.options, model=self.options.model or m.name, window=m.context_window)
-            codec = _load_codec(opts)
+            codec = load_codec(opts)
             mine = _identity(codec)
             keys = ("model_hash", "tokenizer_hash", "numerics_version", "context_window")
             if any(getattr(m, k) != getattr(mine, k) for k in keys):

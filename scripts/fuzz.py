@@ -20,9 +20,9 @@ the script minimizes it and prints a repro (base64), exiting 1.
     .venv/bin/python scripts/fuzz.py [--seconds 60] [--seed N] [--case-timeout 5] [--mem-gib 2]
     .venv/bin/python scripts/fuzz.py --repro BASE64     # run one input through every path
 
-The fake LM (4 bits per known word, 12 per other byte) is copied from the pipeline
-tests so the script stands alone; its decoder fails on garbage the way a real one
-might (StopIteration, IndexError), which the pipeline must turn into an LmzipError.
+The fake LM of the tests (tests/fake_lm.py: 4 bits per known word, 12 per other byte)
+stands in for the model; its decoder fails on garbage the way a real one might
+(StopIteration, IndexError), which the pipeline must turn into an LmzipError.
 """
 
 from __future__ import annotations
@@ -48,72 +48,20 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from lmzip import cli
-from lmzip.container import MAX_CHUNK_SIZE, uvarint
-from lmzip.errors import LmzipError
-from lmzip.pipeline import CompressOptions, DecompressOptions, compress_stream, decompress_stream, read_archive_info
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fake_lm import FakeLM, text  # noqa: E402
+from fake_pipe import Pipe  # noqa: E402
 
-# ---------------------------------------------------------------- fake LM codec
-
-
-@dataclass
-class FakeIdentity:
-    name: str = "fake-zlib"
-    model_hash: bytes = b"M" * 32
-    tokenizer_hash: bytes = b"T" * 32
-    numerics_version: int = 3
-    context_window: int = 512
-
-
-WORDS = [b"the", b"cat", b"sat", b"on", b"a", b"mat", b"and", b"looked", b"around\n"]
-VOCAB = [w + b" " for w in WORDS]
-ESCAPE = 15
-
-
-class FakeLM:
-    def __init__(self) -> None:
-        self.identity = FakeIdentity()
-
-    def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
-        out: list[tuple[bytes, int] | None] = []
-        for c in chunks:
-            nibbles, tokens, i = [], 0, 0
-            while i < len(c):
-                k = next((k for k, w in enumerate(VOCAB) if c.startswith(w, i)), None)
-                if k is None:
-                    nibbles += [ESCAPE, c[i] >> 4, c[i] & 15]
-                    i += 1
-                else:
-                    nibbles.append(k)
-                    i += len(VOCAB[k])
-                tokens += 1
-            nibbles += [0] * (len(nibbles) % 2)
-            out.append((bytes(a << 4 | b for a, b in zip(nibbles[::2], nibbles[1::2], strict=True)), tokens))
-        return out
-
-    def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
-        out = []
-        for payload, tokens in items:
-            nibbles = iter([n for b in payload for n in (b >> 4, b & 15)])
-            data = bytearray()
-            for _ in range(tokens):  # StopIteration / IndexError on garbage
-                n = next(nibbles)
-                data += bytes([next(nibbles) << 4 | next(nibbles)]) if n == ESCAPE else VOCAB[n]
-            out.append(bytes(data))
-        return out
+from lmzip import cli  # noqa: E402
+from lmzip.container import MAX_CHUNK_SIZE, leb128, uvarint  # noqa: E402
+from lmzip.errors import LmzipError  # noqa: E402
+from lmzip.pipeline import CompressOptions, DecompressOptions, compress_stream, decompress_stream, read_archive_info  # noqa: E402
 
 
 def fake_factory(options: object) -> FakeLM:
     return FakeLM()
-
-
-def text(n: int, seed: int = 0) -> bytes:
-    rng = random.Random(seed)
-    out = bytearray()
-    while len(out) < n:
-        out += rng.choice(WORDS) + b" "
-    return bytes(out[:n])
 
 
 def compress(data: bytes, **kw: object) -> bytes:
@@ -204,19 +152,7 @@ def layout_of(archive: bytes) -> Layout:
 
 
 def pack_fields(kind: int, values: list[int]) -> bytes:
-    return bytes([kind]) + b"".join(varint_any(v) for v in values)
-
-
-def varint_any(n: int) -> bytes:
-    """LEB128 of any non-negative n (also >= 2**64, which uvarint refuses)."""
-    if n < 1 << 64:
-        return uvarint(n)
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return bytes([kind]) + b"".join(leb128(v) for v in values)
 
 
 def fix_header_crc(b: bytes) -> bytes:
@@ -255,7 +191,7 @@ def rebuild(
     for kind, values, rest in records:
         body += pack_fields(kind, values) + rest
     entries = records if index is None else index
-    idx = bytearray([0x4C]) + varint_any(len(entries) if count is None else count)
+    idx = bytearray([0x4C]) + leb128(len(entries) if count is None else count)
     for kind, values, _ in entries:
         idx += pack_fields(kind, values)
     trailer_crc = archive[len(archive) - 16 : len(archive) - 12]
@@ -354,21 +290,21 @@ class Mutator:
             hend = lay.header_end
             flags = blob[5]
             cs, p = _varint_at(blob, 6)
-            fields: list[bytes] = [varint_any(cs)]
+            fields: list[bytes] = [leb128(cs)]
             if flags & 1:
                 ln, p2 = _varint_at(blob, p)
-                fields.append(varint_any(ln) + blob[p2 : p2 + ln])
+                fields.append(leb128(ln) + blob[p2 : p2 + ln])
                 p = p2 + ln
             if flags & 2:
                 mt, p = _varint_at(blob, p)
-                fields.append(varint_any(mt))
+                fields.append(leb128(mt))
             which = rng.randrange(4)
             if which == 0:
-                fields[0] = varint_any(interesting(cs, rng))
+                fields[0] = leb128(interesting(cs, rng))
             elif which == 1:
                 flags = rng.choice([flags ^ 1, flags ^ 2, flags | 4, 0x80, 3])
             elif which == 2:
-                fields.insert(1, varint_any(interesting(10, rng)))
+                fields.insert(1, leb128(interesting(10, rng)))
             else:
                 fields.append(rng.choice(HUGE))
             head = blob[:5] + bytes([flags]) + b"".join(fields)
@@ -441,22 +377,6 @@ class Timeout(BaseException):  # not an Exception: nothing in lmzip may swallow 
 
 def _on_alarm(signum: int, frame: object) -> None:
     raise Timeout()
-
-
-class Pipe(io.RawIOBase):
-    """Unseekable, short reads (5 bytes at most), like a pipe."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = memoryview(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
-        k = min(len(buf), 5, len(self.data))
-        buf[:k] = self.data[:k]
-        self.data = self.data[k:]
-        return k
 
 
 @dataclass

@@ -5,7 +5,7 @@ scored with the engine's compression path (every token sees the BOS and the last
 window - 1 tokens), and the ideal code length gives bits per byte (the range coder adds
 < 0.01%). Speed: scoring tokens/s from that run, and lock-step decoding tokens/s measured
 with as many slots as there are chunks (at most --batch) with a full window of context.
-Run: python scripts/tradeoff.py [--file F] [--chunks 4096,16384,65536] [--windows 512,1024,2048]
+Run: python scripts/tradeoff.py [--file F] [--chunks 4096,16384,65536] [--windows 512,1024,2048] [--segment 256]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmzip.engine.engine import Engine
+from lmzip.engine.engine import SEGMENT, Engine
 from lmzip.engine.loader import load_model
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -41,12 +41,13 @@ def main() -> None:
     ap.add_argument("--chunks", default="4096,16384,65536")
     ap.add_argument("--windows", default="512,1024,2048")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--segment", type=int, default=SEGMENT, help="positions per extend when scoring")
     args = ap.parse_args()
     data = Path(args.file).read_bytes()
     loaded = load_model(None)
     rows = []
     for window in map(int, args.windows.split(",")):
-        engine = Engine(loaded, window=window)
+        engine = Engine(loaded, window=window, segment=args.segment)
         all_ids = engine.tokenizer.encode(data) or []
         for chunk in map(int, args.chunks.split(",")):
             pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)]

@@ -17,3 +17,8 @@ class Pipe(io.RawIOBase):
         n = min(n if n >= 0 else len(self.data), self.step)
         out, self.data = bytes(self.data[:n]), self.data[n:]
         return out
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        out = self.read(len(buf))
+        buf[: len(out)] = out
+        return len(out)

@@ -12,10 +12,11 @@ from datetime import timedelta
 
 import pytest
 import zstandard
+from fake_lm import FakeLM, factory, text
 from fake_pipe import Pipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_pipeline import FakeLM, compress, factory, text
+from test_pipeline import compress
 
 from lmzip.codecs import zstd_decompress
 from lmzip.container import (

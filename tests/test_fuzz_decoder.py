@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pipeline import FakeLM, factory
+from fake_lm import FakeLM, factory
 
 from lmzip.errors import LmzipError
 from lmzip.pipeline import DecompressOptions, decompress_stream

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_engine import WINDOW, assert_rows_equal, assert_scores_equal, decode_rows, tiny  # noqa: F401
+from test_engine import (  # noqa: F401  (one_thread and tiny are fixtures)
+    WINDOW,
+    assert_rows_equal,
+    assert_scores_equal,
+    decode_rows,
+    one_thread,
+    tiny,
+)
 
 from lmzip.engine import kernels
 from lmzip.engine.engine import Engine
 from lmzip.engine.model import ExactLlama
 
 pytestmark = pytest.mark.skipif(kernels.library() is None, reason="no C compiler: the reference path runs alone")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_cpu_engine_uses_the_kernel(tiny):  # noqa: F811

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from fake_lm import FakeIdentity, FakeLM, factory, text
 from fake_pipe import Pipe
 
 from lmzip import container
@@ -34,68 +35,6 @@ from lmzip.pipeline import (
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
-@dataclass
-class FakeIdentity:
-    name: str = "fake-zlib"
-    model_hash: bytes = b"M" * 32
-    tokenizer_hash: bytes = b"T" * 32
-    numerics_version: int = 3
-    context_window: int = 512
-
-
-WORDS = [b"the", b"cat", b"sat", b"on", b"a", b"mat", b"and", b"looked", b"around\n"]
-VOCAB = [w + b" " for w in WORDS]  # the "tokens" text() is made of
-ESCAPE = 15
-
-
-class FakeLM:
-    """Stands in for the LM codec: a "model" that knows the test vocabulary: 4 bits per
-    word, 12 bits per other byte (so it beats zstd on text() by far, and never wins on
-    binary data); tokens = words and escaped bytes."""
-
-    def __init__(self, identity: FakeIdentity | None = None) -> None:
-        self.identity = identity or FakeIdentity()
-        self.encode_calls: list[int] = []
-        self.decode_calls: list[int] = []
-
-    def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
-        self.encode_calls.append(len(chunks))
-        out: list[tuple[bytes, int] | None] = []
-        for c in chunks:
-            if b"\xff\xfe" in c:  # pretend this cannot be tokenized byte-exactly
-                out.append(None)
-                continue
-            nibbles, tokens, i = [], 0, 0
-            while i < len(c):
-                k = next((k for k, w in enumerate(VOCAB) if c.startswith(w, i)), None)
-                if k is None:
-                    nibbles += [ESCAPE, c[i] >> 4, c[i] & 15]
-                    i += 1
-                else:
-                    nibbles.append(k)
-                    i += len(VOCAB[k])
-                tokens += 1
-            nibbles += [0] * (len(nibbles) % 2)
-            out.append((bytes(a << 4 | b for a, b in zip(nibbles[::2], nibbles[1::2], strict=True)), tokens))
-        return out
-
-    def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
-        self.decode_calls.append(len(items))
-        out = []
-        for payload, tokens in items:
-            nibbles = iter([n for b in payload for n in (b >> 4, b & 15)])
-            data = bytearray()
-            for _ in range(tokens):  # StopIteration / IndexError on garbage, as a real decoder might fail
-                n = next(nibbles)
-                data += bytes([next(nibbles) << 4 | next(nibbles)]) if n == ESCAPE else VOCAB[n]
-            out.append(bytes(data))
-        return out
-
-
-def factory(lm: FakeLM):
-    return lambda options: lm
-
-
 def compress(data: bytes, **kw) -> bytes:
     out = io.BytesIO()
     compress_stream(io.BytesIO(data), out, CompressOptions(**kw))
@@ -106,14 +45,6 @@ def decompress(archive: bytes, **kw) -> bytes:
     out = io.BytesIO()
     decompress_stream(io.BytesIO(archive), out, DecompressOptions(**kw))
     return out.getvalue()
-
-
-def text(n: int, seed: int = 0) -> bytes:
-    rng = random.Random(seed)
-    out = bytearray()
-    while len(out) < n:
-        out += rng.choice(WORDS) + b" "
-    return bytes(out[:n])
 
 
 SAMPLES = {

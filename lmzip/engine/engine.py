@@ -20,8 +20,8 @@ from lmzip.engine.model import ExactLlama, Frequencies, KVCache, frequencies
 from lmzip.tokens import ByteTokenizer
 
 DEFAULT_WINDOW = 1024
-SEGMENT = 256  # positions per extend when scoring (measured)
-PREFILL_TOKEN_BUDGET = 1024  # sequences x SEGMENT per batch: small working sets stay in cache (measured)
+SEGMENT = 256  # positions per extend when scoring (scripts/tradeoff.py --segment compares others)
+PREFILL_TOKEN_BUDGET = 1024  # sequences x SEGMENT per batch: small working sets stay in cache
 LOGIT_ROWS = 64  # rows of vocabulary-wide work at a time (measured: 64 beats 256)
 
 

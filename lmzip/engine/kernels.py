@@ -105,51 +105,9 @@ def _parallel(fn, total: int, min_per_thread: int = 16) -> None:
         f.result()
 
 
-def attend_gemm(
-    q: torch.Tensor,  # [B, KVH, G*T, D] int8, rows ordered (g, t)
-    qsc: torch.Tensor,  # [B, KVH, G*T] float32
-    qpos: torch.Tensor,  # [B, T] int64
-    vmax: torch.Tensor,  # [B, KVH, T] float32
-    k: torch.Tensor,  # [B, KVH, L, D] int8
-    ks: torch.Tensor,  # [B, KVH, L] float32
-    v: torch.Tensor,  # [B, KVH, L, D] int8
-    vs: torch.Tensor,  # [B, KVH, L] float32
-    kpos: torch.Tensor,  # [B, L] int64
-    window: int,
-    bits: int,
-    coef: torch.Tensor,
-    mass: float,
-) -> torch.Tensor:
-    """The same as ``attend`` for many queries: q.k and u.v as int8 GEMMs, the weights in C.
-
-    u < 2**17 goes through the GEMM as three base-128 digits (int8), recombined exactly in
-    int32: every partial sum stays below L * 127 * 127 < 2**31.
-    """
-    lib = library()
-    assert lib is not None
-    b, kvh, rows, d = q.shape
-    t = qpos.shape[1]
-    n_keys = k.shape[2]
-    out = torch.empty(b, t, kvh, rows // t, d, dtype=torch.float32)
-    qsc, qpos, vmax, ks, vs, kpos = (x.contiguous() for x in (qsc, qpos, vmax, ks, vs, kpos))
-    digits = torch.empty(3 * rows, n_keys, dtype=torch.int8)
-    unit = vmax / torch.full_like(vmax, mass)  # as the reference: one float32 division
-    for i in range(b):
-        for h in range(kvh):
-            scores = torch._int_mm(q[i, h].contiguous(), k[i, h].t()).contiguous()
-            ptrs = [scores, qsc[i, h], qpos[i], vmax[i, h], ks[i, h], vs[i, h], kpos[i]]
-            args = [coef.data_ptr(), ctypes.c_float(mass)] + [x.data_ptr() for x in ptrs] + [digits.data_ptr()]
-            lib.weights(0, rows, rows // t, t, n_keys, window, bits, *args)  # ~0.5 ns per score: one thread
-            acc = torch._int_mm(digits, v[i, h].contiguous()).view(3, rows, d)
-            acc = acc[2].mul(128).add_(acc[1]).mul_(128).add_(acc[0])  # exact: < 2**24
-            res = acc.float().view(rows // t, t, d).mul_(unit[i, h].view(1, t, 1))
-            out[i, :, h] = res.transpose(0, 1)
-    return out.view(b, t, -1)
-
-
 def attend(
     q: torch.Tensor,  # [B, KVH, G*T, D] int8, rows ordered (g, t)
-    qsc: torch.Tensor,  # [B, KVH, G*T] float32
+    qsc: torch.Tensor,  # [B, KVH, G*T] float32: query scale * log2(e) / sqrt(D)
     qpos: torch.Tensor,  # [B, T] int64
     vmax: torch.Tensor,  # [B, KVH, T] float32
     k: torch.Tensor,  # [B, KVH, L, D] int8
@@ -162,16 +120,35 @@ def attend(
     coef: torch.Tensor,  # the 4 exp2 polynomial coefficients, float32
     mass: float,
 ) -> torch.Tensor:
-    """Attention output [B, T, KVH * G * D] float32 (see kernels.c)."""
+    """Attention output [B, T, KVH * G * D] float32, the integers of ExactLlama._attend.
+
+    One query per sequence (decoding): one C pass per query row. More (scoring): q.k and
+    u.v as int8 GEMMs around the C weights; u < 2**17 enters the GEMM as three base-128
+    digits, recombined exactly in int32 (every partial sum stays below L * 127 * 127).
+    """
     lib = library()
     assert lib is not None
     b, kvh, rows, d = q.shape
     t = qpos.shape[1]
-    g = rows // t
+    group = rows // t
     n_keys = k.shape[2]
-    args = [q, qsc, qpos, vmax, k, ks, v, vs, kpos]
-    args = [a.contiguous() for a in args]
-    out = torch.empty(b, t, kvh * g * d, dtype=torch.float32)
-    ptrs = [coef.data_ptr(), ctypes.c_float(mass)] + [a.data_ptr() for a in args] + [out.data_ptr()]
-    _parallel(lambda lo, hi: lib.attend(lo, hi, kvh, g, t, n_keys, d, window, bits, *ptrs), b * kvh * rows)
-    return out
+    q, qsc, qpos, vmax, k, ks, v, vs, kpos = (x.contiguous() for x in (q, qsc, qpos, vmax, k, ks, v, vs, kpos))
+    consts = [coef.data_ptr(), ctypes.c_float(mass)]
+    if t == 1:
+        out = torch.empty(b, t, kvh * rows * d, dtype=torch.float32)
+        ptrs = consts + [x.data_ptr() for x in (q, qsc, qpos, vmax, k, ks, v, vs, kpos, out)]
+        _parallel(lambda lo, hi: lib.attend(lo, hi, kvh, group, t, n_keys, d, window, bits, *ptrs), b * kvh * rows)
+        return out
+    out = torch.empty(b, t, kvh, group, d, dtype=torch.float32)
+    digits = torch.empty(3 * rows, n_keys, dtype=torch.int8)
+    unit = vmax / torch.full_like(vmax, mass)  # as the reference: one float32 division
+    for i in range(b):
+        for h in range(kvh):
+            scores = torch._int_mm(q[i, h], k[i, h].t()).contiguous()
+            ptrs = [scores, qsc[i, h], qpos[i], vmax[i, h], ks[i, h], vs[i, h], kpos[i], digits]
+            lib.weights(0, rows, group, t, n_keys, window, bits, *consts, *(x.data_ptr() for x in ptrs))
+            acc = torch._int_mm(digits, v[i, h]).view(3, rows, d)
+            acc = acc[2].mul(128).add_(acc[1]).mul_(128).add_(acc[0])  # exact: < 2**24
+            res = acc.float().view(group, t, d).mul_(unit[i, h].view(1, t, 1))
+            out[i, :, h] = res.transpose(0, 1)
+    return out.view(b, t, -1)

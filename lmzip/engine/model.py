@@ -412,8 +412,7 @@ class ExactLlama:
         n_keys = k_all.shape[2]
         q_q, q_scale = quantize_rows(q)  # per (token, head)
         if self.attention == "c":
-            fn = kernels.attend if t == 1 else kernels.attend_gemm
-            return fn(
+            return kernels.attend(
                 q_q.to(torch.int8).view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4).reshape(b, kvh, group * t, d),
                 (q_scale * self._score_unit(d)).view(b, t, kvh, group).permute(0, 2, 3, 1).reshape(b, kvh, -1),
                 qpos,
@@ -485,9 +484,9 @@ class ExactLlama:
         positions: torch.Tensor,  # [B, T]
         rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin at the positions [B, T, 1, D/2]
         cache: KVCache,
-        write: tuple[torch.Tensor, torch.Tensor],  # step: ring slot per row [B]; extend: (new index, slot)
-        old_pos: torch.Tensor,  # [B, W] cache positions before this forward
-        new_pos: torch.Tensor,  # [B, W] cache positions after it
+        write: tuple[torch.Tensor, torch.Tensor],  # step: (row, ring slot); extend: (new index, ring slot)
+        kpos: torch.Tensor,  # [B, L] positions of the keys attended: n_cached cache slots, then (extend) the new
+        n_cached: int,
     ) -> torch.Tensor:
         cfg, lw = self.config, self.w.layers[i]
         b, t, hid = x.shape
@@ -510,22 +509,18 @@ class ExactLlama:
             rows, at = write
             ck[rows, :, at], cks[rows, :, 0, at] = k_q[:, :, 0], k_s[:, :, 0, 0]
             cv[rows, :, at], cvs[rows, :, 0, at] = v_q[:, :, 0], v_s[:, :, 0, 0]
-            used = min(self.window, int(positions.max()) + 1)  # slots fill in order until the ring wraps
-            attn = self._attention(
-                q, ck[:, :, :used], cks[..., :used], cv[:, :, :used], cvs[..., :used], vmax, positions,
-                new_pos[:, :used], 0,
-            )
-        else:  # extend: the cached keys, then the new ones; the ring is written afterwards
-            if bool((old_pos >= 0).any()):
+            n = n_cached
+            keys = (ck[:, :, :n], cks[..., :n], cv[:, :, :n], cvs[..., :n])
+            attn = self._attention(q, *keys, vmax, positions, kpos, 0)
+        else:  # extend: the cached keys (if any), then the new ones; the ring is written afterwards
+            keys = (k_q, k_s, v_q, v_s)
+            if n_cached:
                 keys = (
                     torch.cat([ck, k_q], 2),
                     torch.cat([cks, k_s], 3),
                     torch.cat([cv, v_q], 2),
                     torch.cat([cvs, v_s], 3),
                 )
-                kpos = torch.cat([old_pos, positions], 1)
-            else:
-                keys, kpos = (k_q, k_s, v_q, v_s), positions
             attn = self._attention(q, *keys, vmax, positions, kpos, t)
             sel, at = write
             ck[:, :, at], cks[:, :, :, at] = k_q[:, :, sel], k_s[..., sel]
@@ -566,18 +561,21 @@ class ExactLlama:
     def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         self._grow_rope(int(positions.max()) + 1)
         rope = (self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2))  # once, not per layer
-        old_pos = cache.pos.clone()
-        if positions.shape[1] == 1:  # step: one slot per row
+        if positions.shape[1] == 1:  # step: one slot per row, written before attending
             write = (torch.arange(positions.shape[0], device=self.device), ring_slot(positions[:, 0], self.window))
             cache.pos[write] = positions[:, 0]
+            n_cached = min(self.window, int(positions.max()) + 1)  # slots fill in order until the ring wraps
+            kpos = cache.pos[:, :n_cached]
         else:  # extend (all rows share the positions): only position 0 and the last window - 1 stay
+            n_cached = self.window if bool((cache.pos >= 0).any()) else 0
+            kpos = torch.cat([cache.pos, positions], 1) if n_cached else positions  # before the write below
             first = positions[0]
             sel = ((first == 0) | (first > first[-1] - (self.window - 1))).nonzero()[:, 0]
             write = (sel, ring_slot(first[sel], self.window))  # distinct slots
             cache.pos[:, write[1]] = positions[:, sel]
         x = self._embed(tokens)
         for i in range(self.config.num_layers):
-            x = self._layer(i, x, positions, rope, cache, write, old_pos, cache.pos)
+            x = self._layer(i, x, positions, rope, cache, write, kpos, n_cached)
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
