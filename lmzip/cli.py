@@ -541,9 +541,7 @@ def run(files: Sequence[str], s: Settings) -> int:
     return rep.status
 
 
-def _bind(
-    fn: Callable[[str | None, Settings], Any], p: str | None, s: Settings
-) -> Callable[[], Any]:
+def _bind(fn: Callable[[str | None, Settings], Any], p: str | None, s: Settings) -> Callable[[], Any]:
     return lambda: fn(p, s)
 
 
@@ -561,9 +559,7 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 show_default=True,
                 help="Where the model runs.",
             ),
-            click.option(
-                "--threads", type=click.IntRange(min=1), help="CPU threads for the model."
-            ),
+            click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the model."),
             click.option(
                 "--batch",
                 type=click.IntRange(min=1),
@@ -606,9 +602,7 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         [
             click.option("-c", "--stdout", is_flag=True, help="Write to stdout, keep input files."),
             click.option("-k", "--keep", is_flag=True, help="Keep (don't delete) input files."),
-            click.option(
-                "-f", "--force", is_flag=True, help="Overwrite outputs; allow a terminal for data."
-            ),
+            click.option("-f", "--force", is_flag=True, help="Overwrite outputs; allow a terminal for data."),
             click.option("-v", "--verbose", is_flag=True, help="Print a ratio line per file."),
             click.option("-q", "--quiet", is_flag=True, help="Suppress warnings and progress."),
             click.option(

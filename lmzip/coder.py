@@ -67,9 +67,7 @@ class RangeEncoder(_RangeCoder):
         freq_arr = np.asarray(freqs, dtype=np.int64)
         if cum_arr.shape != freq_arr.shape or cum_arr.ndim != 1:
             raise ValueError("cums and freqs must be 1-D arrays of equal length")
-        if cum_arr.size and (
-            freq_arr.min() < 1 or cum_arr.min() < 0 or (cum_arr + freq_arr).max() > TOTAL
-        ):
+        if cum_arr.size and (freq_arr.min() < 1 or cum_arr.min() < 0 or (cum_arr + freq_arr).max() > TOTAL):
             raise ValueError("bad symbol bounds in encode_many")
         cum_list, freq_list = cum_arr.tolist(), freq_arr.tolist()
         low, rng, out = self.low, self.range, self._out

@@ -286,12 +286,7 @@ def storable_name(name: str) -> bool:
 
 def _bad_file_name(raw: bytes) -> bool:
     # Only a basename may be stored: a name from an archive must never become a path.
-    return (
-        not raw
-        or len(raw) > MAX_FILE_NAME
-        or raw in (b".", b"..")
-        or any(c in raw for c in b"/\\\x00")
-    )
+    return not raw or len(raw) > MAX_FILE_NAME or raw in (b".", b"..") or any(c in raw for c in b"/\\\x00")
 
 
 def _read_header(r: _Reader) -> Header:

@@ -263,20 +263,14 @@ class _Decoder:
                 raise
             except Exception as e:  # garbage that passed the checks: report, don't crash
                 first, last = lm_recs[0].first_chunk, lm_recs[-1].first_chunk
-                raise CorruptChunkError(
-                    f"chunks {first}-{last}: lm decoding failed ({type(e).__name__}: {e})"
-                ) from e
+                raise CorruptChunkError(f"chunks {first}-{last}: lm decoding failed ({type(e).__name__}: {e})") from e
             if len(decoded) != len(items):
                 raise CorruptChunkError("lm codec returned the wrong number of chunks")
             lm_out = iter(decoded)
         out = []
         for rec, payload in group:
             try:
-                data = (
-                    next(lm_out)
-                    if rec.codec == Codec.LM
-                    else decode_plain(rec.codec, payload, rec.original_length)
-                )
+                data = next(lm_out) if rec.codec == Codec.LM else decode_plain(rec.codec, payload, rec.original_length)
             except CorruptChunkError as e:
                 raise CorruptChunkError(f"{rec.label}: {e}") from None
             if len(data) != rec.original_length or zlib.crc32(data) != rec.crc:

@@ -227,10 +227,35 @@ HUGE = [
 
 
 def interesting(v: int, rng: random.Random) -> int:
-    return max(0, rng.choice(
-        [0, 1, 2, v - 1, v + 1, v * 2, v + 64, v + 65, 66, 67, 331, 332, 4096, 1 << 20, 64 << 20, (64 << 20) + 1,
-         2**32 - 1, 2**32, 2**63, 2**64 - 1, 2**64, rng.randrange(1 << 16)]
-    ))
+    return max(
+        0,
+        rng.choice(
+            [
+                0,
+                1,
+                2,
+                v - 1,
+                v + 1,
+                v * 2,
+                v + 64,
+                v + 65,
+                66,
+                67,
+                331,
+                332,
+                4096,
+                1 << 20,
+                64 << 20,
+                (64 << 20) + 1,
+                2**32 - 1,
+                2**32,
+                2**63,
+                2**64 - 1,
+                2**64,
+                rng.randrange(1 << 16),
+            ]
+        ),
+    )
 
 
 @dataclass
@@ -248,8 +273,23 @@ class Mutator:
         trace = [name]
         for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
             kind = rng.choice(
-                ["cut", "flip", "byte", "insert", "delete", "varint", "field", "field", "header", "version",
-                 "records", "count", "garbage", "splice", "dup"]
+                [
+                    "cut",
+                    "flip",
+                    "byte",
+                    "insert",
+                    "delete",
+                    "varint",
+                    "field",
+                    "field",
+                    "header",
+                    "version",
+                    "records",
+                    "count",
+                    "garbage",
+                    "splice",
+                    "dup",
+                ]
             )
             blob, desc, extra = self.mutate(kind, name, blob)
             allowed |= extra
@@ -446,8 +486,14 @@ def _cli_test(blob: bytes) -> tuple[int, str]:
 PATHS = ("decode", "info-seek", "info-pipe", "cli-t")
 
 
-def check(blob: bytes, allowed: set[bytes], batch: int = 32, pipe: bool = False, limit: float = 5.0,
-          paths: tuple[str, ...] = PATHS) -> dict[str, Outcome]:
+def check(
+    blob: bytes,
+    allowed: set[bytes],
+    batch: int = 32,
+    pipe: bool = False,
+    limit: float = 5.0,
+    paths: tuple[str, ...] = PATHS,
+) -> dict[str, Outcome]:
     """Runs blob through the paths; each Outcome's `failure` names a contract violation."""
     res: dict[str, Outcome] = {}
     if "decode" in paths:
@@ -484,7 +530,8 @@ def check(blob: bytes, allowed: set[bytes], batch: int = 32, pipe: bool = False,
         if not s.ok:
             s.label, s.failure = "FAIL:disagree", f"pipe info ok but seekable info failed: {s.value}"
         elif not s.failure and dataclasses.replace(s.value, compressed_size=0) != dataclasses.replace(  # type: ignore
-            p.value, compressed_size=0  # type: ignore
+            p.value,
+            compressed_size=0,  # type: ignore
         ):
             s.label, s.failure = "FAIL:disagree", "seekable and pipe info differ"
     return res
@@ -497,8 +544,9 @@ def signature(res: dict[str, Outcome]) -> tuple[tuple[str, str], ...]:
 # ---------------------------------------------------------------- minimizing
 
 
-def minimize(blob: bytes, allowed: set[bytes], sig: tuple, batch: int, pipe: bool, limit: float,
-             budget: float = 20.0) -> bytes:
+def minimize(
+    blob: bytes, allowed: set[bytes], sig: tuple, batch: int, pipe: bool, limit: float, budget: float = 20.0
+) -> bytes:
     """Delta debugging on bytes: drop blocks while the failure signature stays the same."""
     deadline = time.monotonic() + budget
     if any(label == "FAIL:disagree" for _, label in sig):
@@ -551,13 +599,23 @@ class Watchdog(threading.Thread):
             time.sleep(0.5)
             case = self.case
             if case and time.monotonic() - case[0] > 4 * self.limit * len(PATHS):
-                print(f"\nHANG (watchdog): {' '.join(case[2])}\nrepro: {base64.b64encode(case[1]).decode()}",
-                      flush=True)
+                print(
+                    f"\nHANG (watchdog): {' '.join(case[2])}\nrepro: {base64.b64encode(case[1]).decode()}", flush=True
+                )
                 os._exit(3)
 
 
-def run_case(st: Stats, dog: Watchdog, blob: bytes, trace: list[str], allowed: set[bytes], batch: int,
-             pipe: bool, limit: float, measure: bool = False) -> None:
+def run_case(
+    st: Stats,
+    dog: Watchdog,
+    blob: bytes,
+    trace: list[str],
+    allowed: set[bytes],
+    batch: int,
+    pipe: bool,
+    limit: float,
+    measure: bool = False,
+) -> None:
     dog.case = (time.monotonic(), blob, trace)
     if measure:
         tracemalloc.start()
@@ -639,9 +697,12 @@ def _main(argv: list[str] | None) -> int:
     dog.start()
     t0 = time.monotonic()
     deadline = t0 + args.seconds
-    print(f"fuzz: seed {seed}, {args.seconds:g} s, {len(bases)} base archives "
-          f"({sum(len(a) for _, a in bases.values())} bytes), case timeout {args.case_timeout:g} s, "
-          f"RLIMIT_AS {args.mem_gib:g} GiB", flush=True)
+    print(
+        f"fuzz: seed {seed}, {args.seconds:g} s, {len(bases)} base archives "
+        f"({sum(len(a) for _, a in bases.values())} bytes), case timeout {args.case_timeout:g} s, "
+        f"RLIMIT_AS {args.mem_gib:g} GiB",
+        flush=True,
+    )
 
     phase1 = 0
     for blob, trace, allowed in systematic(bases, rng):
@@ -652,8 +713,17 @@ def _main(argv: list[str] | None) -> int:
     print(f"systematic phase: {phase1} cases in {time.monotonic() - t0:.1f} s", flush=True)
     while time.monotonic() < deadline:
         blob, trace, allowed = mut.random_case()
-        run_case(st, dog, blob, trace, allowed, rng.choice([1, 2, 3, 32]), rng.random() < 0.25,
-                 args.case_timeout, measure=st.cases % 50 == 0)
+        run_case(
+            st,
+            dog,
+            blob,
+            trace,
+            allowed,
+            rng.choice([1, 2, 3, 32]),
+            rng.random() < 0.25,
+            args.case_timeout,
+            measure=st.cases % 50 == 0,
+        )
     elapsed = time.monotonic() - t0
 
     print(f"\n{st.cases} cases in {elapsed:.1f} s ({st.cases / elapsed:.0f}/s), seed {seed}")
@@ -675,8 +745,10 @@ def _main(argv: list[str] | None) -> int:
         for k, o in res.items():
             if o.failure:
                 print(f"  {k}: {o.failure}")
-        print(f"  minimized to {len(small)} bytes (from {len(blob)}); repro: "
-              f"scripts/fuzz.py --repro {base64.b64encode(small).decode()}")
+        print(
+            f"  minimized to {len(small)} bytes (from {len(blob)}); repro: "
+            f"scripts/fuzz.py --repro {base64.b64encode(small).decode()}"
+        )
     return 1
 
 

@@ -81,7 +81,6 @@ def make_tiny_vector(engine) -> dict:
     import torch
     import transformers
 
-
     tokens = engine.tokenizer.encode(tiny_text())
     assert tokens is not None and len(tokens) >= TINY_TOKENS
     tokens = tokens[:TINY_TOKENS]

@@ -302,9 +302,7 @@ def test_light_commands_do_not_import_torch(work: Path) -> None:
         ["-t", "a.txt.lmz"],
         [NO_LM, "-c", "a.txt"],
     ):
-        p = subprocess.run(
-            [sys.executable, "-c", probe, *args], cwd=work, capture_output=True, timeout=60
-        )
+        p = subprocess.run([sys.executable, "-c", probe, *args], cwd=work, capture_output=True, timeout=60)
         assert b"HEAVY []" in p.stderr, (args, p.stderr.decode())
 
 

@@ -24,9 +24,7 @@ TEXT = (
 
 
 def lmzip(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "lmzip.cli", *args], cwd=cwd, capture_output=True, timeout=900
-    )
+    return subprocess.run([sys.executable, "-m", "lmzip.cli", *args], cwd=cwd, capture_output=True, timeout=900)
 
 
 @pytest.mark.requires_model

@@ -37,8 +37,6 @@ from lmzip.pipeline import DecompressOptions, decompress_stream, read_archive_in
 MODEL = ModelInfo("fake-zlib", b"M" * 32, b"T" * 32, 3, 512)
 
 
-
-
 def decompress(archive: bytes) -> bytes:
     out = io.BytesIO()
     decompress_stream(io.BytesIO(archive), out, DecompressOptions(codec_factory=factory(FakeLM())))
@@ -136,9 +134,7 @@ def both_readers_fail(archive: bytes, exc: type[Exception], match: str) -> None:
 
 def test_hand_built_archive_reads() -> None:
     a, b = text(200), text(50, seed=1)
-    archive = build(
-        [record(Codec.STORED, a), model_record(), lm_record(b)], a + b
-    )
+    archive = build([record(Codec.STORED, a), model_record(), lm_record(b)], a + b)
     assert decompress(archive) == a + b
     info = read_archive_info(io.BytesIO(archive))
     assert info.model == MODEL

@@ -310,7 +310,7 @@ def test_converted_model_matches_transformers(tiny):
     """Same function as the float HF model within int8 error (catches weight layout / RoPE pairing bugs)."""
     transformers = pytest.importorskip("transformers")
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tiny.model_dir)).eval()
-    seq = tiny.text_ids[:WINDOW - 1]  # one window, no slide: HF sees the same context
+    seq = tiny.text_ids[: WINDOW - 1]  # one window, no slide: HF sees the same context
     with torch.inference_mode():
         logits = hf(torch.tensor([[tiny.engine.bos] + seq[:-1]])).logits[0].double()
     want = torch.softmax(logits, dim=-1)
@@ -352,10 +352,14 @@ def test_tiny_golden_vector(tiny):
     if identity != vector["model_hash"]:
         versions = (torch.__version__, transformers.__version__)
         if versions != (vector["torch"], vector["transformers"]):
-            pytest.skip(f"tiny model weights differ under torch/transformers {versions} (vector made with "
-                        f"{vector['torch']}/{vector['transformers']})")
-        pytest.fail(f"the tiny model build or its conversion changed (model hash {identity}); "
-                    f"if deliberate, regenerate with `{gv.REGENERATE}`")
+            pytest.skip(
+                f"tiny model weights differ under torch/transformers {versions} (vector made with "
+                f"{vector['torch']}/{vector['transformers']})"
+            )
+        pytest.fail(
+            f"the tiny model build or its conversion changed (model hash {identity}); "
+            f"if deliberate, regenerate with `{gv.REGENERATE}`"
+        )
     assert vector["window"] == WINDOW and vector["bos"] == tiny.engine.bos
     freqs = tiny.engine.frequencies_for(vector["tokens"])
     assert vector["numerics_version"] == numerics.NUMERICS_VERSION, f"stale vector: regenerate with `{gv.REGENERATE}`"

@@ -27,13 +27,13 @@ pytestmark = pytest.mark.skipif(kernels.library() is None, reason="no C compiler
 
 
 def test_cpu_engine_uses_the_kernel(tiny):  # noqa: F811
-    assert tiny.engine.model.attention == "c"
+    assert tiny.engine.model.kernels == "c"
 
 
 @pytest.mark.parametrize("segment", [5, 24, 64])
 def test_engine_kernel_equals_reference(tiny, segment):  # noqa: F811
-    ref = Engine(tiny.loaded, window=WINDOW, segment=segment, attention="torch")
-    fast = Engine(tiny.loaded, window=WINDOW, segment=segment, attention="c")
+    ref = Engine(tiny.loaded, window=WINDOW, segment=segment, kernels="torch")
+    fast = Engine(tiny.loaded, window=WINDOW, segment=segment, kernels="c")
     seqs = tiny.sequences(5, seed=40 + segment)
     for s in seqs:
         assert_rows_equal(fast.frequencies_for(s), ref.frequencies_for(s), "kernel vs reference, one extend")
@@ -43,8 +43,8 @@ def test_engine_kernel_equals_reference(tiny, segment):  # noqa: F811
         assert_rows_equal(got, want, "kernel vs reference, lock-step decoding")
 
 
-def _random_attention_inputs(gen: torch.Generator, b: int, t: int, n_keys: int, window: int):
-    kvh, group, d = 2, 3, 16
+def _random_attention_inputs(gen: torch.Generator, b: int, t: int, n_keys: int, window: int, d: int):
+    kvh, group = 2, 3
     q = torch.randn(b, t, kvh * group, d, generator=gen) * 3
     k = torch.randint(-127, 128, (b, kvh, n_keys, d), generator=gen, dtype=torch.int8)
     v = torch.randint(-127, 128, (b, kvh, n_keys, d), generator=gen, dtype=torch.int8)
@@ -61,19 +61,21 @@ def _random_attention_inputs(gen: torch.Generator, b: int, t: int, n_keys: int, 
 
 
 @pytest.mark.parametrize("t", [1, 7, 70])
-def test_kernels_equal_reference_on_random_inputs(tiny, t):  # noqa: F811
+@pytest.mark.parametrize("d", [16, 64, 128])  # 64 and 128 take the vectorized dot products where built
+def test_kernels_equal_reference_on_random_inputs(tiny, t, d):  # noqa: F811
     """Raw kernel vs reference on random scores, hidden keys and ring positions."""
     gen = torch.Generator().manual_seed(t)
     model = tiny.engine.model
     window = 40
     for b in (1, 3):
-        q, k, ks, v, vs, vmax, qpos, kpos = _random_attention_inputs(gen, b, t, 60 + t, window)
+        # 60 + t keys: whole blocks of 16 and a ragged tail
+        q, k, ks, v, vs, vmax, qpos, kpos = _random_attention_inputs(gen, b, t, 60 + t, window, d)
         outs = {}
         for attention in ("torch", "c"):
             m = ExactLlama.__new__(ExactLlama)
             m.__dict__.update(model.__dict__)
             m.config = type(model.config)(**{**model.config.to_dict(), "num_heads": 6, "num_kv_heads": 2})
-            m.window, m.exp_bits, m.attention = window, 18, attention
+            m.window, m.exp_bits, m.kernels = window, 18, attention
             outs[attention] = m._attention(q, k, ks, v, vs, vmax, qpos, kpos, t)
         assert outs["c"].dtype == torch.float32
         assert torch.equal(outs["c"], outs["torch"]), f"b={b} t={t}: {(outs['c'] != outs['torch']).sum()} values differ"
@@ -86,7 +88,7 @@ def test_no_kernels_falls_back_to_reference(monkeypatch, tiny):  # noqa: F811
     kernels.library.cache_clear()
     try:
         engine = Engine(tiny.loaded, window=WINDOW)
-        assert engine.model.attention == "torch"
+        assert engine.model.kernels == "torch"
         assert_rows_equal(engine.frequencies_for(seq), want, "reference path vs kernel path")
     finally:
         monkeypatch.delenv("LMZIP_NO_KERNELS")

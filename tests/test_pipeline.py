@@ -80,9 +80,7 @@ def test_chunk_boundaries(size: int) -> None:
     lm = FakeLM()
     archive = compress(data, chunk_size=64, batch=2, codec_factory=factory(lm))
     info = read_archive_info(io.BytesIO(archive))
-    assert [c.original_length for c in info.chunks] == [
-        min(64, size - i) for i in range(0, size, 64)
-    ]
+    assert [c.original_length for c in info.chunks] == [min(64, size - i) for i in range(0, size, 64)]
     assert all(n <= 2 for n in lm.encode_calls)  # batches bound memory
     assert decompress(archive, codec_factory=factory(lm)) == data
 
@@ -92,9 +90,7 @@ def test_codec_choice_and_stats() -> None:
     data = text(4096) + rnd + b"\xff\xfe" + bytes(4094) + text(4096) + rnd
     lm = FakeLM()
     out = io.BytesIO()
-    stats = compress_stream(
-        io.BytesIO(data), out, CompressOptions(chunk_size=4096, codec_factory=factory(lm))
-    )
+    stats = compress_stream(io.BytesIO(data), out, CompressOptions(chunk_size=4096, codec_factory=factory(lm)))
     info = read_archive_info(io.BytesIO(out.getvalue()))
     # lm chunks are records of their own; the random and the zeros chunk between them
     # make one zstd run; the last random chunk alone is stored.
@@ -261,14 +257,10 @@ def test_progress_and_verify_only() -> None:
     data = text(10_000)
     archive = compress(data, chunk_size=1000, batch=4, use_lm=False)
     seen: list[int] = []
-    compress_stream(
-        io.BytesIO(data), io.BytesIO(), CompressOptions(chunk_size=1000, use_lm=False), seen.append
-    )
+    compress_stream(io.BytesIO(data), io.BytesIO(), CompressOptions(chunk_size=1000, use_lm=False), seen.append)
     assert sum(seen) == len(data)
     seen.clear()
-    stats = decompress_stream(
-        io.BytesIO(archive), None, DecompressOptions(batch=4), seen.append, verify_only=True
-    )
+    stats = decompress_stream(io.BytesIO(archive), None, DecompressOptions(batch=4), seen.append, verify_only=True)
     assert sum(seen) == len(archive) and stats.original_bytes == len(data)
 
 
@@ -301,9 +293,7 @@ MIXED = text(2500) + random.Random(4).randbytes(700) + bytes(800)
 
 @pytest.fixture(scope="module")
 def mixed_archive() -> bytes:
-    return compress(
-        MIXED, chunk_size=512, batch=2, name="f.txt", mtime=1, codec_factory=factory(FakeLM())
-    )
+    return compress(MIXED, chunk_size=512, batch=2, name="f.txt", mtime=1, codec_factory=factory(FakeLM()))
 
 
 def test_truncated_everywhere(mixed_archive: bytes) -> None:
@@ -450,9 +440,7 @@ def test_header_validation_on_write() -> None:
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
-@pytest.mark.parametrize(
-    "name", sorted(p.name for p in CORPUS.iterdir()) if CORPUS.is_dir() else []
-)
+@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.iterdir()) if CORPUS.is_dir() else [])
 def test_corpus_round_trip(name: str) -> None:
     data = (CORPUS / name).read_bytes()
     archive = compress(data, chunk_size=65536, use_lm=False)

@@ -51,7 +51,7 @@ class Engine:
         device: str = "cpu",
         backend: str | None = None,
         segment: int = SEGMENT,
-        attention: str | None = None,
+        kernels: str | None = None,
     ):
         keep_freed_memory()
         torch.set_float32_matmul_precision("highest")  # no TF32 / bf16 shortcuts in fp32 GEMMs
@@ -64,7 +64,7 @@ class Engine:
         self.segment = segment
         self.device = torch.device(device)
         weights = _to_device(loaded.weights, self.device)
-        self.model = ExactLlama(weights, window, backend or "int_mm", device, attention)
+        self.model = ExactLlama(weights, window, backend or "int_mm", device, kernels)
         self.tokenizer = ByteTokenizer(loaded.tokenizer_path)
         self.bos = loaded.bos_id
         self.vocab_size = weights.config.vocab_size
@@ -140,7 +140,7 @@ class LockstepDecoder:
         self.capacity = capacity
         self.cache = self.model.empty_cache(capacity)
         self.length: dict[int, int] = {}  # slot -> positions so far (BOS included)
-        self.pending: dict[int, torch.Tensor] = {}  # slot -> hidden state of its last position
+        self.pending: dict[int, torch.Tensor] = {}  # slot -> logits after its last position
 
     def begin(self, slot: int, known: list[int] | None = None) -> None:
         """Start a sequence in ``slot``; ``known`` tokens (already decoded) are run in one extend."""
@@ -150,8 +150,8 @@ class LockstepDecoder:
             sub = self.model.empty_cache(1)
             hidden = self.model.extend(torch.tensor([ctx], device=eng.device), 0, sub)
             _scatter(self.cache, torch.tensor([slot], device=eng.device), sub)
+            self.pending[slot] = self.model.logits(hidden[0, -1:])[0]
         self.length[slot] = len(ctx)
-        self.pending[slot] = hidden[0, -1]
 
     def finish(self, slot: int) -> None:
         self.length.pop(slot, None)
@@ -163,15 +163,14 @@ class LockstepDecoder:
     def distributions(self) -> Frequencies:
         """Next-token distributions of the active slots, in slot order."""
         with torch.inference_mode():
-            hidden = torch.stack([self.pending[s] for s in self.active()])
-            return frequencies(self.model.logits(hidden))
+            return frequencies(torch.stack([self.pending[s] for s in self.active()]))
 
     def frequencies(self) -> torch.Tensor:
         """The same as full frequency rows [active, vocab]."""
         return self.distributions().table()
 
     def push(self, new_tokens: dict[int, int]) -> None:
-        """Append one decoded token to every active slot and compute its next hidden state."""
+        """Append one decoded token to every active slot and compute its next logits."""
         if sorted(new_tokens) != self.active():
             raise ValueError("push needs one token for every active slot")
         eng = self.engine
@@ -184,9 +183,9 @@ class LockstepDecoder:
             positions[slot] = self.length[slot]
             self.length[slot] += 1
         with torch.inference_mode():
-            hidden = self.model.step(tokens.to(eng.device), positions.to(eng.device), self.cache)
+            logits = self.model.step_logits(tokens.to(eng.device), positions.to(eng.device), self.cache)
         for slot in new_tokens:
-            self.pending[slot] = hidden[slot]
+            self.pending[slot] = logits[slot]
 
 
 def _scatter(cache: KVCache, idx: torch.Tensor, sub: KVCache) -> None:

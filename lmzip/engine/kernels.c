@@ -7,6 +7,9 @@
  * remaining sums add exact integers, so their order does not matter either.
  */
 #include <math.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,64 +44,129 @@ static inline int visible(int64_t kj, int64_t p, int64_t window) {
     return (kj >= 0) & (kj <= p) & ((kj == 0) | (kj > p - (window - 1)));
 }
 
+/* dots[j] = q . k_j for L keys of D int8 each (exact int32). With AVX-512 VNNI: vpdpbusd
+ * multiplies unsigned by signed bytes, so the key enters as k + 128 (k ^ 0x80) and
+ * 128 * sum(q) comes off again; sixteen keys' lane sums are reduced together. */
+static void dot_rows(const int8_t *q, const int8_t *k, int64_t L, int64_t D, int32_t *dots) {
+    int64_t j = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+    if (D % 64 == 0 && D <= 256) {
+        const int64_t nv = D / 64;
+        __m512i qv[4];
+        int32_t qsum = 0;
+        for (int64_t d = 0; d < D; d++) qsum += q[d];
+        for (int64_t c = 0; c < nv; c++) qv[c] = _mm512_loadu_si512(q + 64 * c);
+        const __m512i flip = _mm512_set1_epi8((char)0x80), corr = _mm512_set1_epi32(128 * qsum);
+        for (; j + 16 <= L; j += 16) {
+            __m512i a[16];
+            for (int i = 0; i < 16; i++) {
+                const int8_t *kr = k + (j + i) * D;
+                __m512i acc = _mm512_setzero_si512();
+                for (int64_t c = 0; c < nv; c++)
+                    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(_mm512_loadu_si512(kr + 64 * c), flip), qv[c]);
+                a[i] = acc;
+            }
+            /* transpose-and-add: after the four rounds lane i holds key i's total */
+            for (int i = 0; i < 8; i++) {
+                const __m512i lo = _mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
+                const __m512i hi = _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
+                a[i] = _mm512_add_epi32(lo, hi);
+            }
+            for (int i = 0; i < 4; i++) {
+                const __m512i lo = _mm512_unpacklo_epi64(a[2 * i], a[2 * i + 1]);
+                const __m512i hi = _mm512_unpackhi_epi64(a[2 * i], a[2 * i + 1]);
+                a[i] = _mm512_add_epi32(lo, hi);
+            }
+            for (int i = 0; i < 2; i++) {
+                const __m512i lo = _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0x88);
+                const __m512i hi = _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0xDD);
+                a[i] = _mm512_add_epi32(lo, hi);
+            }
+            const __m512i lo = _mm512_shuffle_i32x4(a[0], a[1], 0x88);
+            const __m512i hi = _mm512_shuffle_i32x4(a[0], a[1], 0xDD);
+            _mm512_storeu_si512(dots + j, _mm512_sub_epi32(_mm512_add_epi32(lo, hi), corr)); /* keys in order */
+        }
+    }
+#endif
+    for (; j < L; j++) {
+        const int8_t *kr = k + j * D;
+        int32_t dot = 0;
+        for (int64_t d = 0; d < D; d++) dot += (int32_t)q[d] * (int32_t)kr[d];
+        dots[j] = dot;
+    }
+}
+
+/* One query row's attention weights from its exact scores, as _attend in model.py:
+ * logit s_j = (dot_j * qs) * ks_j for visible keys, e_j = round(2**bits * 2**(s_j - peak)),
+ * u_j = floor((e_j * vs_j) * c) with c = mass_const / (sum e * vm), so sum u < 2**17.
+ * e and u are scratch/outputs of L entries. Branch-free loops, so that the compiler
+ * vectorizes them; every lane still performs the reference's IEEE operations in order. */
+static void row_weights(const int32_t *dots, int64_t L, float qs, int64_t p, const int64_t *kpos,
+                        const float *ks, const float *vs, float vm, int64_t window, int32_t bits,
+                        const poly_t *c, float mass_const, float *e, int32_t *u) {
+    int64_t j;
+    for (j = 0; j < L; j++) {
+        const float s = ((float)dots[j] * qs) * ks[j];
+        e[j] = visible(kpos[j], p, window) ? s : -INFINITY;
+    }
+    float lanes[16]; /* max is exact in any order: 16 independent lanes vectorize */
+    for (int l = 0; l < 16; l++) lanes[l] = -INFINITY;
+    for (j = 0; j + 16 <= L; j += 16)
+        for (int l = 0; l < 16; l++) lanes[l] = e[j + l] > lanes[l] ? e[j + l] : lanes[l];
+    float peak = -INFINITY;
+    for (; j < L; j++) peak = e[j] > peak ? e[j] : peak;
+    for (int l = 0; l < 16; l++) peak = lanes[l] > peak ? lanes[l] : peak;
+    for (j = 0; j < L; j++) { /* hidden keys: -inf gives exactly 0 */
+        e[j] = exp2_neg_scaled(-e[j] + peak, bits, c);
+        u[j] = (int32_t)e[j];
+    }
+    int64_t mass = 0; /* integers: exact, and the sum vectorizes */
+    for (j = 0; j < L; j++) mass += u[j];
+    const float cf = (float)((double)mass_const / ((double)mass * (double)vm));
+    for (j = 0; j < L; j++) u[j] = (int32_t)floorf((e[j] * vs[j]) * cf);
+}
+
 /*
  * The step path: one call handles query rows [row0, row1) of all B * KVH * R rows, in
  * (b, kv head, r) order. Shapes (contiguous): q [B, KVH, R, D] int8 with R = G * T rows
  * ordered (g, t); qsc [B, KVH, R] = query scale * log2(e) / sqrt(D); qpos [B, T];
- * vmax [B, KVH, T]; k, v [B, KVH, L, D] int8; ks, vs [B, KVH, L]; kpos [B, L];
- * out [B, T, KVH * G * D].
+ * vmax [B, KVH, T]; k, v [B, KVH, LS, D] int8; ks, vs [B, KVH, LS]; kpos [B, LS], of which the
+ * first L keys are attended (LS >= L: a ring cache only partly filled);
+ * out [B, T, KVH * G * D]. u.v skips the keys whose weight is 0 (most of a long window).
  */
-void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t D,
+void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS, int64_t D,
             int64_t window, int64_t bits, const float *coef, float mass_const,
             const int8_t *q, const float *qsc, const int64_t *qpos, const float *vmax,
             const int8_t *k, const float *ks, const int8_t *v, const float *vs, const int64_t *kpos,
             float *out) {
     poly_t c = {coef[0], coef[1], coef[2], coef[3]};
-    float *score = malloc(sizeof(float) * (size_t)L);
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)L);
+    int32_t *dots = malloc(sizeof(int32_t) * (size_t)L);
+    float *e = malloc(sizeof(float) * (size_t)L);
+    int32_t *u = malloc(sizeof(int32_t) * (size_t)L);
     int32_t *acc = malloc(sizeof(int32_t) * (size_t)D);
     const int64_t R = G * T;
     for (int64_t row = row0; row < row1; row++) {
         const int64_t task = row / R, r = row % R;
         const int64_t b = task / KVH, h = task % KVH, g = r / T, t = r % T;
-        const int8_t *kb = k + task * L * D, *vb = v + task * L * D;
-        const float *ksb = ks + task * L, *vsb = vs + task * L;
-        const int64_t *kp = kpos + b * L;
-        const int8_t *qr = q + row * D;
-        const float qs = qsc[row];
-        const int64_t p = qpos[b * T + t];
-        int32_t n = 0;
-        float peak = -INFINITY;
-        for (int64_t j = 0; j < L; j++) {
-            if (!visible(kp[j], p, window)) continue;
-            const int8_t *kr = kb + j * D;
-            int32_t dot = 0;
-            for (int64_t d = 0; d < D; d++) dot += (int32_t)qr[d] * (int32_t)kr[d];
-            const float s = ((float)dot * qs) * ksb[j];
-            score[n] = s;
-            idx[n++] = (int32_t)j;
-            if (s > peak) peak = s;
-        }
-        double mass = 0.0; /* a sum of integers below 2**24: exact in any order */
-        for (int32_t m = 0; m < n; m++) {
-            score[m] = exp2_neg_scaled(-score[m] + peak, (int32_t)bits, &c);
-            mass += score[m];
-        }
+        const int8_t *vb = v + task * LS * D;
         const float vm = vmax[task * T + t];
-        const float cf = (float)((double)mass_const / (mass * (double)vm));
+        dot_rows(q + row * D, k + task * LS * D, L, D, dots);
+        row_weights(dots, L, qsc[row], qpos[b * T + t], kpos + b * LS, ks + task * LS, vs + task * LS, vm, window,
+                    (int32_t)bits, &c, mass_const, e, u);
         memset(acc, 0, sizeof(int32_t) * (size_t)D);
-        for (int32_t m = 0; m < n; m++) {
-            const int32_t u = (int32_t)floorf((score[m] * vsb[idx[m]]) * cf);
-            if (u == 0) continue;
-            const int8_t *vr = vb + (int64_t)idx[m] * D;
-            for (int64_t d = 0; d < D; d++) acc[d] += u * (int32_t)vr[d];
+        for (int64_t j = 0; j < L; j++) {
+            const int32_t w = u[j];
+            if (w == 0) continue;
+            const int8_t *vr = vb + j * D;
+            for (int64_t d = 0; d < D; d++) acc[d] += w * (int32_t)vr[d]; /* exact: < 2**24 */
         }
         const float unit = vm / mass_const;
         float *o = out + ((b * T + t) * KVH * G + h * G + g) * D;
         for (int64_t d = 0; d < D; d++) o[d] = (float)acc[d] * unit;
     }
-    free(score);
-    free(idx);
+    free(dots);
+    free(e);
+    free(u);
     free(acc);
 }
 
@@ -106,10 +174,8 @@ void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64
  * The extend path: attention weights for one (sequence, kv head) from exact integer
  * scores; the products q.k and u.v run as int8 GEMMs (torch._int_mm) around it.
  * scores [R, L] int32 with R = G * T rows ordered (g, t); qsc [R]; qpos, vmax [T];
- * ks, vs, kpos [L]. Writes u = floor(e * s_v * c) (< 2**17, as _attend) as three base-128
- * digits, digits [3, R, L] int8 (least significant first), for rows [row0, row1).
- * Branch-free loops, so that the compiler vectorizes them; every lane still performs the
- * same IEEE operations in the same order as the reference.
+ * ks, vs, kpos [L]. Writes u (< 2**17) as three base-128 digits, digits [3, R, L] int8
+ * (least significant first), for rows [row0, row1).
  */
 void weights(int64_t row0, int64_t row1, int64_t G, int64_t T, int64_t L, int64_t window, int64_t bits,
              const float *coef, float mass_const, const int32_t *scores, const float *qsc,
@@ -117,39 +183,20 @@ void weights(int64_t row0, int64_t row1, int64_t G, int64_t T, int64_t L, int64_
              const int64_t *kpos, int8_t *digits) {
     poly_t c = {coef[0], coef[1], coef[2], coef[3]};
     float *e = malloc(sizeof(float) * (size_t)L);
-    int32_t *ei = malloc(sizeof(int32_t) * (size_t)L);
+    int32_t *u = malloc(sizeof(int32_t) * (size_t)L);
     const int64_t R = G * T;
+    (void)G;
     for (int64_t r = row0; r < row1; r++) {
-        const int64_t t = r % T, p = qpos[t];
-        const int32_t *sr = scores + r * L;
-        const float qs = qsc[r];
+        const int64_t t = r % T;
+        row_weights(scores + r * L, L, qsc[r], qpos[t], kpos, ks, vs, vmax[t], window, (int32_t)bits, &c,
+                    mass_const, e, u);
         int8_t *d0 = digits + r * L, *d1 = digits + (R + r) * L, *d2 = digits + (2 * R + r) * L;
-        int64_t j;
-        for (j = 0; j < L; j++) {
-            const float s = ((float)sr[j] * qs) * ks[j];
-            e[j] = visible(kpos[j], p, window) ? s : -INFINITY;
-        }
-        float lanes[16]; /* max is exact in any order: 16 independent lanes vectorize */
-        for (int l = 0; l < 16; l++) lanes[l] = -INFINITY;
-        for (j = 0; j + 16 <= L; j += 16)
-            for (int l = 0; l < 16; l++) lanes[l] = e[j + l] > lanes[l] ? e[j + l] : lanes[l];
-        float peak = -INFINITY;
-        for (; j < L; j++) peak = e[j] > peak ? e[j] : peak;
-        for (int l = 0; l < 16; l++) peak = lanes[l] > peak ? lanes[l] : peak;
-        for (j = 0; j < L; j++) { /* hidden keys: -inf gives exactly 0 */
-            e[j] = exp2_neg_scaled(-e[j] + peak, (int32_t)bits, &c);
-            ei[j] = (int32_t)e[j];
-        }
-        int64_t mass = 0; /* integers: exact, and the sum vectorizes */
-        for (j = 0; j < L; j++) mass += ei[j];
-        const float cf = (float)((double)mass_const / ((double)mass * (double)vmax[t]));
-        for (j = 0; j < L; j++) {
-            const int32_t u = (int32_t)floorf((e[j] * vs[j]) * cf);
-            d0[j] = (int8_t)(u & 127);
-            d1[j] = (int8_t)((u >> 7) & 127);
-            d2[j] = (int8_t)(u >> 14);
+        for (int64_t j = 0; j < L; j++) {
+            d0[j] = (int8_t)(u[j] & 127);
+            d1[j] = (int8_t)((u[j] >> 7) & 127);
+            d2[j] = (int8_t)(u[j] >> 14);
         }
     }
     free(e);
-    free(ei);
+    free(u);
 }

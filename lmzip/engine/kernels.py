@@ -1,13 +1,16 @@
-"""The CPU attention kernel (kernels.c): built once with the system C compiler, loaded with ctypes.
+"""The CPU kernels, built once with the system C compiler and loaded with ctypes.
 
-Eager PyTorch spends most of the attention time in ~25 elementwise passes over the
-score matrix and in thousands of tiny batched matmuls when decoding; the C kernel makes
-one pass per query row. It computes the same integers as the PyTorch reference path
-(tests/test_kernels.py compares them; the golden vectors pin both), so an archive never
-depends on which one ran. Without a compiler the engine uses the reference path.
+kernels.c is the attention (one pass per query row; for scoring, the softmax between two
+int8 GEMMs); step.c is a whole decoding step (embedding, layers, output head) in one
+call, because eager PyTorch spends a decoding step in ~2,000 tiny operator calls. Both
+compute the same integers as the PyTorch reference path (tests/test_kernels.py compares
+them; the golden vectors pin both), so an archive never depends on which one ran.
+Without a compiler the engine uses the reference path.
 
-The shared library is cached under $XDG_CACHE_HOME/lmzip/kernels/, keyed by the source,
-the flags, the compiler and the CPU's feature flags (it is built for this CPU).
+The shared library is cached under $XDG_CACHE_HOME/lmzip/kernels/, keyed by the sources,
+the flags, the compiler and the CPU's feature flags (it is built for this CPU). It is
+built with OpenMP where the compiler has it (the runtime torch itself loaded, libgomp),
+else single-threaded.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("kernels.c")
+from lmzip.engine import numerics
+
+SOURCES = [Path(__file__).with_name(name) for name in ("kernels.c", "step.c")]
 # No -ffast-math (it reorders float operations); no FMA contraction (a*b+c must round twice).
 # errno and trap flags only permit vectorizing and if-converting: values are unchanged.
 FLAGS = [
@@ -50,18 +55,23 @@ def _compiler() -> str | None:
 
 def _build(cc: str) -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    sources = "\n".join(src.read_text() for src in SOURCES)
     key = hashlib.sha256(
-        "\n".join([SOURCE.read_text(), " ".join(FLAGS), version, platform.machine(), _cpu_flags()]).encode()
+        "\n".join([sources, " ".join(FLAGS), version, platform.machine(), _cpu_flags()]).encode()
     ).hexdigest()[:24]
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lmzip" / "kernels"
-    target = base / f"attention-{key}.so"
+    target = base / f"kernels-{key}.so"
     if target.is_file():
         return target
     base.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=base)
     os.close(fd)
     try:
-        subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], check=True, capture_output=True)
+        command = [cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"]
+        try:
+            subprocess.run([*command, "-fopenmp"], check=True, capture_output=True)
+        except subprocess.CalledProcessError:  # no OpenMP (e.g. Apple clang): one thread, same integers
+            subprocess.run(command, check=True, capture_output=True)
         os.replace(tmp, target)  # atomic: concurrent builders each install a complete file
     finally:
         if os.path.exists(tmp):
@@ -82,10 +92,12 @@ def library() -> ctypes.CDLL | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
-    lib.attend.argtypes = [i64] * 9 + [ptr, f32] + [ptr] * 10
+    lib.attend.argtypes = [i64] * 10 + [ptr, f32] + [ptr] * 10
     lib.attend.restype = None
     lib.weights.argtypes = [i64] * 7 + [ptr, f32] + [ptr] * 8
     lib.weights.restype = None
+    lib.step.argtypes = [ctypes.POINTER(ModelStruct), ptr, ptr, ptr, ptr]
+    lib.step.restype = ctypes.c_int
     return lib
 
 
@@ -137,7 +149,8 @@ def attend(
     if t == 1:
         out = torch.empty(b, t, kvh * rows * d, dtype=torch.float32)
         ptrs = consts + [x.data_ptr() for x in (q, qsc, qpos, vmax, k, ks, v, vs, kpos, out)]
-        _parallel(lambda lo, hi: lib.attend(lo, hi, kvh, group, t, n_keys, d, window, bits, *ptrs), b * kvh * rows)
+        dims = (kvh, group, t, n_keys, n_keys, d, window, bits)
+        _parallel(lambda lo, hi: lib.attend(lo, hi, *dims, *ptrs), b * kvh * rows)
         return out
     out = torch.empty(b, t, kvh, group, d, dtype=torch.float32)
     digits = torch.empty(3 * rows, n_keys, dtype=torch.int8)
@@ -152,3 +165,103 @@ def attend(
             res = acc.float().view(group, t, d).mul_(unit[i, h].view(1, t, 1))
             out[i, :, h] = res.transpose(0, 1)
     return out.view(b, t, -1)
+
+
+# ---------------------------------------------------------------------------
+# The decoding step (step.c): weights packed once, the cache used in place
+# ---------------------------------------------------------------------------
+
+i64, f32, f64, vp = ctypes.c_int64, ctypes.c_float, ctypes.c_double, ctypes.c_void_p
+
+
+class LinearStruct(ctypes.Structure):
+    _fields_ = [("packed", vp), ("wsum", vp), ("scale", vp), ("bias", vp), ("n", i64), ("k", i64), ("split", i64)]
+
+
+class LayerStruct(ctypes.Structure):
+    _fields_ = [
+        *[(name, vp) for name in ("attn_norm", "mlp_norm")],
+        *[(name, LinearStruct) for name in ("qkv", "o", "gate_up", "down")],
+        *[(name, vp) for name in ("k", "v", "ks", "vs", "vmax")],
+    ]
+
+
+class ModelStruct(ctypes.Structure):
+    _fields_ = [
+        *[(name, i64) for name in ("hidden", "heads", "kv_heads", "head_dim", "inter", "vocab", "layers")],
+        *[(name, i64) for name in ("window", "exp_bits", "batch")],
+        ("eps", f64),
+        *[(name, f32) for name in ("score_unit", "attn_mass", "sigmoid_steps")],
+        ("sigmoid_offset", i64),
+        *[(name, vp) for name in ("exp_coef", "sigmoid", "emb", "emb_scale", "final_norm", "cos", "sin")],
+        ("head", LinearStruct),
+        ("pos", vp),
+        ("layer", ctypes.POINTER(LayerStruct)),
+    ]
+
+
+def pack_linear(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 [N, K] -> (VNNI blocks [N16/16, K/4, 16, 4], channel sums [N16]); N16 pads N to 16."""
+    n, k = weight.shape
+    padded = torch.zeros((n + 15) // 16 * 16, k, dtype=torch.int8)
+    padded[:n] = weight
+    packed = padded.view(-1, 16, k // 4, 4).permute(0, 2, 1, 3).contiguous()
+    return packed, padded.sum(dim=1, dtype=torch.int32)
+
+
+def step_supported(config) -> bool:  # noqa: ANN001
+    """The C step handles any Llama shape whose layer inputs are whole groups of 4 bytes."""
+    ins = (config.hidden_size, config.intermediate_size, config.num_heads * config.dim_per_head)
+    return library() is not None and all(k % 4 == 0 for k in ins) and config.dim_per_head % 2 == 0
+
+
+class StepKernel:
+    """step.c for one ExactLlama: its weights packed once (about the int8 weights' size again)."""
+
+    def __init__(self, model, split: frozenset[str], attn_mass: float, score_unit: float) -> None:  # noqa: ANN001
+        cfg, w = model.config, model.w
+        self.model = model
+        self.keep: list[torch.Tensor] = []  # the packed weights the structs point into
+
+        def linear(layer, name: str) -> LinearStruct:  # noqa: ANN001  (a QLinear)
+            packed, wsum = pack_linear(layer.weight)
+            self.keep += [packed, wsum]
+            n, k = layer.weight.shape
+            bias = None if layer.bias is None else layer.bias.data_ptr()
+            return LinearStruct(packed.data_ptr(), wsum.data_ptr(), layer.scale.data_ptr(), bias, n, k, name in split)
+
+        self.layers = (LayerStruct * cfg.num_layers)()
+        for i, lw in enumerate(w.layers):
+            self.layers[i] = LayerStruct(
+                lw.attn_norm.data_ptr(),
+                lw.mlp_norm.data_ptr(),
+                *(linear(getattr(lw, name), name) for name in ("qkv", "o", "gate_up", "down")),
+            )
+        steps = numerics.SIGMOID_STEPS_PER_UNIT
+        self.struct = ModelStruct(
+            cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head, cfg.intermediate_size,
+            cfg.vocab_size, cfg.num_layers, model.window, model.exp_bits, 0, cfg.norm_eps,
+            score_unit, attn_mass, float(steps), numerics.SIGMOID_RANGE * steps,
+            model.exp_coef.data_ptr(), model.sigmoid.data_ptr(), w.embedding.weight.data_ptr(),
+            w.embedding.scale.data_ptr(), w.final_norm.data_ptr(), 0, 0,
+            linear(w.lm_head, "lm_head"), 0, self.layers,
+        )  # fmt: skip
+
+    def run(self, cache, tokens: torch.Tensor, positions: torch.Tensor, logits: bool):  # noqa: ANN001, ANN201
+        """(hidden [B, H], logits [B, V] or None) after one step of every cache row (cache updated)."""
+        cfg, s = self.model.config, self.struct
+        for i, layer in enumerate(self.layers):
+            layer.k, layer.v = cache.k[i].data_ptr(), cache.v[i].data_ptr()
+            layer.ks, layer.vs, layer.vmax = (t.data_ptr() for t in (cache.k_scale[i], cache.v_scale[i], cache.vmax[i]))
+        s.batch, s.pos = cache.pos.shape[0], cache.pos.data_ptr()
+        s.cos, s.sin = self.model.cos.data_ptr(), self.model.sin.data_ptr()  # grown by the caller
+        tokens, positions = tokens.contiguous(), positions.contiguous()
+        hidden = torch.empty(s.batch, cfg.hidden_size)
+        out = torch.empty(s.batch, cfg.vocab_size) if logits else None
+        status = library().step(  # type: ignore[union-attr]
+            ctypes.byref(s), tokens.data_ptr(), positions.data_ptr(), hidden.data_ptr(),
+            None if out is None else out.data_ptr(),
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError("out of memory in the decoding step")
+        return hidden, out

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from lmzip.engine import kernels, numerics
+from lmzip.engine import kernels as native
+from lmzip.engine import numerics
 
 INT8_MAX = 127
 # Attention weights are integers whose sum stays below 2**17, so that sum(u * v) over
@@ -363,7 +364,7 @@ class ExactLlama:
         window: int,
         backend: str = "int_mm",
         device: str = "cpu",
-        attention: str | None = None,
+        kernels: str | None = None,
     ):
         if window < 2:
             raise ValueError("the window must hold at least 2 tokens")
@@ -376,12 +377,14 @@ class ExactLlama:
         self._grow_rope(window)
         self.exp_bits = numerics.attention_exp_bits(window)  # e <= 2**bits, window * 2**bits <= 2**24
         self.sigmoid = numerics.sigmoid_table().to(self.device)
-        # "c": the CPU kernel (kernels.c); "torch": the reference, on any device. Same integers.
-        if attention is None:
-            attention = "c" if self.device.type == "cpu" and kernels.library() is not None else "torch"
-        if attention not in ("c", "torch") or (attention == "c" and self.device.type != "cpu"):
-            raise ValueError(f"attention {attention!r} is not available on {self.device.type}")
-        self.attention = attention
+        # "c": the CPU kernels (attention, kernels.c; decoding step, step.c); "torch": the
+        # reference, on any device. The same integers either way.
+        if kernels is None:
+            kernels = "c" if self.device.type == "cpu" and native.library() is not None else "torch"
+        if kernels not in ("c", "torch") or (kernels == "c" and self.device.type != "cpu"):
+            raise ValueError(f"kernels {kernels!r} are not available on {self.device.type}")
+        self.kernels = kernels
+        self._packed: native.StepKernel | None = None
         self.exp_coef = torch.tensor(numerics.EXP2_POLY, dtype=torch.float32)
 
     def _grow_rope(self, positions: int) -> None:
@@ -411,8 +414,8 @@ class ExactLlama:
         group = h // kvh
         n_keys = k_all.shape[2]
         q_q, q_scale = quantize_rows(q)  # per (token, head)
-        if self.attention == "c":
-            return kernels.attend(
+        if self.kernels == "c":
+            return native.attend(
                 q_q.to(torch.int8).view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4).reshape(b, kvh, group * t, d),
                 (q_scale * self._score_unit(d)).view(b, t, kvh, group).permute(0, 2, 3, 1).reshape(b, kvh, -1),
                 qpos,
@@ -555,8 +558,28 @@ class ExactLlama:
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Hidden states [B, hidden] after appending tokens [B] at positions [B]."""
+        kernel = self._step_kernel()
+        if kernel is not None:
+            self._grow_rope(int(positions.max()) + 1)
+            return kernel.run(cache, tokens, positions, logits=False)[0]
         b = tokens.shape[0]
         return self._forward(tokens.view(b, 1), positions.view(b, 1), cache)[:, 0]
+
+    def step_logits(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Output logits [B, vocab] after appending tokens [B] at positions [B] (decoding)."""
+        kernel = self._step_kernel()
+        if kernel is None:
+            return self.logits(self.step(tokens, positions, cache))
+        self._grow_rope(int(positions.max()) + 1)
+        return kernel.run(cache, tokens, positions, logits=True)[1]
+
+    def _step_kernel(self) -> native.StepKernel | None:
+        """The C decoding step (kernels="c" and a shape it handles), packed on first use."""
+        if self.kernels != "c" or not native.step_supported(self.config):
+            return None
+        if self._packed is None:
+            self._packed = native.StepKernel(self, SPLIT, ATTN_MASS, self._score_unit(self.config.dim_per_head))
+        return self._packed
 
     def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         self._grow_rope(int(positions.max()) + 1)

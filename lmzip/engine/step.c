@@ -1,0 +1,306 @@
+/* One decoding step of ExactLlama in C: the integers of model.py's step path, fast.
+ *
+ * Decoding advances a handful of sequences by one token; in eager PyTorch that is ~70
+ * small operator calls per layer, each costing more in dispatch than in arithmetic.
+ * Here a whole step (embedding, 30 layers, final norm, output head) is one call. Every
+ * float operation is the same correctly rounded IEEE operation, in the same order, as
+ * the reference (built with -ffp-contract=off, no -ffast-math); the matrix products are
+ * exact int8 x int8 -> int32 sums. tests/test_kernels.py checks step == reference.
+ *
+ * Linear layers use weights packed for AVX-512 VNNI (16 output channels x 4 inputs per
+ * 64-byte vector, see kernels.py pack_linear) and a plain C loop elsewhere. Threads:
+ * OpenMP, the runtime torch already loaded (same libgomp soname), when built with it.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS, int64_t D,
+            int64_t window, int64_t bits, const float *coef, float mass_const, const int8_t *q, const float *qsc,
+            const int64_t *qpos, const float *vmax, const int8_t *k, const float *ks, const int8_t *v,
+            const float *vs, const int64_t *kpos, float *out);
+
+typedef struct {
+    const int8_t *packed; /* [N16 / 16][K / 4][16][4]: output channels padded to N16 */
+    const int32_t *wsum;  /* [N16] sum of each channel's weights (for the unsigned-input trick) */
+    const float *scale;   /* [N] per output channel */
+    const float *bias;    /* [N] or NULL */
+    int64_t n, k, split;  /* split: 15-bit activations as two int8 halves (model.SPLIT) */
+} qlinear_t;
+
+typedef struct {
+    const float *attn_norm, *mlp_norm;
+    qlinear_t qkv, o, gate_up, down;
+    int8_t *k, *v;          /* cache [B, KVH, W, D] */
+    float *ks, *vs, *vmax;  /* [B, KVH, W], [B, KVH, W], [B, KVH] */
+} layer_t;
+
+typedef struct {
+    int64_t hidden, heads, kv_heads, head_dim, inter, vocab, layers, window, exp_bits, batch;
+    double eps;
+    float score_unit, attn_mass, sigmoid_steps;
+    int64_t sigmoid_offset;
+    const float *exp_coef, *sigmoid; /* 4 coefficients; 2 * offset + 1 table entries */
+    const int8_t *emb;               /* [V, H] */
+    const float *emb_scale, *final_norm, *cos, *sin; /* rope tables [P, D / 2] */
+    qlinear_t head;
+    int64_t *pos;                    /* [B, W] */
+    layer_t *layer;
+} model_t;
+
+/* ---- activations ---------------------------------------------------------- */
+
+/* Quantized rows for a linear layer: (256 * hi + lo) * scale, or hi * scale (no split).
+ * Stored as unsigned bytes (x ^ 0x80), the input side of vpdpbusd. */
+typedef struct {
+    uint8_t *hi, *lo; /* [M, K] */
+    float *scale;     /* [M] */
+} act_t;
+
+static inline float row_amax(const float *x, int64_t n) {
+    float m = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float a = fabsf(x[i]);
+        m = a > m ? a : m;
+    }
+    return m > 0.0f ? m : 1.0f;
+}
+
+/* model.quantize_activation for one row of n values. */
+static void quantize_row(const float *x, int64_t n, int split, uint8_t *hi, uint8_t *lo, float *scale) {
+    const float amax = row_amax(x, n);
+    const float full = split ? 127.0f * 256.0f : 127.0f;
+    const float r = full / amax;
+    *scale = amax / full;
+    for (int64_t i = 0; i < n; i++) {
+        float q = rintf(x[i] * r);
+        if (!split) {
+            q = q < -127.0f ? -127.0f : (q > 127.0f ? 127.0f : q);
+            hi[i] = (uint8_t)((int8_t)q) ^ 0x80;
+            continue;
+        }
+        const float h = rintf(q * (1.0f / 256.0f));
+        float l = q - h * 256.0f;
+        l = l < -128.0f ? -128.0f : (l > 127.0f ? 127.0f : l);
+        hi[i] = (uint8_t)((int8_t)h) ^ 0x80;
+        lo[i] = (uint8_t)((int8_t)l) ^ 0x80;
+    }
+}
+
+/* model.rms_norm_quantized for one row: RMSNorm(x) * w, quantized, the 1 / rms folded
+ * into the scale. tmp holds n floats. */
+static void rms_quantize_row(const float *x, const float *w, int64_t n, double eps, int split, float *tmp,
+                             uint8_t *hi, uint8_t *lo, float *scale) {
+    const float amax = row_amax(x, n);
+    const float r = 32767.0f / amax;
+    double sum = 0.0; /* squares of integers < 2**15: exact in any order */
+    for (int64_t i = 0; i < n; i++) {
+        const double f = (double)rintf(x[i] * r);
+        sum += f * f;
+    }
+    const double mean_sq = sum / (double)n;
+    const double unit = (double)amax / 32767.0;
+    const double rms = sqrt(mean_sq + eps / (unit * unit)) * unit;
+    for (int64_t i = 0; i < n; i++) tmp[i] = x[i] * w[i];
+    float s;
+    quantize_row(tmp, n, split, hi, lo, &s);
+    *scale = (float)((double)s / rms);
+}
+
+/* ---- linear layers ---------------------------------------------------------- */
+
+/* acc [M, N16] = x . W^T for unsigned-shifted x [M, K]: sum (x + 128) w - 128 sum w. */
+static void int_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t *acc) {
+    const int64_t K = l->k, groups = K / 4, blocks = (l->n + 15) / 16, N16 = blocks * 16;
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+    enum { MB = 16 }; /* rows per register block: 16 accumulators */
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int8_t *w = l->packed + b * groups * 64;
+        const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(l->wsum + b * 16), 7);
+        for (int64_t m0 = 0; m0 < M; m0 += MB) {
+            const int64_t mm = M - m0 < MB ? M - m0 : MB;
+            const uint8_t *xb = x + m0 * K;
+            __m512i a[MB];
+            for (int i = 0; i < MB; i++) a[i] = _mm512_setzero_si512();
+            for (int64_t g = 0; g < groups; g++) {
+                const __m512i wv = _mm512_loadu_si512(w + g * 64);
+                for (int i = 0; i < MB; i++) {
+                    if (i < mm) {
+                        int32_t four;
+                        memcpy(&four, xb + i * K + 4 * g, 4);
+                        a[i] = _mm512_dpbusd_epi32(a[i], _mm512_set1_epi32(four), wv);
+                    }
+                }
+            }
+            for (int i = 0; i < mm; i++) _mm512_storeu_si512(acc + (m0 + i) * N16 + b * 16, _mm512_sub_epi32(a[i], corr));
+        }
+    }
+#else
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int8_t *w = l->packed + b * groups * 64;
+        for (int64_t m = 0; m < M; m++) {
+            int32_t a[16] = {0};
+            for (int64_t g = 0; g < groups; g++)
+                for (int c = 0; c < 16; c++)
+                    for (int e = 0; e < 4; e++) a[c] += (int32_t)x[m * K + 4 * g + e] * w[(g * 16 + c) * 4 + e];
+            for (int c = 0; c < 16; c++) acc[m * N16 + b * 16 + c] = a[c] - 128 * l->wsum[b * 16 + c];
+        }
+    }
+#endif
+}
+
+/* model.linear: y [M, N] = x @ W^T (+ bias) as float32. */
+static void linear(const qlinear_t *l, int64_t M, const act_t *x, int32_t *acc, float *y) {
+    const int64_t N = l->n, N16 = (N + 15) / 16 * 16;
+    int_matmul(l, M, x->hi, acc);
+    if (l->split) int_matmul(l, M, x->lo, acc + M * N16);
+    for (int64_t m = 0; m < M; m++) {
+        const int32_t *hi = acc + m * N16, *lo = acc + (M + m) * N16;
+        float *o = y + m * N;
+        const float xs = x->scale[m];
+        for (int64_t i = 0; i < N; i++) {
+            float v = (float)hi[i];
+            if (l->split) v = v * 256.0f + (float)lo[i];
+            v = (v * xs) * l->scale[i];
+            o[i] = l->bias ? v + l->bias[i] : v;
+        }
+    }
+}
+
+/* ---- the step --------------------------------------------------------------- */
+
+static inline int64_t max3(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+static inline int64_t ring_slot(int64_t p, int64_t window) { return p == 0 ? 0 : 1 + (p - 1) % (window - 1); }
+
+static void rope(float *x, const float *cos, const float *sin, int64_t half) {
+    for (int64_t i = 0; i < half; i++) {
+        const float e = x[2 * i], o = x[2 * i + 1];
+        x[2 * i] = e * cos[i] - o * sin[i];
+        x[2 * i + 1] = e * sin[i] + o * cos[i];
+    }
+}
+
+/* int8 row and its scale, as model.quantize_rows (stored signed, for the cache and attend). */
+static void quantize_signed(const float *x, int64_t n, int8_t *q, float *scale) {
+    const float amax = row_amax(x, n);
+    const float r = 127.0f / amax;
+    *scale = amax / 127.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = rintf(x[i] * r);
+        q[i] = (int8_t)(v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v));
+    }
+}
+
+/* Advance every cache row b by tokens[b] at positions[b]; hidden [B, H] and, if logits is
+ * not NULL, logits [B, V]. Returns 0, or -1 when out of memory. */
+int step(const model_t *m, const int64_t *tokens, const int64_t *positions, float *hidden, float *logits) {
+    const int64_t B = m->batch, H = m->hidden, NH = m->heads, KVH = m->kv_heads, D = m->head_dim;
+    const int64_t G = NH / KVH, W = m->window, I = m->inter, half = D / 2;
+    const int64_t QKV = (NH + 2 * KVH) * D;
+    const int64_t widest = max3(max3(QKV, 2 * I, H), m->vocab, 0); /* widest layer output */
+    const int64_t wide_in = max3(I, H, NH * D);                      /* widest layer input */
+    int status = -1;
+    float *x = hidden;
+    float *y = malloc(sizeof(float) * B * widest);
+    float *tmp = malloc(sizeof(float) * B * wide_in);
+    int32_t *acc = malloc(sizeof(int32_t) * 2 * B * ((widest + 15) / 16 * 16));
+    uint8_t *hi = malloc((size_t)(B * wide_in)), *lo = malloc((size_t)(B * wide_in));
+    float *xs = malloc(sizeof(float) * B);
+    int8_t *qq = malloc((size_t)(B * NH * D));
+    float *qsc = malloc(sizeof(float) * B * NH), *vmax = malloc(sizeof(float) * B * KVH);
+    float *attn = malloc(sizeof(float) * B * NH * D);
+    if (!y || !tmp || !acc || !hi || !lo || !xs || !qq || !qsc || !vmax || !attn) goto done;
+    act_t act = {hi, lo, xs};
+
+    int64_t top = 0;
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t p = positions[b];
+        m->pos[b * W + ring_slot(p, W)] = p; /* written before attending, as the reference */
+        top = p > top ? p : top;
+    }
+    const int64_t n_cached = top + 1 < W ? top + 1 : W; /* slots fill in order until the ring wraps */
+    for (int64_t b = 0; b < B; b++) {
+        const int8_t *e = m->emb + tokens[b] * H;
+        const float s = m->emb_scale[tokens[b]];
+        for (int64_t i = 0; i < H; i++) x[b * H + i] = (float)e[i] * s;
+    }
+    for (int64_t li = 0; li < m->layers; li++) {
+        const layer_t *L = &m->layer[li];
+#pragma omp parallel for if (B >= 8)
+        for (int64_t b = 0; b < B; b++)
+            rms_quantize_row(x + b * H, L->attn_norm, H, m->eps, (int)L->qkv.split, tmp + b * wide_in, hi + b * H,
+                             lo + b * H, xs + b);
+        linear(&L->qkv, B, &act, acc, y);
+#pragma omp parallel for if (B >= 8)
+        for (int64_t b = 0; b < B; b++) {
+            const int64_t p = positions[b], slot = ring_slot(p, W);
+            float *row = y + b * QKV;
+            const float *c = m->cos + p * half, *s = m->sin + p * half;
+            for (int64_t h = 0; h < NH + KVH; h++) rope(row + h * D, c, s, half); /* q heads, then k heads */
+            for (int64_t h = 0; h < NH; h++) {
+                float qs;
+                quantize_signed(row + h * D, D, qq + (b * NH + h) * D, &qs);
+                qsc[b * NH + h] = qs * m->score_unit;
+            }
+            for (int64_t h = 0; h < KVH; h++) {
+                const int64_t at = (b * KVH + h) * W + slot;
+                quantize_signed(row + (NH + h) * D, D, L->k + at * D, L->ks + at);
+                quantize_signed(row + (NH + KVH + h) * D, D, L->v + at * D, L->vs + at);
+                const float prev = L->vmax[b * KVH + h], now = L->vs[at];
+                L->vmax[b * KVH + h] = vmax[b * KVH + h] = now > prev ? now : prev;
+            }
+        }
+        const int64_t rows = B * KVH * G;
+#pragma omp parallel for schedule(static, 1)
+        for (int64_t r = 0; r < rows; r++)
+            attend(r, r + 1, KVH, G, 1, n_cached, W, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc,
+                   positions, vmax, L->k, L->ks, L->v, L->vs, m->pos, attn);
+        for (int64_t b = 0; b < B; b++) quantize_row(attn + b * NH * D, NH * D, (int)L->o.split, hi + b * NH * D, lo + b * NH * D, xs + b);
+        linear(&L->o, B, &act, acc, y);
+        for (int64_t i = 0; i < B * H; i++) x[i] = x[i] + y[i];
+#pragma omp parallel for if (B >= 8)
+        for (int64_t b = 0; b < B; b++)
+            rms_quantize_row(x + b * H, L->mlp_norm, H, m->eps, (int)L->gate_up.split, tmp + b * wide_in, hi + b * H,
+                             lo + b * H, xs + b);
+        linear(&L->gate_up, B, &act, acc, y);
+#pragma omp parallel for if (B >= 8)
+        for (int64_t b = 0; b < B; b++) {
+            const float *gate = y + b * 2 * I, *up = gate + I;
+            float *a = tmp + b * wide_in;
+            for (int64_t i = 0; i < I; i++) { /* model.silu_times: the sigmoid table, then two products */
+                float idx = rintf(gate[i] * m->sigmoid_steps) + (float)m->sigmoid_offset;
+                idx = idx < 0.0f ? 0.0f : (idx > (float)(2 * m->sigmoid_offset) ? (float)(2 * m->sigmoid_offset) : idx);
+                a[i] = (m->sigmoid[(int64_t)idx] * gate[i]) * up[i];
+            }
+            quantize_row(a, I, (int)L->down.split, hi + b * I, lo + b * I, xs + b);
+        }
+        linear(&L->down, B, &act, acc, y);
+        for (int64_t i = 0; i < B * H; i++) x[i] = x[i] + y[i];
+    }
+    if (logits) {
+        for (int64_t b = 0; b < B; b++)
+            rms_quantize_row(x + b * H, m->final_norm, H, m->eps, (int)m->head.split, tmp + b * wide_in, hi + b * H,
+                             lo + b * H, xs + b);
+        linear(&m->head, B, &act, acc, logits);
+    }
+    status = 0;
+done:
+    free(y);
+    free(tmp);
+    free(acc);
+    free(hi);
+    free(lo);
+    free(xs);
+    free(qq);
+    free(qsc);
+    free(vmax);
+    free(attn);
+    return status;
+}
