@@ -96,34 +96,79 @@ static void dot_rows(const int8_t *q, const int8_t *k, int64_t L, int64_t D, int
     }
 }
 
+/* hide[j] = 0 for the keys the query at position p sees, -inf for the others. */
+static void hide_keys(const int64_t *kpos, int64_t L, int64_t p, int64_t window, float *hide) {
+    for (int64_t j = 0; j < L; j++) hide[j] = visible(kpos[j], p, window) ? 0.0f : -INFINITY;
+}
+
 /* One query row's attention weights from its exact scores, as _attend in model.py:
- * logit s_j = (dot_j * qs) * ks_j for visible keys, e_j = round(2**bits * 2**(s_j - peak)),
+ * logit s_j = (dot_j * qs) * ks_j for visible keys (+ hide_j: -inf, or 0, which leaves
+ * s_j as it is: s_j is never -0), e_j = round(2**bits * 2**(s_j - peak)),
  * u_j = floor((e_j * vs_j) * c) with c = mass_const / (sum e * vm), so sum u < 2**17.
- * e and u are scratch/outputs of L entries. Branch-free loops, so that the compiler
- * vectorizes them; every lane still performs the reference's IEEE operations in order. */
-static void row_weights(const int32_t *dots, int64_t L, float qs, int64_t p, const int64_t *kpos,
-                        const float *ks, const float *vs, float vm, int64_t window, int32_t bits,
-                        const poly_t *c, float mass_const, float *e, int32_t *u) {
-    int64_t j;
-    for (j = 0; j < L; j++) {
-        const float s = ((float)dots[j] * qs) * ks[j];
-        e[j] = visible(kpos[j], p, window) ? s : -INFINITY;
-    }
-    float lanes[16]; /* max is exact in any order: 16 independent lanes vectorize */
-    for (int l = 0; l < 16; l++) lanes[l] = -INFINITY;
-    for (j = 0; j + 16 <= L; j += 16)
-        for (int l = 0; l < 16; l++) lanes[l] = e[j + l] > lanes[l] ? e[j + l] : lanes[l];
+ * e and u are scratch/outputs of L entries. The loops vectorize (the max explicitly);
+ * every lane still performs the reference's IEEE operations in order. */
+static void row_weights(const int32_t *dots, int64_t L, float qs, const float *hide, const float *ks,
+                        const float *vs, float vm, int32_t bits, const poly_t *c, float mass_const, float *e,
+                        int32_t *u) {
+    int64_t j = 0;
     float peak = -INFINITY;
-    for (; j < L; j++) peak = e[j] > peak ? e[j] : peak;
-    for (int l = 0; l < 16; l++) peak = lanes[l] > peak ? lanes[l] : peak;
+#if defined(__AVX512F__)
+    __m512 top = _mm512_set1_ps(-INFINITY);
+    const __m512 qv = _mm512_set1_ps(qs);
+    for (; j + 16 <= L; j += 16) {
+        __m512 x = _mm512_cvtepi32_ps(_mm512_loadu_si512(dots + j));
+        x = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(x, qv), _mm512_loadu_ps(ks + j)), _mm512_loadu_ps(hide + j));
+        _mm512_storeu_ps(e + j, x);
+        top = _mm512_max_ps(top, x); /* the max is exact in any order */
+    }
+    peak = _mm512_reduce_max_ps(top);
+#endif
+    for (; j < L; j++) {
+        const float x = ((float)dots[j] * qs) * ks[j] + hide[j];
+        e[j] = x;
+        peak = x > peak ? x : peak;
+    }
+    int32_t mass = 0; /* integers, at most L * 2**bits <= 2**24: exact, and the sum vectorizes */
     for (j = 0; j < L; j++) { /* hidden keys: -inf gives exactly 0 */
         e[j] = exp2_neg_scaled(-e[j] + peak, bits, c);
-        u[j] = (int32_t)e[j];
+        mass += (int32_t)e[j];
     }
-    int64_t mass = 0; /* integers: exact, and the sum vectorizes */
-    for (j = 0; j < L; j++) mass += u[j];
     const float cf = (float)((double)mass_const / ((double)mass * (double)vm));
     for (j = 0; j < L; j++) u[j] = (int32_t)floorf((e[j] * vs[j]) * cf);
+}
+
+/* acc[d] = sum_j u_j * v_j[d] over the keys with u_j != 0 (exact: the sum stays below
+ * 2**24). Most keys of a long window weigh 0: their indices are first gathered without
+ * branches (a skipped key would otherwise cost a mispredicted branch). idx: L scratch. */
+static void weighted_values(const int32_t *u, const int8_t *v, int64_t L, int64_t D, int32_t *idx, int32_t *acc) {
+    int64_t n = 0;
+    for (int64_t j = 0; j < L; j++) {
+        idx[n] = (int32_t)j;
+        n += u[j] != 0;
+    }
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    if (D % 16 == 0 && D <= 256) {
+        __m512i a[16];
+        const int64_t nv = D / 16;
+        for (int64_t c = 0; c < nv; c++) a[c] = _mm512_setzero_si512();
+        for (int64_t i = 0; i < n; i++) {
+            const int8_t *vr = v + (int64_t)idx[i] * D;
+            const __m512i w = _mm512_set1_epi32(u[idx[i]]);
+            for (int64_t c = 0; c < nv; c++) {
+                const __m512i x = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(vr + 16 * c)));
+                a[c] = _mm512_add_epi32(a[c], _mm512_mullo_epi32(x, w));
+            }
+        }
+        for (int64_t c = 0; c < nv; c++) _mm512_storeu_si512(acc + 16 * c, a[c]);
+        return;
+    }
+#endif
+    memset(acc, 0, sizeof(int32_t) * (size_t)D);
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t w = u[idx[i]];
+        const int8_t *vr = v + (int64_t)idx[i] * D;
+        for (int64_t d = 0; d < D; d++) acc[d] += w * (int32_t)vr[d];
+    }
 }
 
 /*
@@ -144,22 +189,21 @@ void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64
     float *e = malloc(sizeof(float) * (size_t)L);
     int32_t *u = malloc(sizeof(int32_t) * (size_t)L);
     int32_t *acc = malloc(sizeof(int32_t) * (size_t)D);
+    float *hide = malloc(sizeof(float) * (size_t)L);
     const int64_t R = G * T;
+    int64_t hidden_for = -1; /* the (b, t) that hide holds */
     for (int64_t row = row0; row < row1; row++) {
         const int64_t task = row / R, r = row % R;
         const int64_t b = task / KVH, h = task % KVH, g = r / T, t = r % T;
+        if (b * T + t != hidden_for) {
+            hide_keys(kpos + b * LS, L, qpos[b * T + t], window, hide);
+            hidden_for = b * T + t;
+        }
         const int8_t *vb = v + task * LS * D;
         const float vm = vmax[task * T + t];
         dot_rows(q + row * D, k + task * LS * D, L, D, dots);
-        row_weights(dots, L, qsc[row], qpos[b * T + t], kpos + b * LS, ks + task * LS, vs + task * LS, vm, window,
-                    (int32_t)bits, &c, mass_const, e, u);
-        memset(acc, 0, sizeof(int32_t) * (size_t)D);
-        for (int64_t j = 0; j < L; j++) {
-            const int32_t w = u[j];
-            if (w == 0) continue;
-            const int8_t *vr = vb + j * D;
-            for (int64_t d = 0; d < D; d++) acc[d] += w * (int32_t)vr[d]; /* exact: < 2**24 */
-        }
+        row_weights(dots, L, qsc[row], hide, ks + task * LS, vs + task * LS, vm, (int32_t)bits, &c, mass_const, e, u);
+        weighted_values(u, vb, L, D, (int32_t *)e, acc);
         const float unit = vm / mass_const;
         float *o = out + ((b * T + t) * KVH * G + h * G + g) * D;
         for (int64_t d = 0; d < D; d++) o[d] = (float)acc[d] * unit;
@@ -168,6 +212,7 @@ void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64
     free(e);
     free(u);
     free(acc);
+    free(hide);
 }
 
 /*
@@ -184,12 +229,12 @@ void weights(int64_t row0, int64_t row1, int64_t G, int64_t T, int64_t L, int64_
     poly_t c = {coef[0], coef[1], coef[2], coef[3]};
     float *e = malloc(sizeof(float) * (size_t)L);
     int32_t *u = malloc(sizeof(int32_t) * (size_t)L);
+    float *hide = malloc(sizeof(float) * (size_t)L);
     const int64_t R = G * T;
-    (void)G;
     for (int64_t r = row0; r < row1; r++) {
         const int64_t t = r % T;
-        row_weights(scores + r * L, L, qsc[r], qpos[t], kpos, ks, vs, vmax[t], window, (int32_t)bits, &c,
-                    mass_const, e, u);
+        hide_keys(kpos, L, qpos[t], window, hide);
+        row_weights(scores + r * L, L, qsc[r], hide, ks, vs, vmax[t], (int32_t)bits, &c, mass_const, e, u);
         int8_t *d0 = digits + r * L, *d1 = digits + (R + r) * L, *d2 = digits + (2 * R + r) * L;
         for (int64_t j = 0; j < L; j++) {
             d0[j] = (int8_t)(u[j] & 127);
@@ -199,4 +244,5 @@ void weights(int64_t row0, int64_t row1, int64_t G, int64_t T, int64_t L, int64_
     }
     free(e);
     free(u);
+    free(hide);
 }

@@ -258,7 +258,7 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
             }
         }
         const int64_t rows = B * KVH * G;
-#pragma omp parallel for schedule(static, 1)
+#pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < rows; r++)
             attend(r, r + 1, KVH, G, 1, n_cached, W, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc,
                    positions, vmax, L->k, L->ks, L->v, L->vs, m->pos, attn);
