@@ -54,12 +54,18 @@ typedef struct {
 
 /* ---- activations ---------------------------------------------------------- */
 
-/* Quantized rows for a linear layer: (256 * hi + lo) * scale, or hi * scale (no split).
- * Stored as unsigned bytes (x ^ 0x80), the input side of vpdpbusd. */
+/* Quantized rows for a linear layer with K inputs: x ~= (256 * hi + lo) * scale, or
+ * hi * scale without the split. Bytes are stored unsigned (x ^ 0x80, the input side of
+ * vpdpbusd), in one block [2M, K]: the M hi rows, then the M lo rows, so that one pass
+ * over the weights serves both halves. */
 typedef struct {
-    uint8_t *hi, *lo; /* [M, K] */
-    float *scale;     /* [M] */
+    uint8_t *q;   /* [2M, K] */
+    float *scale; /* [M] */
+    int64_t m;
 } act_t;
+
+static inline uint8_t *hi_row(const act_t *a, int64_t b, int64_t K) { return a->q + b * K; }
+static inline uint8_t *lo_row(const act_t *a, int64_t b, int64_t K) { return a->q + (a->m + b) * K; }
 
 static inline float row_amax(const float *x, int64_t n) {
     float m = 0.0f;
@@ -113,34 +119,56 @@ static void rms_quantize_row(const float *x, const float *w, int64_t n, double e
 
 /* ---- linear layers ---------------------------------------------------------- */
 
-/* acc [M, N16] = x . W^T for unsigned-shifted x [M, K]: sum (x + 128) w - 128 sum w. */
-static void int_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t *acc) {
-    const int64_t K = l->k, groups = K / 4, blocks = (l->n + 15) / 16, N16 = blocks * 16;
+/* acc [M, N16] = x . W^T for unsigned-shifted x [M, K]: sum (x + 128) w - 128 sum w.
+ * With VNNI, a register tile of NB blocks of 16 channels x up to MB rows: each weight
+ * vector loaded once serves MB rows, each broadcast input serves NB blocks. */
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
-    enum { MB = 16 }; /* rows per register block: 16 accumulators */
+enum { MB = 12 };
+static inline __attribute__((always_inline)) void tile(int nb, const qlinear_t *l, int64_t b, int64_t m0, int64_t mm,
+                                                        const uint8_t *x, int32_t *acc, int64_t N16) {
+    const int64_t K = l->k, groups = K / 4;
+    const int8_t *w0 = l->packed + b * groups * 64, *w1 = w0 + groups * 64;
+    __m512i a0[MB], a1[MB];
+    for (int i = 0; i < MB; i++) a0[i] = a1[i] = _mm512_setzero_si512();
+    for (int64_t g = 0; g < groups; g++) {
+        const __m512i v0 = _mm512_loadu_si512(w0 + g * 64);
+        const __m512i v1 = nb == 2 ? _mm512_loadu_si512(w1 + g * 64) : v0;
+        for (int i = 0; i < MB; i++) {
+            if (i < mm) {
+                int32_t four;
+                memcpy(&four, x + (m0 + i) * K + 4 * g, 4);
+                const __m512i xi = _mm512_set1_epi32(four);
+                a0[i] = _mm512_dpbusd_epi32(a0[i], xi, v0);
+                if (nb == 2) a1[i] = _mm512_dpbusd_epi32(a1[i], xi, v1);
+            }
+        }
+    }
+    const __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512(l->wsum + b * 16), 7);
+    const __m512i c1 = nb == 2 ? _mm512_slli_epi32(_mm512_loadu_si512(l->wsum + b * 16 + 16), 7) : c0;
+    for (int i = 0; i < mm; i++) {
+        _mm512_storeu_si512(acc + (m0 + i) * N16 + b * 16, _mm512_sub_epi32(a0[i], c0));
+        if (nb == 2) _mm512_storeu_si512(acc + (m0 + i) * N16 + b * 16 + 16, _mm512_sub_epi32(a1[i], c1));
+    }
+}
+#endif
+
+static void int_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t *acc) {
+    const int64_t blocks = (l->n + 15) / 16, N16 = blocks * 16;
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+    const int64_t pairs = (blocks + 1) / 2;
 #pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
-        const int8_t *w = l->packed + b * groups * 64;
-        const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(l->wsum + b * 16), 7);
+    for (int64_t pr = 0; pr < pairs; pr++) {
+        const int64_t b = 2 * pr;
         for (int64_t m0 = 0; m0 < M; m0 += MB) {
             const int64_t mm = M - m0 < MB ? M - m0 : MB;
-            const uint8_t *xb = x + m0 * K;
-            __m512i a[MB];
-            for (int i = 0; i < MB; i++) a[i] = _mm512_setzero_si512();
-            for (int64_t g = 0; g < groups; g++) {
-                const __m512i wv = _mm512_loadu_si512(w + g * 64);
-                for (int i = 0; i < MB; i++) {
-                    if (i < mm) {
-                        int32_t four;
-                        memcpy(&four, xb + i * K + 4 * g, 4);
-                        a[i] = _mm512_dpbusd_epi32(a[i], _mm512_set1_epi32(four), wv);
-                    }
-                }
-            }
-            for (int i = 0; i < mm; i++) _mm512_storeu_si512(acc + (m0 + i) * N16 + b * 16, _mm512_sub_epi32(a[i], corr));
+            if (b + 1 < blocks)
+                tile(2, l, b, m0, mm, x, acc, N16);
+            else
+                tile(1, l, b, m0, mm, x, acc, N16);
         }
     }
 #else
+    const int64_t K = l->k, groups = K / 4;
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < blocks; b++) {
         const int8_t *w = l->packed + b * groups * 64;
@@ -156,10 +184,10 @@ static void int_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t 
 }
 
 /* model.linear: y [M, N] = x @ W^T (+ bias) as float32. */
-static void linear(const qlinear_t *l, int64_t M, const act_t *x, int32_t *acc, float *y) {
+static void linear(const qlinear_t *l, const act_t *x, int32_t *acc, float *y) {
+    const int64_t M = x->m;
     const int64_t N = l->n, N16 = (N + 15) / 16 * 16;
-    int_matmul(l, M, x->hi, acc);
-    if (l->split) int_matmul(l, M, x->lo, acc + M * N16);
+    int_matmul(l, l->split ? 2 * M : M, x->q, acc);
     for (int64_t m = 0; m < M; m++) {
         const int32_t *hi = acc + m * N16, *lo = acc + (M + m) * N16;
         float *o = y + m * N;
@@ -211,13 +239,13 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
     float *y = malloc(sizeof(float) * B * widest);
     float *tmp = malloc(sizeof(float) * B * wide_in);
     int32_t *acc = malloc(sizeof(int32_t) * 2 * B * ((widest + 15) / 16 * 16));
-    uint8_t *hi = malloc((size_t)(B * wide_in)), *lo = malloc((size_t)(B * wide_in));
+    uint8_t *xq = malloc((size_t)(2 * B * wide_in));
     float *xs = malloc(sizeof(float) * B);
     int8_t *qq = malloc((size_t)(B * NH * D));
     float *qsc = malloc(sizeof(float) * B * NH), *vmax = malloc(sizeof(float) * B * KVH);
     float *attn = malloc(sizeof(float) * B * NH * D);
-    if (!y || !tmp || !acc || !hi || !lo || !xs || !qq || !qsc || !vmax || !attn) goto done;
-    act_t act = {hi, lo, xs};
+    if (!y || !tmp || !acc || !xq || !xs || !qq || !qsc || !vmax || !attn) goto done;
+    act_t act = {xq, xs, B};
 
     int64_t top = 0;
     for (int64_t b = 0; b < B; b++) {
@@ -235,9 +263,8 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
         const layer_t *L = &m->layer[li];
 #pragma omp parallel for if (B >= 8)
         for (int64_t b = 0; b < B; b++)
-            rms_quantize_row(x + b * H, L->attn_norm, H, m->eps, (int)L->qkv.split, tmp + b * wide_in, hi + b * H,
-                             lo + b * H, xs + b);
-        linear(&L->qkv, B, &act, acc, y);
+            rms_quantize_row(x + b * H, L->attn_norm, H, m->eps, (int)L->qkv.split, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
+        linear(&L->qkv, &act, acc, y);
 #pragma omp parallel for if (B >= 8)
         for (int64_t b = 0; b < B; b++) {
             const int64_t p = positions[b], slot = ring_slot(p, W);
@@ -262,14 +289,13 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
         for (int64_t r = 0; r < rows; r++)
             attend(r, r + 1, KVH, G, 1, n_cached, W, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc,
                    positions, vmax, L->k, L->ks, L->v, L->vs, m->pos, attn);
-        for (int64_t b = 0; b < B; b++) quantize_row(attn + b * NH * D, NH * D, (int)L->o.split, hi + b * NH * D, lo + b * NH * D, xs + b);
-        linear(&L->o, B, &act, acc, y);
+        for (int64_t b = 0; b < B; b++) quantize_row(attn + b * NH * D, NH * D, (int)L->o.split, hi_row(&act, b, NH * D), lo_row(&act, b, NH * D), xs + b);
+        linear(&L->o, &act, acc, y);
         for (int64_t i = 0; i < B * H; i++) x[i] = x[i] + y[i];
 #pragma omp parallel for if (B >= 8)
         for (int64_t b = 0; b < B; b++)
-            rms_quantize_row(x + b * H, L->mlp_norm, H, m->eps, (int)L->gate_up.split, tmp + b * wide_in, hi + b * H,
-                             lo + b * H, xs + b);
-        linear(&L->gate_up, B, &act, acc, y);
+            rms_quantize_row(x + b * H, L->mlp_norm, H, m->eps, (int)L->gate_up.split, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
+        linear(&L->gate_up, &act, acc, y);
 #pragma omp parallel for if (B >= 8)
         for (int64_t b = 0; b < B; b++) {
             const float *gate = y + b * 2 * I, *up = gate + I;
@@ -279,24 +305,22 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
                 idx = idx < 0.0f ? 0.0f : (idx > (float)(2 * m->sigmoid_offset) ? (float)(2 * m->sigmoid_offset) : idx);
                 a[i] = (m->sigmoid[(int64_t)idx] * gate[i]) * up[i];
             }
-            quantize_row(a, I, (int)L->down.split, hi + b * I, lo + b * I, xs + b);
+            quantize_row(a, I, (int)L->down.split, hi_row(&act, b, I), lo_row(&act, b, I), xs + b);
         }
-        linear(&L->down, B, &act, acc, y);
+        linear(&L->down, &act, acc, y);
         for (int64_t i = 0; i < B * H; i++) x[i] = x[i] + y[i];
     }
     if (logits) {
         for (int64_t b = 0; b < B; b++)
-            rms_quantize_row(x + b * H, m->final_norm, H, m->eps, (int)m->head.split, tmp + b * wide_in, hi + b * H,
-                             lo + b * H, xs + b);
-        linear(&m->head, B, &act, acc, logits);
+            rms_quantize_row(x + b * H, m->final_norm, H, m->eps, (int)m->head.split, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
+        linear(&m->head, &act, acc, logits);
     }
     status = 0;
 done:
     free(y);
     free(tmp);
     free(acc);
-    free(hi);
-    free(lo);
+    free(xq);
     free(xs);
     free(qq);
     free(qsc);
