@@ -67,7 +67,7 @@ class LMCodec:
         while slot_item:
             slots = decoder.active()
             targets = torch.tensor([coders[s].target() for s in slots], dtype=torch.long)
-            symbols, lows, sizes = decoder.distributions().find(targets)
+            symbols, lows, sizes = decoder.find(targets)
             pushes: dict[int, int] = {}
             for s, sym, low, f in zip(slots, symbols.tolist(), lows.tolist(), sizes.tolist(), strict=True):
                 coders[s].consume(low, f)

@@ -21,7 +21,7 @@ from test_engine import (  # noqa: F401  (one_thread and tiny are fixtures)
 
 from lmzip.engine import kernels
 from lmzip.engine.engine import Engine
-from lmzip.engine.model import ExactLlama
+from lmzip.engine.model import ExactLlama, frequencies
 
 pytestmark = pytest.mark.skipif(kernels.library() is None, reason="no C compiler: the reference path runs alone")
 
@@ -94,3 +94,69 @@ def test_no_kernels_falls_back_to_reference(monkeypatch, tiny):  # noqa: F811
         monkeypatch.delenv("LMZIP_NO_KERNELS")
         kernels.library.cache_clear()
     assert kernels.library() is not None
+
+
+def _reference_intervals(logits: torch.Tensor, tokens: torch.Tensor, targets: torch.Tensor):
+    freqs = frequencies(logits)
+    return freqs.bounds(tokens), freqs.find(targets)
+
+
+def _check_intervals(logits: torch.Tensor, gen: torch.Generator) -> None:
+    rows, vocab = logits.shape
+    tokens = torch.randint(0, vocab, (rows,), generator=gen)
+    tokens[0], tokens[-1] = 0, vocab - 1  # the first and the last token (which takes the remainder)
+    cf = frequencies(logits).table().cumsum(1)
+    # targets on interval edges: 0, the last value, a token's first and last value, random
+    targets = torch.randint(0, 1 << 24, (rows,), generator=gen)
+    targets[0], targets[-1] = 0, (1 << 24) - 1
+    if rows > 3:
+        targets[1] = cf[1, tokens[1]] - 1  # the last value of tokens[1]'s interval
+        targets[2] = cf[2, tokens[2] - 1] if tokens[2] > 0 else 0  # the first value of tokens[2]'s
+    (want_low, want_f), (want_tok, want_tlow, want_tf) = _reference_intervals(logits, tokens, targets)
+    _, low, f = kernels.token_bounds(logits, tokens=tokens)
+    assert torch.equal(low, want_low) and torch.equal(f, want_f), "coding intervals differ"
+    tok, tlow, tf = kernels.token_bounds(logits, targets=targets)
+    assert torch.equal(tok, want_tok) and torch.equal(tlow, want_tlow) and torch.equal(tf, want_tf)
+
+
+def test_token_bounds_equal_reference():
+    """The C intervals (coding and decoding) are model.Frequencies' integers."""
+    gen = torch.Generator().manual_seed(5)
+    for vocab in (400, 49152):
+        logits = torch.randn(6, vocab, generator=gen) * 4
+        logits[1] = 0.0  # a flat row: every token gets about the same share
+        logits[2, 7] = 1e4  # one token takes almost everything: the rest get the floor of 1
+        logits[3] = torch.linspace(-80, 30, vocab)  # exp underflows to 0 for most tokens
+        _check_intervals(logits, gen)
+
+
+def test_token_bounds_on_real_rows(tiny):  # noqa: F811
+    gen = torch.Generator().manual_seed(6)
+    model = tiny.engine.model
+    seq = tiny.text_ids[:40]
+    hidden = model.extend(tiny.engine._inputs([seq]), 0, model.empty_cache(1))[0]
+    _check_intervals(model.logits(hidden), gen)
+
+
+@pytest.fixture
+def portable(monkeypatch):
+    """The kernels built without -march=native (plain C instead of AVX-512) in place of the native ones."""
+    lib = kernels.library(portable=True)
+    assert lib is not None
+    monkeypatch.setattr(kernels, "library", lambda portable=False: lib)
+    return lib
+
+
+def test_portable_kernels_equal_reference(tiny, portable):  # noqa: F811
+    ref = Engine(tiny.loaded, window=WINDOW, kernels="torch")
+    plain = Engine(tiny.loaded, window=WINDOW, kernels="c")
+    seqs = tiny.sequences(4, seed=77)
+    assert_scores_equal(plain.score(seqs), ref.score(seqs))
+    for got, want in zip(decode_rows(plain, seqs, 3, seed=1), decode_rows(ref, seqs, 3, seed=1), strict=True):
+        assert_rows_equal(got, want, "portable kernels vs reference, lock-step decoding")
+    _check_intervals(torch.randn(5, 49152, generator=torch.Generator().manual_seed(8)) * 5, torch.Generator())
+
+
+@pytest.mark.parametrize("t", [1, 70])
+def test_portable_attention_equals_reference(tiny, portable, t):  # noqa: F811
+    test_kernels_equal_reference_on_random_inputs(tiny, t, 64)

@@ -107,7 +107,7 @@ class Engine:
             for lo in range(0, len(rows), LOGIT_ROWS):
                 sel = idx[lo : lo + LOGIT_ROWS]
                 h = hidden[sel[:, 0], sel[:, 1] - start]
-                cum, picked = frequencies(self.model.logits(h)).bounds(tgt[lo : lo + LOGIT_ROWS])
+                cum, picked = self.model.bounds(self.model.logits(h), tgt[lo : lo + LOGIT_ROWS])
                 for (r, p), c, f in zip(rows[lo : lo + LOGIT_ROWS], cum.tolist(), picked.tolist(), strict=True):
                     cums[r][p] = c
                     freqs[r][p] = f
@@ -164,6 +164,11 @@ class LockstepDecoder:
         """Next-token distributions of the active slots, in slot order."""
         with torch.inference_mode():
             return frequencies(torch.stack([self.pending[s] for s in self.active()]))
+
+    def find(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(token, CF, f) per active slot, in slot order, for the range decoders' targets."""
+        with torch.inference_mode():
+            return self.model.find(torch.stack([self.pending[s] for s in self.active()]), targets)
 
     def frequencies(self) -> torch.Tensor:
         """The same as full frequency rows [active, vocab]."""

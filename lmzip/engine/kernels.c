@@ -246,3 +246,56 @@ void weights(int64_t row0, int64_t row1, int64_t G, int64_t T, int64_t L, int64_
     free(u);
     free(hide);
 }
+
+/*
+ * Frequencies (model.Frequencies) for rows of logits, without building the tables: with
+ * e_v = round(2**24 * 2**-((max - l_v) * log2 e)) and E(v) = sum of e below v, token v's
+ * cumulative frequency is CF(v) = floor(E(v) * R / 2**38) + v, R = floor((2**24 - V) *
+ * 2**38 / E(V)), and CF(V) = 2**24. e is scratch for V floats.
+ */
+static int64_t row_exp(const float *logits, int64_t V, float log2e, const poly_t *c, float *e) {
+    float peak = -INFINITY;
+    for (int64_t v = 0; v < V; v++) peak = logits[v] > peak ? logits[v] : peak; /* exact */
+    int64_t mass = 0; /* integers <= 2**24: exact in any order */
+    for (int64_t v = 0; v < V; v++) {
+        e[v] = exp2_neg_scaled((peak - logits[v]) * log2e, 24, c);
+        mass += (int64_t)e[v];
+    }
+    return mass;
+}
+
+static inline int64_t cumulative(int64_t E, int64_t v, int64_t recip) { return ((E * recip) >> 38) + v; }
+
+/* mode 0 (coding): for tokens[r], low = CF(t), freq = CF(t + 1) - CF(t).
+ * mode 1 (decoding): tokens[r] = the t with CF(t) <= targets[r] < CF(t + 1), and its low, freq. */
+void token_bounds(int64_t M, int64_t V, int64_t mode, const float *coef, float log2e, const float *logits,
+                  const int64_t *targets, int64_t *tokens, int64_t *low, int64_t *freq) {
+    poly_t c = {coef[0], coef[1], coef[2], coef[3]};
+#pragma omp parallel
+    {
+        float *e = malloc(sizeof(float) * (size_t)V);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < M; r++) {
+            const int64_t mass = row_exp(logits + r * V, V, log2e, &c, e);
+            const int64_t recip = (((int64_t)1 << 24) - V) * ((int64_t)1 << 38) / mass;
+            int64_t t, E = 0;
+            if (mode == 0) {
+                t = tokens[r];
+                for (int64_t v = 0; v < t; v++) E += (int64_t)e[v];
+            } else { /* CF is strictly increasing: the first v whose CF(v + 1) passes the target */
+                const int64_t target = targets[r];
+                for (t = 0; t < V - 1; t++) {
+                    const int64_t next = E + (int64_t)e[t];
+                    if (cumulative(next, t + 1, recip) > target) break;
+                    E = next;
+                }
+                tokens[r] = t;
+            }
+            const int64_t lo = cumulative(E, t, recip);
+            const int64_t hi = t + 1 == V ? ((int64_t)1 << 24) : cumulative(E + (int64_t)e[t], t + 1, recip);
+            low[r] = lo;
+            freq[r] = hi - lo;
+        }
+        free(e);
+    }
+}

@@ -53,11 +53,11 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
-def _build(cc: str) -> Path:
+def _build(cc: str, flags: list[str]) -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     sources = "\n".join(src.read_text() for src in SOURCES)
     key = hashlib.sha256(
-        "\n".join([sources, " ".join(FLAGS), version, platform.machine(), _cpu_flags()]).encode()
+        "\n".join([sources, " ".join(flags), version, platform.machine(), _cpu_flags()]).encode()
     ).hexdigest()[:24]
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lmzip" / "kernels"
     target = base / f"kernels-{key}.so"
@@ -67,7 +67,7 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=base)
     os.close(fd)
     try:
-        command = [cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"]
+        command = [cc, *flags, "-o", tmp, *map(str, SOURCES), "-lm"]
         try:
             subprocess.run([*command, "-fopenmp"], check=True, capture_output=True)
         except subprocess.CalledProcessError:  # no OpenMP (e.g. Apple clang): one thread, same integers
@@ -79,16 +79,21 @@ def _build(cc: str) -> Path:
     return target
 
 
-@lru_cache(maxsize=1)
-def library() -> ctypes.CDLL | None:
-    """The compiled kernel, or None where it cannot be built (then the reference path runs)."""
+@lru_cache(maxsize=2)
+def library(portable: bool = False) -> ctypes.CDLL | None:
+    """The compiled kernels, or None where they cannot be built (then the reference path runs).
+
+    portable=True builds without -march=native: the plain C paths instead of the AVX-512
+    ones, which tests compare with the reference (they must give the same integers).
+    """
     if os.environ.get("LMZIP_NO_KERNELS"):
         return None
     cc = _compiler()
     if cc is None or platform.system() != "Linux" and platform.system() != "Darwin":
         return None
+    flags = [f for f in FLAGS if not (portable and f == "-march=native")]
     try:
-        lib = ctypes.CDLL(str(_build(cc)))
+        lib = ctypes.CDLL(str(_build(cc, flags)))
     except (OSError, subprocess.CalledProcessError):
         return None
     i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
@@ -96,6 +101,8 @@ def library() -> ctypes.CDLL | None:
     lib.attend.restype = None
     lib.weights.argtypes = [i64] * 7 + [ptr, f32] + [ptr] * 8
     lib.weights.restype = None
+    lib.token_bounds.argtypes = [i64] * 3 + [ptr, f32] + [ptr] * 5
+    lib.token_bounds.restype = None
     lib.step.argtypes = [ctypes.POINTER(ModelStruct), ptr, ptr, ptr, ptr]
     lib.step.restype = ctypes.c_int
     return lib
@@ -165,6 +172,27 @@ def attend(
             res = acc.float().view(group, t, d).mul_(unit[i, h].view(1, t, 1))
             out[i, :, h] = res.transpose(0, 1)
     return out.view(b, t, -1)
+
+
+def token_bounds(
+    logits: torch.Tensor, tokens: torch.Tensor | None = None, targets: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(token, CF, f) per row of logits [M, V], the integers of model.Frequencies: for the
+    given tokens (coding), or for the tokens whose interval holds the targets (decoding)."""
+    lib = library()
+    assert lib is not None and (tokens is None) != (targets is None)
+    logits = logits.float().contiguous()
+    rows, vocab = logits.shape
+    out = torch.empty(3, rows, dtype=torch.int64)
+    if tokens is not None:
+        out[0] = tokens
+    given = (targets if targets is not None else out[0]).to(torch.int64).contiguous()
+    coef = torch.tensor(numerics.EXP2_POLY, dtype=torch.float32)
+    lib.token_bounds(
+        rows, vocab, int(targets is not None), coef.data_ptr(), numerics.LOG2E_F32, logits.data_ptr(),
+        given.data_ptr(), out[0].data_ptr(), out[1].data_ptr(), out[2].data_ptr(),
+    )  # fmt: skip
+    return out[0], out[1], out[2]
 
 
 # ---------------------------------------------------------------------------

@@ -603,3 +603,17 @@ class ExactLlama:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._logits(hidden.reshape(-1, self.config.hidden_size))
+
+    # -- logits -> the coder's intervals (model.Frequencies, or the C kernel: same integers) --
+
+    def bounds(self, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CF, f) of one token per row of logits [M, V] (coding)."""
+        if self.kernels == "c":
+            return native.token_bounds(logits, tokens=tokens)[1:]
+        return frequencies(logits).bounds(tokens)
+
+    def find(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(token, CF, f) per row with CF(token) <= target < CF(token + 1) (decoding)."""
+        if self.kernels == "c":
+            return native.token_bounds(logits, targets=targets)
+        return frequencies(logits).find(targets)
