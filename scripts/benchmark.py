@@ -52,17 +52,21 @@ def run_cli(args: list[str], stdin: Path, stdout: Path) -> tuple[float, float]:
 @contextlib.contextmanager
 def stage_times() -> Iterator[dict[str, float]]:
     """Share of wall time per engine stage while the block runs (timers wrap the stages)."""
-    from lmzip.engine import engine, model
+    from lmzip.engine import model
 
     spent: Counter[str] = Counter()
+    llama = model.ExactLlama
     patched = [
-        (model, "linear"),  # every projection and the output head
-        (model, "rms_norm_quantized"),
-        (model, "quantize_activation"),
-        (model, "silu_times"),
+        (model, "linear"),  # every projection and the output head (int8 GEMM and its scaling)
+        (llama, "_rms_quantized"),  # RMSNorm and quantization for the next layer
+        (llama, "_quantized"),
+        (llama, "_silu_quantized"),
         (model, "apply_rope"),
-        (model.ExactLlama, "_attention"),  # the C kernel on the CPU, with its int8 GEMMs
-        (engine, "frequencies"),  # the exact softmax over the vocabulary
+        (model, "quantize_rows"),  # queries, keys and values
+        (llama, "_attention"),  # the C kernels, with int8 GEMMs when scoring
+        (llama, "bounds"),  # the exact softmax over the vocabulary, coder intervals
+        (llama, "find"),
+        (llama, "step_logits"),  # decoding: one C call for the whole step (step.c)
     ]
     originals = [getattr(owner, name) for owner, name in patched]
 

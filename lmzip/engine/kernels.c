@@ -172,47 +172,53 @@ static void weighted_values(const int32_t *u, const int8_t *v, int64_t L, int64_
 }
 
 /*
- * The step path: one call handles query rows [row0, row1) of all B * KVH * R rows, in
- * (b, kv head, r) order. Shapes (contiguous): q [B, KVH, R, D] int8 with R = G * T rows
- * ordered (g, t); qsc [B, KVH, R] = query scale * log2(e) / sqrt(D); qpos [B, T];
- * vmax [B, KVH, T]; k, v [B, KVH, LS, D] int8; ks, vs [B, KVH, LS]; kpos [B, LS], of which the
- * first L keys are attended (LS >= L: a ring cache only partly filled);
- * out [B, T, KVH * G * D]. u.v skips the keys whose weight is 0 (most of a long window).
+ * Attention for query rows [row0, row1) of all B * KVH * R rows (R = G * T), as
+ * ExactLlama._attend: q.k with VNNI dot products, the weights, then u.v over the keys
+ * that weigh anything. Threads share the rows (OpenMP, where built with it). Shapes
+ * (contiguous): q [B, KVH, R, D] int8 with rows ordered (g, t); qsc [B, KVH, R] = query
+ * scale * log2(e) / sqrt(D); qpos [B, T]; vmax [B, KVH, T]; k, v [B, KVH, LS, D] int8;
+ * ks, vs [B, KVH, LS]; kpos [B, LS], of which the first L keys are attended (LS >= L: a
+ * ring cache only partly filled); out [B, T, KVH * G * D].
  */
 void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS, int64_t D,
             int64_t window, int64_t bits, const float *coef, float mass_const,
             const int8_t *q, const float *qsc, const int64_t *qpos, const float *vmax,
             const int8_t *k, const float *ks, const int8_t *v, const float *vs, const int64_t *kpos,
             float *out) {
-    poly_t c = {coef[0], coef[1], coef[2], coef[3]};
-    int32_t *dots = malloc(sizeof(int32_t) * (size_t)L);
-    float *e = malloc(sizeof(float) * (size_t)L);
-    int32_t *u = malloc(sizeof(int32_t) * (size_t)L);
-    int32_t *acc = malloc(sizeof(int32_t) * (size_t)D);
-    float *hide = malloc(sizeof(float) * (size_t)L);
+    const poly_t c = {coef[0], coef[1], coef[2], coef[3]};
     const int64_t R = G * T;
-    int64_t hidden_for = -1; /* the (b, t) that hide holds */
-    for (int64_t row = row0; row < row1; row++) {
-        const int64_t task = row / R, r = row % R;
-        const int64_t b = task / KVH, h = task % KVH, g = r / T, t = r % T;
-        if (b * T + t != hidden_for) {
-            hide_keys(kpos + b * LS, L, qpos[b * T + t], window, hide);
-            hidden_for = b * T + t;
+#pragma omp parallel
+    {
+        int32_t *dots = malloc(sizeof(int32_t) * (size_t)L);
+        float *e = malloc(sizeof(float) * (size_t)L);
+        int32_t *u = malloc(sizeof(int32_t) * (size_t)L);
+        int32_t *acc = malloc(sizeof(int32_t) * (size_t)D);
+        float *hide = malloc(sizeof(float) * (size_t)L);
+        int64_t hidden_for = -1; /* the (b, t) that hide holds */
+        /* visited in (task, t, g) order, so the G heads of one query position share hide */
+#pragma omp for schedule(static)
+        for (int64_t i = row0; i < row1; i++) {
+            const int64_t task = i / R, t = (i % R) / G, g = (i % R) % G, row = task * R + g * T + t;
+            const int64_t b = task / KVH, h = task % KVH;
+            if (b * T + t != hidden_for) {
+                hide_keys(kpos + b * LS, L, qpos[b * T + t], window, hide);
+                hidden_for = b * T + t;
+            }
+            const float vm = vmax[task * T + t];
+            dot_rows(q + row * D, k + task * LS * D, L, D, dots);
+            row_weights(dots, L, qsc[row], hide, ks + task * LS, vs + task * LS, vm, (int32_t)bits, &c, mass_const,
+                        e, u);
+            weighted_values(u, v + task * LS * D, L, D, (int32_t *)e, acc);
+            const float unit = vm / mass_const;
+            float *o = out + ((b * T + t) * KVH * G + h * G + g) * D;
+            for (int64_t d = 0; d < D; d++) o[d] = (float)acc[d] * unit;
         }
-        const int8_t *vb = v + task * LS * D;
-        const float vm = vmax[task * T + t];
-        dot_rows(q + row * D, k + task * LS * D, L, D, dots);
-        row_weights(dots, L, qsc[row], hide, ks + task * LS, vs + task * LS, vm, (int32_t)bits, &c, mass_const, e, u);
-        weighted_values(u, vb, L, D, (int32_t *)e, acc);
-        const float unit = vm / mass_const;
-        float *o = out + ((b * T + t) * KVH * G + h * G + g) * D;
-        for (int64_t d = 0; d < D; d++) o[d] = (float)acc[d] * unit;
+        free(dots);
+        free(e);
+        free(u);
+        free(acc);
+        free(hide);
     }
-    free(dots);
-    free(e);
-    free(u);
-    free(acc);
-    free(hide);
 }
 
 /*
@@ -226,25 +232,44 @@ void weights(int64_t row0, int64_t row1, int64_t G, int64_t T, int64_t L, int64_
              const float *coef, float mass_const, const int32_t *scores, const float *qsc,
              const int64_t *qpos, const float *vmax, const float *ks, const float *vs,
              const int64_t *kpos, int8_t *digits) {
-    poly_t c = {coef[0], coef[1], coef[2], coef[3]};
-    float *e = malloc(sizeof(float) * (size_t)L);
-    int32_t *u = malloc(sizeof(int32_t) * (size_t)L);
-    float *hide = malloc(sizeof(float) * (size_t)L);
+    const poly_t c = {coef[0], coef[1], coef[2], coef[3]};
     const int64_t R = G * T;
-    for (int64_t r = row0; r < row1; r++) {
-        const int64_t t = r % T;
-        hide_keys(kpos, L, qpos[t], window, hide);
-        row_weights(scores + r * L, L, qsc[r], hide, ks, vs, vmax[t], (int32_t)bits, &c, mass_const, e, u);
-        int8_t *d0 = digits + r * L, *d1 = digits + (R + r) * L, *d2 = digits + (2 * R + r) * L;
-        for (int64_t j = 0; j < L; j++) {
-            d0[j] = (int8_t)(u[j] & 127);
-            d1[j] = (int8_t)((u[j] >> 7) & 127);
-            d2[j] = (int8_t)(u[j] >> 14);
+#pragma omp parallel
+    {
+        float *e = malloc(sizeof(float) * (size_t)L);
+        int32_t *u = malloc(sizeof(int32_t) * (size_t)L);
+        float *hide = malloc(sizeof(float) * (size_t)L);
+#pragma omp for schedule(static)
+        for (int64_t r = row0; r < row1; r++) {
+            const int64_t t = r % T;
+            hide_keys(kpos, L, qpos[t], window, hide);
+            row_weights(scores + r * L, L, qsc[r], hide, ks, vs, vmax[t], (int32_t)bits, &c, mass_const, e, u);
+            int8_t *d0 = digits + r * L, *d1 = digits + (R + r) * L, *d2 = digits + (2 * R + r) * L;
+            for (int64_t j = 0; j < L; j++) {
+                d0[j] = (int8_t)(u[j] & 127);
+                d1[j] = (int8_t)((u[j] >> 7) & 127);
+                d2[j] = (int8_t)(u[j] >> 14);
+            }
         }
+        free(e);
+        free(u);
+        free(hide);
     }
-    free(e);
-    free(u);
-    free(hide);
+}
+
+/* After u.v: acc [3, R, D] int32, the products of the three digits of u with v, rows
+ * ordered (g, t). out[t * stride + g * D + d] = (acc2 * 128 + acc1) * 128 + acc0 (exact)
+ * times vmax[t] / mass_const. */
+void weighted_sum(int64_t G, int64_t T, int64_t D, const int32_t *acc, const float *vmax, float mass_const,
+                  float *out, int64_t stride) {
+    const int64_t R = G * T;
+    for (int64_t r = 0; r < R; r++) {
+        const int64_t g = r / T, t = r % T;
+        const float unit = vmax[t] / mass_const;
+        const int32_t *a0 = acc + r * D, *a1 = acc + (R + r) * D, *a2 = acc + (2 * R + r) * D;
+        float *o = out + t * stride + g * D;
+        for (int64_t d = 0; d < D; d++) o[d] = (float)((a2[d] * 128 + a1[d]) * 128 + a0[d]) * unit;
+    }
 }
 
 /*

@@ -101,8 +101,17 @@ def library(portable: bool = False) -> ctypes.CDLL | None:
     lib.attend.restype = None
     lib.weights.argtypes = [i64] * 7 + [ptr, f32] + [ptr] * 8
     lib.weights.restype = None
+    lib.weighted_sum.argtypes = [i64] * 3 + [ptr, ptr, f32, ptr, i64]
+    lib.weighted_sum.restype = None
     lib.token_bounds.argtypes = [i64] * 3 + [ptr, f32] + [ptr] * 5
     lib.token_bounds.restype = None
+    f64 = ctypes.c_double
+    lib.rows_rms_quantize.argtypes = [i64, i64, ptr, ptr, f64, i64, ptr, ptr]
+    lib.rows_quantize.argtypes = [i64, i64, ptr, i64, ptr, ptr]
+    lib.rows_silu_quantize.argtypes = [i64, i64, ptr, ptr, f32, i64, i64, ptr, ptr]
+    lib.rows_combine.argtypes = [i64, i64, ptr, i64, ptr, ptr, ptr, ptr]
+    for name in ("rows_rms_quantize", "rows_quantize", "rows_silu_quantize", "rows_combine"):
+        getattr(lib, name).restype = None
     lib.step.argtypes = [ctypes.POINTER(ModelStruct), ptr, ptr, ptr, ptr]
     lib.step.restype = ctypes.c_int
     return lib
@@ -154,24 +163,78 @@ def attend(
     q, qsc, qpos, vmax, k, ks, v, vs, kpos = (x.contiguous() for x in (q, qsc, qpos, vmax, k, ks, v, vs, kpos))
     consts = [coef.data_ptr(), ctypes.c_float(mass)]
     if t == 1:
-        out = torch.empty(b, t, kvh * rows * d, dtype=torch.float32)
+        out = torch.empty(b, t, kvh * group * d, dtype=torch.float32)
         ptrs = consts + [x.data_ptr() for x in (q, qsc, qpos, vmax, k, ks, v, vs, kpos, out)]
-        dims = (kvh, group, t, n_keys, n_keys, d, window, bits)
-        _parallel(lambda lo, hi: lib.attend(lo, hi, *dims, *ptrs), b * kvh * rows)
+        lib.attend(0, b * kvh * rows, kvh, group, t, n_keys, n_keys, d, window, bits, *ptrs)
         return out
     out = torch.empty(b, t, kvh, group, d, dtype=torch.float32)
     digits = torch.empty(3 * rows, n_keys, dtype=torch.int8)
-    unit = vmax / torch.full_like(vmax, mass)  # as the reference: one float32 division
     for i in range(b):
         for h in range(kvh):
-            scores = torch._int_mm(q[i, h], k[i, h].t()).contiguous()
+            scores = torch._int_mm(q[i, h], k[i, h].t())
             ptrs = [scores, qsc[i, h], qpos[i], vmax[i, h], ks[i, h], vs[i, h], kpos[i], digits]
             lib.weights(0, rows, group, t, n_keys, window, bits, *consts, *(x.data_ptr() for x in ptrs))
-            acc = torch._int_mm(digits, v[i, h]).view(3, rows, d)
-            acc = acc[2].mul(128).add_(acc[1]).mul_(128).add_(acc[0])  # exact: < 2**24
-            res = acc.float().view(group, t, d).mul_(unit[i, h].view(1, t, 1))
-            out[i, :, h] = res.transpose(0, 1)
+            acc = torch._int_mm(digits, v[i, h])
+            lib.weighted_sum(
+                group,
+                t,
+                d,
+                acc.data_ptr(),
+                vmax[i, h].data_ptr(),
+                *consts[1:],
+                out[i, :, h].data_ptr(),
+                kvh * group * d,
+            )
     return out.view(b, t, -1)
+
+
+# Row operations of the scoring path (step.c): quantized activations come out as int8
+# [M, K] (hi) then [M, K] (lo) when split, ready for torch._int_mm.
+
+
+def _quantized(rows: int, width: int, split: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty((2 if split else 1) * rows, width, dtype=torch.int8), torch.empty(rows, 1)
+
+
+def rms_quantize(x: torch.Tensor, weight: torch.Tensor, eps: float, split: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """model.rms_norm_quantized: (int8 rows, scale [M, 1])."""
+    x = x.contiguous()
+    q, scale = _quantized(*x.shape, split)
+    library().rows_rms_quantize(*x.shape, x.data_ptr(), weight.data_ptr(), eps, split, q.data_ptr(), scale.data_ptr())
+    return q, scale
+
+
+def quantize(x: torch.Tensor, split: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """model.quantize_activation: (int8 rows, scale [M, 1])."""
+    x = x.contiguous()
+    q, scale = _quantized(*x.shape, split)
+    library().rows_quantize(*x.shape, x.data_ptr(), split, q.data_ptr(), scale.data_ptr())
+    return q, scale
+
+
+def silu_quantize(gate_up: torch.Tensor, table: torch.Tensor, split: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """model.silu_times of gate_up [M, 2I] (gate, then up), quantized: (int8 rows, scale [M, 1])."""
+    gate_up = gate_up.contiguous()
+    rows, inter = gate_up.shape[0], gate_up.shape[1] // 2
+    q, scale = _quantized(rows, inter, split)
+    steps = numerics.SIGMOID_STEPS_PER_UNIT
+    library().rows_silu_quantize(
+        rows, inter, gate_up.data_ptr(), table.data_ptr(), float(steps), numerics.SIGMOID_RANGE * steps, split,
+        q.data_ptr(), scale.data_ptr(),
+    )  # fmt: skip
+    return q, scale
+
+
+def combine(acc: torch.Tensor, split: bool, x_scale: torch.Tensor, w_scale: torch.Tensor, bias) -> torch.Tensor:  # noqa: ANN001
+    """model.linear after the product: acc [M or 2M, N] int32 -> float32 [M, N]."""
+    acc = acc.contiguous()
+    rows, n = acc.shape[0] // (2 if split else 1), acc.shape[1]
+    y = torch.empty(rows, n)
+    library().rows_combine(
+        rows, n, acc.data_ptr(), split, x_scale.contiguous().data_ptr(), w_scale.data_ptr(),
+        None if bias is None else bias.data_ptr(), y.data_ptr(),
+    )  # fmt: skip
+    return y
 
 
 def token_bounds(

@@ -152,9 +152,10 @@ class Activation:
     leave the rest coarse); with two int8 products the gap to float is 0.2% (README).
     """
 
-    hi: torch.Tensor  # int8 values held in float32, |hi| <= 127
+    hi: torch.Tensor | None  # int8 values held in float32, |hi| <= 127
     lo: torch.Tensor | None  # |lo| <= 128, clamped to the int8 range; None = int8 only
     scale: torch.Tensor  # [M, 1]
+    packed: torch.Tensor | None = None  # from the C row kernels: int8 [M, K] hi, then [M, K] lo if split
 
 
 def quantize_activation(x: torch.Tensor, split: bool = True) -> Activation:
@@ -174,6 +175,10 @@ def linear(x: Activation, layer: QLinear, backend: str) -> torch.Tensor:
     """x @ W^T (+ bias) as float32. Both halves go through one exact int8 product; they
     are then combined and scaled with correctly rounded float32 operations."""
     mm = BACKENDS[backend]
+    if x.packed is not None:  # the C row kernels made it: they also finish the layer
+        split = x.packed.shape[0] != x.scale.shape[0]
+        return native.combine(mm(x.packed, layer.weight), split, x.scale, layer.scale, layer.bias)
+    assert x.hi is not None
     if x.lo is None:
         y = mm(x.hi.to(torch.int8), layer.weight).float()
     else:
@@ -478,6 +483,27 @@ class ExactLlama:
         out = torch.matmul(u, v)  # exact: sum u * |v| < 2**17 * 127 < 2**24
         return out.mul_(vmax / torch.full_like(vmax, ATTN_MASS))
 
+    # -- activations: the reference functions, or the C row kernels (same integers) --
+
+    def _rms_quantized(self, x: torch.Tensor, weight: torch.Tensor, split: bool) -> Activation:
+        if self.kernels == "c":
+            q, scale = native.rms_quantize(x, weight, self.config.norm_eps, split)
+            return Activation(None, None, scale, q)
+        return rms_norm_quantized(x, weight, self.config.norm_eps, split)
+
+    def _quantized(self, x: torch.Tensor, split: bool) -> Activation:
+        if self.kernels == "c":
+            q, scale = native.quantize(x, split)
+            return Activation(None, None, scale, q)
+        return quantize_activation(x, split)
+
+    def _silu_quantized(self, gate_up: torch.Tensor, split: bool) -> Activation:
+        if self.kernels == "c":
+            q, scale = native.silu_quantize(gate_up, self.sigmoid, split)
+            return Activation(None, None, scale, q)
+        inter = self.config.intermediate_size
+        return quantize_activation(silu_times(gate_up[:, :inter], gate_up[:, inter:], self.sigmoid), split)
+
     # -- one layer --------------------------------------------------------
 
     def _layer(
@@ -495,7 +521,7 @@ class ExactLlama:
         b, t, hid = x.shape
         h, kvh, d = cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head
         flat = x.reshape(b * t, hid)
-        qkv = linear(rms_norm_quantized(flat, lw.attn_norm, cfg.norm_eps, "qkv" in SPLIT), lw.qkv, self.backend)
+        qkv = linear(self._rms_quantized(flat, lw.attn_norm, "qkv" in SPLIT), lw.qkv, self.backend)
         q = qkv[:, : h * d].view(b, t, h, d)
         k = qkv[:, h * d : (h + kvh) * d].view(b, t, kvh, d)
         v = qkv[:, (h + kvh) * d :].view(b, t, kvh, d)
@@ -529,20 +555,19 @@ class ExactLlama:
             ck[:, :, at], cks[:, :, :, at] = k_q[:, :, sel], k_s[..., sel]
             cv[:, :, at], cvs[:, :, :, at] = v_q[:, :, sel], v_s[..., sel]
         cache.vmax[i] = vmax[:, :, -1:]
-        attn_act = quantize_activation(attn.reshape(b * t, h * d), "o" in SPLIT)
+        attn_act = self._quantized(attn.reshape(b * t, h * d), "o" in SPLIT)
         x = x + linear(attn_act, lw.o, self.backend).view(b, t, hid)
         flat = x.reshape(b * t, hid)
-        gu = linear(rms_norm_quantized(flat, lw.mlp_norm, cfg.norm_eps, "gate_up" in SPLIT), lw.gate_up, self.backend)
-        inter = cfg.intermediate_size
-        act = silu_times(gu[:, :inter], gu[:, inter:], self.sigmoid)
-        return x + linear(quantize_activation(act, "down" in SPLIT), lw.down, self.backend).view(b, t, hid)
+        gu = linear(self._rms_quantized(flat, lw.mlp_norm, "gate_up" in SPLIT), lw.gate_up, self.backend)
+        act = self._silu_quantized(gu, "down" in SPLIT)
+        return x + linear(act, lw.down, self.backend).view(b, t, hid)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         emb = self.w.embedding
         return emb.weight[tokens].float().mul_(emb.scale[tokens].unsqueeze(-1))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        act = rms_norm_quantized(x, self.w.final_norm, self.config.norm_eps, "lm_head" in SPLIT)
+        act = self._rms_quantized(x, self.w.final_norm, "lm_head" in SPLIT)
         return linear(act, self.w.lm_head, self.backend)
 
     # -- public paths ---------------------------------------------------------

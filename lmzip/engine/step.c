@@ -76,8 +76,9 @@ static inline float row_amax(const float *x, int64_t n) {
     return m > 0.0f ? m : 1.0f;
 }
 
-/* model.quantize_activation for one row of n values. */
-static void quantize_row(const float *x, int64_t n, int split, uint8_t *hi, uint8_t *lo, float *scale) {
+/* model.quantize_activation for one row of n values; bytes stored as q ^ flip (flip 0x80
+ * for vpdpbusd's unsigned side, 0 for torch._int_mm's int8). */
+static void quantize_row(const float *x, int64_t n, int split, uint8_t flip, uint8_t *hi, uint8_t *lo, float *scale) {
     const float amax = row_amax(x, n);
     const float full = split ? 127.0f * 256.0f : 127.0f;
     const float r = full / amax;
@@ -86,21 +87,21 @@ static void quantize_row(const float *x, int64_t n, int split, uint8_t *hi, uint
         float q = rintf(x[i] * r);
         if (!split) {
             q = q < -127.0f ? -127.0f : (q > 127.0f ? 127.0f : q);
-            hi[i] = (uint8_t)((int8_t)q) ^ 0x80;
+            hi[i] = (uint8_t)((int8_t)q) ^ flip;
             continue;
         }
         const float h = rintf(q * (1.0f / 256.0f));
         float l = q - h * 256.0f;
         l = l < -128.0f ? -128.0f : (l > 127.0f ? 127.0f : l);
-        hi[i] = (uint8_t)((int8_t)h) ^ 0x80;
-        lo[i] = (uint8_t)((int8_t)l) ^ 0x80;
+        hi[i] = (uint8_t)((int8_t)h) ^ flip;
+        lo[i] = (uint8_t)((int8_t)l) ^ flip;
     }
 }
 
 /* model.rms_norm_quantized for one row: RMSNorm(x) * w, quantized, the 1 / rms folded
  * into the scale. tmp holds n floats. */
-static void rms_quantize_row(const float *x, const float *w, int64_t n, double eps, int split, float *tmp,
-                             uint8_t *hi, uint8_t *lo, float *scale) {
+static void rms_quantize_row(const float *x, const float *w, int64_t n, double eps, int split, uint8_t flip,
+                             float *tmp, uint8_t *hi, uint8_t *lo, float *scale) {
     const float amax = row_amax(x, n);
     const float r = 32767.0f / amax;
     double sum = 0.0; /* squares of integers < 2**15: exact in any order */
@@ -113,8 +114,29 @@ static void rms_quantize_row(const float *x, const float *w, int64_t n, double e
     const double rms = sqrt(mean_sq + eps / (unit * unit)) * unit;
     for (int64_t i = 0; i < n; i++) tmp[i] = x[i] * w[i];
     float s;
-    quantize_row(tmp, n, split, hi, lo, &s);
+    quantize_row(tmp, n, split, flip, hi, lo, &s);
     *scale = (float)((double)s / rms);
+}
+
+/* model.silu_times for one row: silu(gate) * up with the sigmoid table, then two products. */
+static void silu_row(const float *gate, const float *up, int64_t n, const float *table, float steps, int64_t offset,
+                     float *out) {
+    for (int64_t i = 0; i < n; i++) {
+        float idx = rintf(gate[i] * steps) + (float)offset;
+        idx = idx < 0.0f ? 0.0f : (idx > (float)(2 * offset) ? (float)(2 * offset) : idx);
+        out[i] = (table[(int64_t)idx] * gate[i]) * up[i];
+    }
+}
+
+/* model.linear after the integer product, for one row: (256 * hi + lo) * x scale * w scale (+ bias). */
+static void combine_row(const int32_t *hi, const int32_t *lo, int64_t n, float xs, const float *ws, const float *bias,
+                        float *out) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = (float)hi[i];
+        if (lo) v = v * 256.0f + (float)lo[i];
+        v = (v * xs) * ws[i];
+        out[i] = bias ? v + bias[i] : v;
+    }
 }
 
 /* ---- linear layers ---------------------------------------------------------- */
@@ -188,17 +210,8 @@ static void linear(const qlinear_t *l, const act_t *x, int32_t *acc, float *y) {
     const int64_t M = x->m;
     const int64_t N = l->n, N16 = (N + 15) / 16 * 16;
     int_matmul(l, l->split ? 2 * M : M, x->q, acc);
-    for (int64_t m = 0; m < M; m++) {
-        const int32_t *hi = acc + m * N16, *lo = acc + (M + m) * N16;
-        float *o = y + m * N;
-        const float xs = x->scale[m];
-        for (int64_t i = 0; i < N; i++) {
-            float v = (float)hi[i];
-            if (l->split) v = v * 256.0f + (float)lo[i];
-            v = (v * xs) * l->scale[i];
-            o[i] = l->bias ? v + l->bias[i] : v;
-        }
-    }
+    for (int64_t m = 0; m < M; m++)
+        combine_row(acc + m * N16, l->split ? acc + (M + m) * N16 : NULL, N, x->scale[m], l->scale, l->bias, y + m * N);
 }
 
 /* ---- the step --------------------------------------------------------------- */
@@ -263,7 +276,7 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
         const layer_t *L = &m->layer[li];
 #pragma omp parallel for if (B >= 8)
         for (int64_t b = 0; b < B; b++)
-            rms_quantize_row(x + b * H, L->attn_norm, H, m->eps, (int)L->qkv.split, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
+            rms_quantize_row(x + b * H, L->attn_norm, H, m->eps, (int)L->qkv.split, 0x80, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
         linear(&L->qkv, &act, acc, y);
 #pragma omp parallel for if (B >= 8)
         for (int64_t b = 0; b < B; b++) {
@@ -284,35 +297,28 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
                 L->vmax[b * KVH + h] = vmax[b * KVH + h] = now > prev ? now : prev;
             }
         }
-        const int64_t rows = B * KVH * G;
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows; r++)
-            attend(r, r + 1, KVH, G, 1, n_cached, W, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc,
-                   positions, vmax, L->k, L->ks, L->v, L->vs, m->pos, attn);
-        for (int64_t b = 0; b < B; b++) quantize_row(attn + b * NH * D, NH * D, (int)L->o.split, hi_row(&act, b, NH * D), lo_row(&act, b, NH * D), xs + b);
+        attend(0, B * KVH * G, KVH, G, 1, n_cached, W, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc, positions,
+               vmax, L->k, L->ks, L->v, L->vs, m->pos, attn);
+        for (int64_t b = 0; b < B; b++) quantize_row(attn + b * NH * D, NH * D, (int)L->o.split, 0x80, hi_row(&act, b, NH * D), lo_row(&act, b, NH * D), xs + b);
         linear(&L->o, &act, acc, y);
         for (int64_t i = 0; i < B * H; i++) x[i] = x[i] + y[i];
 #pragma omp parallel for if (B >= 8)
         for (int64_t b = 0; b < B; b++)
-            rms_quantize_row(x + b * H, L->mlp_norm, H, m->eps, (int)L->gate_up.split, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
+            rms_quantize_row(x + b * H, L->mlp_norm, H, m->eps, (int)L->gate_up.split, 0x80, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
         linear(&L->gate_up, &act, acc, y);
 #pragma omp parallel for if (B >= 8)
         for (int64_t b = 0; b < B; b++) {
             const float *gate = y + b * 2 * I, *up = gate + I;
             float *a = tmp + b * wide_in;
-            for (int64_t i = 0; i < I; i++) { /* model.silu_times: the sigmoid table, then two products */
-                float idx = rintf(gate[i] * m->sigmoid_steps) + (float)m->sigmoid_offset;
-                idx = idx < 0.0f ? 0.0f : (idx > (float)(2 * m->sigmoid_offset) ? (float)(2 * m->sigmoid_offset) : idx);
-                a[i] = (m->sigmoid[(int64_t)idx] * gate[i]) * up[i];
-            }
-            quantize_row(a, I, (int)L->down.split, hi_row(&act, b, I), lo_row(&act, b, I), xs + b);
+            silu_row(gate, up, I, m->sigmoid, m->sigmoid_steps, m->sigmoid_offset, a);
+            quantize_row(a, I, (int)L->down.split, 0x80, hi_row(&act, b, I), lo_row(&act, b, I), xs + b);
         }
         linear(&L->down, &act, acc, y);
         for (int64_t i = 0; i < B * H; i++) x[i] = x[i] + y[i];
     }
     if (logits) {
         for (int64_t b = 0; b < B; b++)
-            rms_quantize_row(x + b * H, m->final_norm, H, m->eps, (int)m->head.split, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
+            rms_quantize_row(x + b * H, m->final_norm, H, m->eps, (int)m->head.split, 0x80, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
         linear(&m->head, &act, acc, logits);
     }
     status = 0;
@@ -327,4 +333,51 @@ done:
     free(vmax);
     free(attn);
     return status;
+}
+
+/* ---- row operations for the scoring path ----------------------------------------
+ * model.py's extend path with kernels="c": the same row functions as the step, over M
+ * rows, threaded; activations come out as int8 rows [M, K] (hi), then [M, K] (lo) when
+ * split, for torch._int_mm. */
+
+void rows_rms_quantize(int64_t M, int64_t K, const float *x, const float *w, double eps, int64_t split, int8_t *q,
+                       float *scale) {
+#pragma omp parallel
+    {
+        float *tmp = malloc(sizeof(float) * (size_t)K);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < M; r++)
+            rms_quantize_row(x + r * K, w, K, eps, (int)split, 0, tmp, (uint8_t *)q + r * K,
+                             (uint8_t *)q + (M + r) * K, scale + r);
+        free(tmp);
+    }
+}
+
+void rows_quantize(int64_t M, int64_t K, const float *x, int64_t split, int8_t *q, float *scale) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < M; r++)
+        quantize_row(x + r * K, K, (int)split, 0, (uint8_t *)q + r * K, (uint8_t *)q + (M + r) * K, scale + r);
+}
+
+/* gu [M, 2I]: gate, then up. */
+void rows_silu_quantize(int64_t M, int64_t I, const float *gu, const float *table, float steps, int64_t offset,
+                        int64_t split, int8_t *q, float *scale) {
+#pragma omp parallel
+    {
+        float *a = malloc(sizeof(float) * (size_t)I);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < M; r++) {
+            silu_row(gu + r * 2 * I, gu + r * 2 * I + I, I, table, steps, offset, a);
+            quantize_row(a, I, (int)split, 0, (uint8_t *)q + r * I, (uint8_t *)q + (M + r) * I, scale + r);
+        }
+        free(a);
+    }
+}
+
+/* acc [M or 2M, N] int32 from torch._int_mm -> y [M, N]. */
+void rows_combine(int64_t M, int64_t N, const int32_t *acc, int64_t split, const float *xs, const float *ws,
+                  const float *bias, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < M; r++)
+        combine_row(acc + r * N, split ? acc + (M + r) * N : NULL, N, xs[r], ws, bias, y + r * N);
 }
