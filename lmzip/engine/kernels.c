@@ -1,4 +1,5 @@
-/* Exact attention for the CPU: the same integers as ExactLlama._attend (model.py).
+/* Exact attention for the CPU, the same integers as ExactLlama._attend (model.py), and the
+ * range coder's intervals straight from logits, the integers of model.Frequencies.
  *
  * Built at first use by kernels.py with -ffp-contract=off and without -ffast-math, so
  * every float operation below is one correctly rounded IEEE operation in the order

@@ -22,7 +22,6 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -115,22 +114,6 @@ def library(portable: bool = False) -> ctypes.CDLL | None:
     lib.step.argtypes = [ctypes.POINTER(ModelStruct), ptr, ptr, ptr, ptr]
     lib.step.restype = ctypes.c_int
     return lib
-
-
-@lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="lmzip-attn")
-
-
-def _parallel(fn, total: int, min_per_thread: int = 16) -> None:
-    """fn(lo, hi) over [0, total) split across the torch thread count (ctypes drops the GIL)."""
-    threads = max(1, min(torch.get_num_threads(), total // min_per_thread))
-    if threads == 1:
-        fn(0, total)
-        return
-    bounds = [total * i // threads for i in range(threads + 1)]
-    for f in [_pool().submit(fn, bounds[i], bounds[i + 1]) for i in range(threads)]:
-        f.result()
 
 
 def attend(
