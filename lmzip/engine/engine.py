@@ -140,7 +140,7 @@ class LockstepDecoder:
         self.capacity = capacity
         self.cache = self.model.empty_cache(capacity)
         self.length: dict[int, int] = {}  # slot -> positions so far (BOS included)
-        self.pending: dict[int, torch.Tensor] = {}  # slot -> logits after its last position
+        self.logits = torch.zeros(capacity, engine.vocab_size, device=engine.device)  # after each slot's last position
 
     def begin(self, slot: int, known: list[int] | None = None) -> None:
         """Start a sequence in ``slot``; ``known`` tokens (already decoded) are run in one extend."""
@@ -150,12 +150,11 @@ class LockstepDecoder:
             sub = self.model.empty_cache(1)
             hidden = self.model.extend(torch.tensor([ctx], device=eng.device), 0, sub)
             _scatter(self.cache, torch.tensor([slot], device=eng.device), sub)
-            self.pending[slot] = self.model.logits(hidden[0, -1:])[0]
+            self.logits[slot] = self.model.logits(hidden[0, -1:])[0]
         self.length[slot] = len(ctx)
 
     def finish(self, slot: int) -> None:
         self.length.pop(slot, None)
-        self.pending.pop(slot, None)
 
     def active(self) -> list[int]:
         return sorted(self.length)
@@ -163,12 +162,12 @@ class LockstepDecoder:
     def distributions(self) -> Frequencies:
         """Next-token distributions of the active slots, in slot order."""
         with torch.inference_mode():
-            return frequencies(torch.stack([self.pending[s] for s in self.active()]))
+            return frequencies(self._active_logits())
 
     def find(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(token, CF, f) per active slot, in slot order, for the range decoders' targets."""
         with torch.inference_mode():
-            return self.model.find(torch.stack([self.pending[s] for s in self.active()]), targets)
+            return self.model.find(self._active_logits(), targets)
 
     def frequencies(self) -> torch.Tensor:
         """The same as full frequency rows [active, vocab]."""
@@ -188,9 +187,11 @@ class LockstepDecoder:
             positions[slot] = self.length[slot]
             self.length[slot] += 1
         with torch.inference_mode():
-            logits = self.model.step_logits(tokens.to(eng.device), positions.to(eng.device), self.cache)
-        for slot in new_tokens:
-            self.pending[slot] = logits[slot]
+            self.logits = self.model.step_logits(tokens.to(eng.device), positions.to(eng.device), self.cache)
+
+    def _active_logits(self) -> torch.Tensor:
+        active = self.active()
+        return self.logits if len(active) == self.capacity else self.logits[active]
 
 
 def _scatter(cache: KVCache, idx: torch.Tensor, sub: KVCache) -> None:
