@@ -96,11 +96,16 @@ class Engine:
         return list(zip(cums, freqs, strict=True))
 
     def _score_batch(self, seqs: list[list[int]], cums: list[np.ndarray], freqs: list[np.ndarray]) -> None:
+        """Score sequences given longest first: a sequence that has ended leaves the batch
+        (the cache rows of the ones still running are a prefix, kept as views)."""
+        assert all(len(a) >= len(b) for a, b in zip(seqs, seqs[1:], strict=False)), "longest first"
         inputs = self._inputs(seqs)
         cache = self.model.empty_cache(len(seqs))
         for start in range(0, inputs.shape[1], self.segment):
-            hidden = self.model.extend(inputs[:, start : start + self.segment], start, cache)
             live = [r for r, s in enumerate(seqs) if len(s) > start]  # rows with real tokens here
+            if len(live) < cache.pos.shape[0]:
+                cache = cache.first(len(live))
+            hidden = self.model.extend(inputs[: len(live), start : start + self.segment], start, cache)
             rows = [(r, p) for r in live for p in range(start, min(len(seqs[r]), start + hidden.shape[1]))]
             idx = torch.tensor(rows, dtype=torch.long, device=self.device)
             tgt = torch.tensor([seqs[r][p] for r, p in rows], dtype=torch.long, device=self.device)

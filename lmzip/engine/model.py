@@ -352,6 +352,10 @@ class KVCache:
     def fields(self) -> tuple[list[torch.Tensor], ...]:
         return self.k, self.k_scale, self.v, self.v_scale, self.vmax
 
+    def first(self, rows: int) -> KVCache:
+        """The cache of the first ``rows`` sequences: views, so writes go to this cache too."""
+        return KVCache(*([t[:rows] for t in field] for field in self.fields()), self.pos[:rows])
+
 
 class ExactLlama:
     """Forward passes of an int8 Llama; identical integers on every path and device.
