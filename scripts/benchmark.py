@@ -76,9 +76,8 @@ def stage_times() -> Iterator[dict[str, float]]:
         (model, "linear"),  # every projection and the output head (int8 GEMM and its scaling)
         (llama, "_rms_quantized"),  # RMSNorm and quantization for the next layer
         (llama, "_quantized"),
-        (llama, "_silu_quantized"),
-        (model, "apply_rope"),
-        (model, "quantize_rows"),  # queries, keys and values
+        (llama, "_queries_keys_values"),  # qkv product, RoPE, quantization (incl. its linear)
+        (llama, "_mlp_inner"),  # gate_up product, SiLU, quantization (incl. its GEMM)
         (llama, "_attention"),  # the C kernels, with int8 GEMMs when scoring
         (llama, "bounds"),  # the exact softmax over the vocabulary, coder intervals
         (llama, "find"),

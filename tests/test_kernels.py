@@ -21,7 +21,7 @@ from test_engine import (  # noqa: F401  (one_thread and tiny are fixtures)
 
 from lmzip.engine import kernels
 from lmzip.engine.engine import Engine
-from lmzip.engine.model import ExactLlama, frequencies
+from lmzip.engine.model import ExactLlama, frequencies, quantize_rows
 
 pytestmark = pytest.mark.skipif(kernels.library() is None, reason="no C compiler: the reference path runs alone")
 
@@ -76,7 +76,9 @@ def test_kernels_equal_reference_on_random_inputs(tiny, t, d):  # noqa: F811
             m.__dict__.update(model.__dict__)
             m.config = type(model.config)(**{**model.config.to_dict(), "num_heads": 6, "num_kv_heads": 2})
             m.window, m.exp_bits, m.kernels = window, 18, attention
-            outs[attention] = m._attention(q, k, ks, v, vs, vmax, qpos, kpos, t)
+            q_q, q_s = quantize_rows(q)  # as the layer does: int8 per (token, head)
+            qsc = q_s[..., 0] * m._score_unit(d)
+            outs[attention] = m._attention(q_q, qsc, k, ks, v, vs, vmax, qpos, kpos, t)
         assert outs["c"].dtype == torch.float32
         assert torch.equal(outs["c"], outs["torch"]), f"b={b} t={t}: {(outs['c'] != outs['torch']).sum()} values differ"
 

@@ -107,9 +107,16 @@ def library(portable: bool = False) -> ctypes.CDLL | None:
     f64 = ctypes.c_double
     lib.rows_rms_quantize.argtypes = [i64, i64, ptr, ptr, f64, i64, ptr, ptr]
     lib.rows_quantize.argtypes = [i64, i64, ptr, i64, ptr, ptr]
-    lib.rows_silu_quantize.argtypes = [i64, i64, ptr, ptr, f32, i64, i64, ptr, ptr]
     lib.rows_combine.argtypes = [i64, i64, ptr, i64, ptr, ptr, ptr, ptr]
-    for name in ("rows_rms_quantize", "rows_quantize", "rows_silu_quantize", "rows_combine"):
+    lib.rows_gate_up.argtypes = [i64, i64, ptr, i64, ptr, ptr, ptr, ptr, f32, i64, i64, ptr, ptr]
+    lib.rows_qkv.argtypes = [i64] * 4 + [ptr, i64] + [ptr] * 5 + [f32] + [ptr] * 6
+    for name in (
+        "rows_rms_quantize",
+        "rows_quantize",
+        "rows_combine",
+        "rows_gate_up",
+        "rows_qkv",
+    ):
         getattr(lib, name).restype = None
     lib.step.argtypes = [ctypes.POINTER(ModelStruct), ptr, ptr, ptr, ptr]
     lib.step.restype = ctypes.c_int
@@ -195,19 +202,6 @@ def quantize(x: torch.Tensor, split: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-def silu_quantize(gate_up: torch.Tensor, table: torch.Tensor, split: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """model.silu_times of gate_up [M, 2I] (gate, then up), quantized: (int8 rows, scale [M, 1])."""
-    gate_up = gate_up.contiguous()
-    rows, inter = gate_up.shape[0], gate_up.shape[1] // 2
-    q, scale = _quantized(rows, inter, split)
-    steps = numerics.SIGMOID_STEPS_PER_UNIT
-    library().rows_silu_quantize(
-        rows, inter, gate_up.data_ptr(), table.data_ptr(), float(steps), numerics.SIGMOID_RANGE * steps, split,
-        q.data_ptr(), scale.data_ptr(),
-    )  # fmt: skip
-    return q, scale
-
-
 def combine(acc: torch.Tensor, split: bool, x_scale: torch.Tensor, w_scale: torch.Tensor, bias) -> torch.Tensor:  # noqa: ANN001
     """model.linear after the product: acc [M or 2M, N] int32 -> float32 [M, N]."""
     acc = acc.contiguous()
@@ -218,6 +212,41 @@ def combine(acc: torch.Tensor, split: bool, x_scale: torch.Tensor, w_scale: torc
         None if bias is None else bias.data_ptr(), y.data_ptr(),
     )  # fmt: skip
     return y
+
+
+def gate_up(acc: torch.Tensor, x_scale: torch.Tensor, layer, table: torch.Tensor, split: bool):  # noqa: ANN001, ANN201
+    """The gate_up product acc [M or 2M, 2I] -> model.linear's scaling, silu_times, and the
+    down projection's quantized rows: (int8 rows, scale [M, 1])."""
+    acc = acc.contiguous()
+    rows, inter = x_scale.shape[0], acc.shape[1] // 2
+    q, scale = _quantized(rows, inter, split)
+    steps = numerics.SIGMOID_STEPS_PER_UNIT
+    library().rows_gate_up(
+        rows, inter, acc.data_ptr(), acc.shape[0] != rows, x_scale.contiguous().data_ptr(), layer.scale.data_ptr(),
+        None if layer.bias is None else layer.bias.data_ptr(), table.data_ptr(), float(steps),
+        numerics.SIGMOID_RANGE * steps, split, q.data_ptr(), scale.data_ptr(),
+    )  # fmt: skip
+    return q, scale
+
+
+def qkv(acc, x_scale, layer, cos, sin, heads: int, kv_heads: int, score_unit: float):  # noqa: ANN001, ANN201
+    """The qkv product acc [M or 2M, (H + 2 KVH) D] -> model.linear's scaling, RoPE (cos, sin
+    [M, D/2]) and int8 rows per head: q [M, H, D] and q scale * score_unit [M, H], k and v
+    [M, KVH, D] with their scales [M, KVH, 1]."""
+    acc = acc.contiguous()
+    rows = x_scale.shape[0]
+    d = acc.shape[1] // (heads + 2 * kv_heads)
+    q = torch.empty(rows, heads, d, dtype=torch.int8)
+    k, v = (torch.empty(rows, kv_heads, d, dtype=torch.int8) for _ in range(2))
+    qsc = torch.empty(rows, heads)
+    ks, vs = torch.empty(rows, kv_heads, 1), torch.empty(rows, kv_heads, 1)
+    cos, sin = cos.contiguous(), sin.contiguous()
+    library().rows_qkv(
+        rows, heads, kv_heads, d, acc.data_ptr(), acc.shape[0] != rows, x_scale.contiguous().data_ptr(),
+        layer.scale.data_ptr(), None if layer.bias is None else layer.bias.data_ptr(), cos.data_ptr(), sin.data_ptr(),
+        score_unit, q.data_ptr(), qsc.data_ptr(), k.data_ptr(), ks.data_ptr(), v.data_ptr(), vs.data_ptr(),
+    )  # fmt: skip
+    return q, qsc, k, ks, v, vs
 
 
 def token_bounds(

@@ -407,7 +407,8 @@ class ExactLlama:
 
     def _attention(
         self,
-        q: torch.Tensor,  # [B, T, H, D] float (rotated)
+        q_q: torch.Tensor,  # [B, T, H, D] int8 queries (rotated), as int8 or as float32 integers
+        qsc: torch.Tensor,  # [B, T, H] their scales times log2(e) / sqrt(D)
         k_all: torch.Tensor,  # [B, kvh, L, D] int-valued
         k_scale: torch.Tensor,  # [B, kvh, 1, L]
         v_all: torch.Tensor,  # [B, kvh, L, D]
@@ -418,15 +419,14 @@ class ExactLlama:
         causal_tail: int,  # the last causal_tail keys are the T queries' own, in order
     ) -> torch.Tensor:
         cfg = self.config
-        b, t, h, d = q.shape
+        b, t, h, d = q_q.shape
         kvh = cfg.num_kv_heads
         group = h // kvh
         n_keys = k_all.shape[2]
-        q_q, q_scale = quantize_rows(q)  # per (token, head)
         if self.kernels == "c":
             return native.attend(
                 q_q.to(torch.int8).view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4).reshape(b, kvh, group * t, d),
-                (q_scale * self._score_unit(d)).view(b, t, kvh, group).permute(0, 2, 3, 1).reshape(b, kvh, -1),
+                qsc.view(b, t, kvh, group).permute(0, 2, 3, 1).reshape(b, kvh, -1),
                 qpos,
                 vmax[..., 0],
                 k_all,
@@ -441,9 +441,9 @@ class ExactLlama:
             )
         k_all, v_all = k_all.float(), v_all.float()  # int8 values: exact in float32 GEMMs
         # [B, kvh, group, T, D]: query heads of one kv head side by side
-        q_q = q_q.view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4)
-        q_scale = q_scale.view(b, t, kvh, group, 1).permute(0, 2, 3, 1, 4)
-        out = torch.empty(b, kvh, group, t, d, device=q.device)
+        q_q = q_q.float().view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4)
+        qsc = qsc.view(b, t, kvh, group, 1).permute(0, 2, 3, 1, 4)
+        out = torch.empty(b, kvh, group, t, d, device=q_q.device)
         # Causal tiling: a block of queries never sees the new keys after its last query.
         for t0 in range(0, t, QUERY_BLOCK):
             t1 = min(t, t0 + QUERY_BLOCK)
@@ -451,7 +451,7 @@ class ExactLlama:
             rows = group * (t1 - t0)
             out[:, :, :, t0:t1] = self._attend(
                 q_q[:, :, :, t0:t1].reshape(b, kvh, rows, d),
-                q_scale[:, :, :, t0:t1].reshape(b, kvh, rows, 1),
+                qsc[:, :, :, t0:t1].reshape(b, kvh, rows, 1),
                 k_all[:, :, :keys],
                 k_scale[..., :keys],
                 v_all[:, :, :keys],
@@ -470,13 +470,12 @@ class ExactLlama:
         """log2(e) / sqrt(d): one fixed double (sqrt is correctly rounded), rounded to float32 by torch."""
         return numerics.LOG2E_F32 / math.sqrt(d)
 
-    def _attend(self, q_q, q_scale, k, k_scale, v, v_scale, vmax, visible) -> torch.Tensor:
+    def _attend(self, q_q, qsc, k, k_scale, v, v_scale, vmax, visible) -> torch.Tensor:
         """softmax(q k^T / sqrt(d)) v for one block of queries [B, kvh, R, D], exactly."""
-        d = q_q.shape[-1]
         scores = torch.matmul(q_q, k.transpose(-1, -2))  # exact: |sum| <= D * 127**2 < 2**24
         # logit = dot * (s_q / sqrt(d)) * s_k, each product correctly rounded
         # (in log2 units: the exp below is 2**-x, so log2(e) joins the query scale)
-        scores.mul_(q_scale * self._score_unit(d)).mul_(k_scale)
+        scores.mul_(qsc).mul_(k_scale)
         scores.masked_fill_(~visible, float("-inf"))
         peak = scores.amax(dim=-1, keepdim=True)
         e = numerics.exp2_neg_scaled(scores.neg_().add_(peak), self.exp_bits)  # hidden keys: exactly 0
@@ -501,12 +500,45 @@ class ExactLlama:
             return Activation(None, None, scale, q)
         return quantize_activation(x, split)
 
-    def _silu_quantized(self, gate_up: torch.Tensor, split: bool) -> Activation:
-        if self.kernels == "c":
-            q, scale = native.silu_quantize(gate_up, self.sigmoid, split)
+    def _queries_keys_values(self, lw: LayerWeights, flat: torch.Tensor, rope, b: int, t: int):  # noqa: ANN001, ANN202
+        """The layer's queries, keys and values: RoPE applied, int8 per (token, head) with
+        their scales; the query scales already times log2(e) / sqrt(D). Shapes: q [B, T, H, D],
+        qsc [B, T, H], k and v int8 [B, T, KVH, D], their scales [B, T, KVH, 1]."""
+        h, kvh, d = self.config.num_heads, self.config.num_kv_heads, self.config.dim_per_head
+        act = self._rms_quantized(flat, lw.attn_norm, "qkv" in SPLIT)
+        if self.kernels == "c":  # one C pass after the product: scaling, RoPE, quantization
+            acc = BACKENDS[self.backend](act.packed, lw.qkv.weight)
+            cos, sin = (r.reshape(b * t, -1) for r in rope)
+            q, qsc, k, ks, v, vs = native.qkv(acc, act.scale, lw.qkv, cos, sin, h, kvh, self._score_unit(d))
+            return (
+                q.view(b, t, h, d),
+                qsc.view(b, t, h),
+                k.view(b, t, kvh, d),
+                ks.view(b, t, kvh, 1),
+                v.view(b, t, kvh, d),
+                vs.view(b, t, kvh, 1),
+            )
+        qkv = linear(act, lw.qkv, self.backend)
+        q = qkv[:, : h * d].view(b, t, h, d)
+        k = qkv[:, h * d : (h + kvh) * d].view(b, t, kvh, d)
+        v = qkv[:, (h + kvh) * d :].view(b, t, kvh, d)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q_q, q_s = quantize_rows(q)  # per (token, head)
+        k_q, k_s = quantize_rows(k)
+        v_q, v_s = quantize_rows(v)
+        return q_q, q_s[..., 0] * self._score_unit(d), k_q.to(torch.int8), k_s, v_q.to(torch.int8), v_s
+
+    def _mlp_inner(self, lw: LayerWeights, act: Activation) -> Activation:
+        """gate_up product, silu(gate) * up, quantized for the down projection."""
+        split = "down" in SPLIT
+        if self.kernels == "c":  # one C pass after the product
+            q, scale = native.gate_up(
+                BACKENDS[self.backend](act.packed, lw.gate_up.weight), act.scale, lw.gate_up, self.sigmoid, split
+            )
             return Activation(None, None, scale, q)
+        gu = linear(act, lw.gate_up, self.backend)
         inter = self.config.intermediate_size
-        return quantize_activation(silu_times(gate_up[:, :inter], gate_up[:, inter:], self.sigmoid), split)
+        return quantize_activation(silu_times(gu[:, :inter], gu[:, inter:], self.sigmoid), split)
 
     # -- one layer --------------------------------------------------------
 
@@ -523,16 +555,9 @@ class ExactLlama:
     ) -> torch.Tensor:
         cfg, lw = self.config, self.w.layers[i]
         b, t, hid = x.shape
-        h, kvh, d = cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head
-        flat = x.reshape(b * t, hid)
-        qkv = linear(self._rms_quantized(flat, lw.attn_norm, "qkv" in SPLIT), lw.qkv, self.backend)
-        q = qkv[:, : h * d].view(b, t, h, d)
-        k = qkv[:, h * d : (h + kvh) * d].view(b, t, kvh, d)
-        v = qkv[:, (h + kvh) * d :].view(b, t, kvh, d)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        k_q, k_s = quantize_rows(k)  # per (token, kv head)
-        v_q, v_s = quantize_rows(v)
-        k_q, v_q = k_q.to(torch.int8).transpose(1, 2), v_q.to(torch.int8).transpose(1, 2)  # [B, kvh, T, D]
+        h, d = cfg.num_heads, cfg.dim_per_head
+        q_q, qsc, k_q, k_s, v_q, v_s = self._queries_keys_values(lw, x.reshape(b * t, hid), rope, b, t)
+        k_q, v_q = k_q.transpose(1, 2), v_q.transpose(1, 2)  # [B, kvh, T, D]
         k_s, v_s = k_s.permute(0, 2, 3, 1), v_s.permute(0, 2, 3, 1)  # [B, kvh, 1, T]
         # running max of value scales, continued from the cache: [B, kvh, T, 1]
         vmax = torch.cummax(torch.cat([cache.vmax[i][..., 0], v_s.squeeze(2)], dim=-1), dim=-1).values
@@ -544,7 +569,7 @@ class ExactLlama:
             cv[rows, :, at], cvs[rows, :, 0, at] = v_q[:, :, 0], v_s[:, :, 0, 0]
             n = n_cached
             keys = (ck[:, :, :n], cks[..., :n], cv[:, :, :n], cvs[..., :n])
-            attn = self._attention(q, *keys, vmax, positions, kpos, 0)
+            attn = self._attention(q_q, qsc, *keys, vmax, positions, kpos, 0)
         else:  # extend: the cached keys (if any), then the new ones; the ring is written afterwards
             keys = (k_q, k_s, v_q, v_s)
             if n_cached:
@@ -554,7 +579,7 @@ class ExactLlama:
                     torch.cat([cv, v_q], 2),
                     torch.cat([cvs, v_s], 3),
                 )
-            attn = self._attention(q, *keys, vmax, positions, kpos, t)
+            attn = self._attention(q_q, qsc, *keys, vmax, positions, kpos, t)
             sel, at = write
             ck[:, :, at], cks[:, :, :, at] = k_q[:, :, sel], k_s[..., sel]
             cv[:, :, at], cvs[:, :, :, at] = v_q[:, :, sel], v_s[..., sel]
@@ -562,8 +587,7 @@ class ExactLlama:
         attn_act = self._quantized(attn.reshape(b * t, h * d), "o" in SPLIT)
         x = x + linear(attn_act, lw.o, self.backend).view(b, t, hid)
         flat = x.reshape(b * t, hid)
-        gu = linear(self._rms_quantized(flat, lw.mlp_norm, "gate_up" in SPLIT), lw.gate_up, self.backend)
-        act = self._silu_quantized(gu, "down" in SPLIT)
+        act = self._mlp_inner(lw, self._rms_quantized(flat, lw.mlp_norm, "gate_up" in SPLIT))
         return x + linear(act, lw.down, self.backend).view(b, t, hid)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:

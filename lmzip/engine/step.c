@@ -359,25 +359,59 @@ void rows_quantize(int64_t M, int64_t K, const float *x, int64_t split, int8_t *
         quantize_row(x + r * K, K, (int)split, 0, (uint8_t *)q + r * K, (uint8_t *)q + (M + r) * K, scale + r);
 }
 
-/* gu [M, 2I]: gate, then up. */
-void rows_silu_quantize(int64_t M, int64_t I, const float *gu, const float *table, float steps, int64_t offset,
-                        int64_t split, int8_t *q, float *scale) {
-#pragma omp parallel
-    {
-        float *a = malloc(sizeof(float) * (size_t)I);
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < M; r++) {
-            silu_row(gu + r * 2 * I, gu + r * 2 * I + I, I, table, steps, offset, a);
-            quantize_row(a, I, (int)split, 0, (uint8_t *)q + r * I, (uint8_t *)q + (M + r) * I, scale + r);
-        }
-        free(a);
-    }
-}
-
 /* acc [M or 2M, N] int32 from torch._int_mm -> y [M, N]. */
 void rows_combine(int64_t M, int64_t N, const int32_t *acc, int64_t split, const float *xs, const float *ws,
                   const float *bias, float *y) {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < M; r++)
         combine_row(acc + r * N, split ? acc + (M + r) * N : NULL, N, xs[r], ws, bias, y + r * N);
+}
+
+/* The gate_up product's acc [M or 2M, 2I] (gate, then up) -> the scaling, silu(gate) * up,
+ * and the quantized rows for the down projection, in one pass (model.linear, silu_times,
+ * quantize_activation). */
+void rows_gate_up(int64_t M, int64_t I, const int32_t *acc, int64_t split_in, const float *xs, const float *ws,
+                  const float *bias, const float *table, float steps, int64_t offset, int64_t split, int8_t *q,
+                  float *scale) {
+#pragma omp parallel
+    {
+        float *gu = malloc(sizeof(float) * (size_t)(2 * I)), *a = malloc(sizeof(float) * (size_t)I);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < M; r++) {
+            combine_row(acc + r * 2 * I, split_in ? acc + (M + r) * 2 * I : NULL, 2 * I, xs[r], ws, bias, gu);
+            silu_row(gu, gu + I, I, table, steps, offset, a);
+            quantize_row(a, I, (int)split, 0, (uint8_t *)q + r * I, (uint8_t *)q + (M + r) * I, scale + r);
+        }
+        free(gu);
+        free(a);
+    }
+}
+
+/* The qkv product's acc [M or 2M, (NH + 2 KVH) D] -> the scaling, RoPE on the query and
+ * key heads (cos, sin [M, D / 2] at each row's position), and int8 rows per head with
+ * their scales (model.linear, apply_rope, quantize_rows): q [M, NH, D] with qsc = scale
+ * * score_unit, k and v [M, KVH, D] with ks, vs. */
+void rows_qkv(int64_t M, int64_t NH, int64_t KVH, int64_t D, const int32_t *acc, int64_t split_in, const float *xs,
+              const float *ws, const float *bias, const float *cos, const float *sin, float score_unit, int8_t *q,
+              float *qsc, int8_t *k, float *ks, int8_t *v, float *vs) {
+    const int64_t N = (NH + 2 * KVH) * D, half = D / 2;
+#pragma omp parallel
+    {
+        float *row = malloc(sizeof(float) * (size_t)N);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < M; r++) {
+            combine_row(acc + r * N, split_in ? acc + (M + r) * N : NULL, N, xs[r], ws, bias, row);
+            for (int64_t h = 0; h < NH + KVH; h++) rope(row + h * D, cos + r * half, sin + r * half, half);
+            for (int64_t h = 0; h < NH; h++) {
+                float s;
+                quantize_signed(row + h * D, D, q + (r * NH + h) * D, &s);
+                qsc[r * NH + h] = s * score_unit;
+            }
+            for (int64_t h = 0; h < KVH; h++) {
+                quantize_signed(row + (NH + h) * D, D, k + (r * KVH + h) * D, ks + r * KVH + h);
+                quantize_signed(row + (NH + KVH + h) * D, D, v + (r * KVH + h) * D, vs + r * KVH + h);
+            }
+        }
+        free(row);
+    }
 }
