@@ -239,6 +239,16 @@ static void quantize_signed(const float *x, int64_t n, int8_t *q, float *scale) 
     }
 }
 
+/* RMSNorm + quantization of the B rows of x for the next linear layer (threaded when B is large). */
+static void norm_rows(const model_t *m, const float *x, const float *w, int64_t split, float *tmp, int64_t tmp_stride,
+                      const act_t *act) {
+    const int64_t H = m->hidden;
+#pragma omp parallel for if (m->batch >= 8)
+    for (int64_t b = 0; b < m->batch; b++)
+        rms_quantize_row(x + b * H, w, H, m->eps, (int)split, 0x80, tmp + b * tmp_stride, hi_row(act, b, H),
+                         lo_row(act, b, H), act->scale + b);
+}
+
 /* Advance every cache row b by tokens[b] at positions[b]; hidden [B, H] and, if logits is
  * not NULL, logits [B, V]. Returns 0, or -1 when out of memory. */
 int step(const model_t *m, const int64_t *tokens, const int64_t *positions, float *hidden, float *logits) {
@@ -274,9 +284,7 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
     }
     for (int64_t li = 0; li < m->layers; li++) {
         const layer_t *L = &m->layer[li];
-#pragma omp parallel for if (B >= 8)
-        for (int64_t b = 0; b < B; b++)
-            rms_quantize_row(x + b * H, L->attn_norm, H, m->eps, (int)L->qkv.split, 0x80, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
+        norm_rows(m, x, L->attn_norm, L->qkv.split, tmp, wide_in, &act);
         linear(&L->qkv, &act, acc, y);
 #pragma omp parallel for if (B >= 8)
         for (int64_t b = 0; b < B; b++) {
@@ -299,12 +307,12 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
         }
         attend(0, B * KVH * G, KVH, G, 1, n_cached, W, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc, positions,
                vmax, L->k, L->ks, L->v, L->vs, m->pos, attn);
-        for (int64_t b = 0; b < B; b++) quantize_row(attn + b * NH * D, NH * D, (int)L->o.split, 0x80, hi_row(&act, b, NH * D), lo_row(&act, b, NH * D), xs + b);
+        for (int64_t b = 0; b < B; b++)
+            quantize_row(attn + b * NH * D, NH * D, (int)L->o.split, 0x80, hi_row(&act, b, NH * D),
+                         lo_row(&act, b, NH * D), xs + b);
         linear(&L->o, &act, acc, y);
         for (int64_t i = 0; i < B * H; i++) x[i] = x[i] + y[i];
-#pragma omp parallel for if (B >= 8)
-        for (int64_t b = 0; b < B; b++)
-            rms_quantize_row(x + b * H, L->mlp_norm, H, m->eps, (int)L->gate_up.split, 0x80, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
+        norm_rows(m, x, L->mlp_norm, L->gate_up.split, tmp, wide_in, &act);
         linear(&L->gate_up, &act, acc, y);
 #pragma omp parallel for if (B >= 8)
         for (int64_t b = 0; b < B; b++) {
@@ -317,8 +325,7 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
         for (int64_t i = 0; i < B * H; i++) x[i] = x[i] + y[i];
     }
     if (logits) {
-        for (int64_t b = 0; b < B; b++)
-            rms_quantize_row(x + b * H, m->final_norm, H, m->eps, (int)m->head.split, 0x80, tmp + b * wide_in, hi_row(&act, b, H), lo_row(&act, b, H), xs + b);
+        norm_rows(m, x, m->final_norm, m->head.split, tmp, wide_in, &act);
         linear(&m->head, &act, acc, logits);
     }
     status = 0;
