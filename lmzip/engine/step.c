@@ -145,7 +145,7 @@ static void combine_row(const int32_t *hi, const int32_t *lo, int64_t n, float x
  * With VNNI, a register tile of NB blocks of 16 channels x up to MB rows: each weight
  * vector loaded once serves MB rows, each broadcast input serves NB blocks. */
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
-enum { MB = 12 };
+enum { MB = 12, PREFETCH = 32 }; /* rows per tile; weight vectors fetched ahead */
 static inline __attribute__((always_inline)) void tile(int nb, const qlinear_t *l, int64_t b, int64_t m0, int64_t mm,
                                                         const uint8_t *x, int32_t *acc, int64_t N16) {
     const int64_t K = l->k, groups = K / 4;
@@ -153,6 +153,8 @@ static inline __attribute__((always_inline)) void tile(int nb, const qlinear_t *
     __m512i a0[MB], a1[MB];
     for (int i = 0; i < MB; i++) a0[i] = a1[i] = _mm512_setzero_si512();
     for (int64_t g = 0; g < groups; g++) {
+        _mm_prefetch((const char *)(w0 + (g + PREFETCH) * 64), _MM_HINT_T0); /* weights stream from memory */
+        if (nb == 2) _mm_prefetch((const char *)(w1 + (g + PREFETCH) * 64), _MM_HINT_T0);
         const __m512i v0 = _mm512_loadu_si512(w0 + g * 64);
         const __m512i v1 = nb == 2 ? _mm512_loadu_si512(w1 + g * 64) : v0;
         for (int i = 0; i < MB; i++) {
