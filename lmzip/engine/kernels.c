@@ -227,7 +227,8 @@ void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64
  * scores; the products q.k and u.v run as int8 GEMMs (torch._int_mm) around it.
  * scores [R, L] int32 with R = G * T rows ordered (g, t); qsc [R]; qpos, vmax [T];
  * ks, vs, kpos [L]. Writes u (< 2**17) as three base-128 digits, digits [3, R, L] int8
- * (least significant first), for rows [row0, row1).
+ * (least significant first), for positions [row0, row1) of the (t, g) visiting order
+ * (0, G * T: every row).
  */
 void weights(int64_t row0, int64_t row1, int64_t G, int64_t T, int64_t L, int64_t window, int64_t bits,
              const float *coef, float mass_const, const int32_t *scores, const float *qsc,
@@ -240,10 +241,15 @@ void weights(int64_t row0, int64_t row1, int64_t G, int64_t T, int64_t L, int64_
         float *e = malloc(sizeof(float) * (size_t)L);
         int32_t *u = malloc(sizeof(int32_t) * (size_t)L);
         float *hide = malloc(sizeof(float) * (size_t)L);
+        int64_t hidden_for = -1; /* the t that hide holds */
+        /* visited in (t, g) order, so the G heads of one query position share hide */
 #pragma omp for schedule(static)
-        for (int64_t r = row0; r < row1; r++) {
-            const int64_t t = r % T;
-            hide_keys(kpos, L, qpos[t], window, hide);
+        for (int64_t i = row0; i < row1; i++) {
+            const int64_t t = i / G, r = (i % G) * T + t;
+            if (t != hidden_for) {
+                hide_keys(kpos, L, qpos[t], window, hide);
+                hidden_for = t;
+            }
             row_weights(scores + r * L, L, qsc[r], hide, ks, vs, vmax[t], (int32_t)bits, &c, mass_const, e, u);
             int8_t *d0 = digits + r * L, *d1 = digits + (R + r) * L, *d2 = digits + (2 * R + r) * L;
             for (int64_t j = 0; j < L; j++) {

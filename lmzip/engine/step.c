@@ -212,6 +212,7 @@ static void linear(const qlinear_t *l, const act_t *x, int32_t *acc, float *y) {
     const int64_t M = x->m;
     const int64_t N = l->n, N16 = (N + 15) / 16 * 16;
     int_matmul(l, l->split ? 2 * M : M, x->q, acc);
+#pragma omp parallel for if (M >= 8)
     for (int64_t m = 0; m < M; m++)
         combine_row(acc + m * N16, l->split ? acc + (M + m) * N16 : NULL, N, x->scale[m], l->scale, l->bias, y + m * N);
 }
@@ -230,15 +231,9 @@ static void rope(float *x, const float *cos, const float *sin, int64_t half) {
     }
 }
 
-/* int8 row and its scale, as model.quantize_rows (stored signed, for the cache and attend). */
-static void quantize_signed(const float *x, int64_t n, int8_t *q, float *scale) {
-    const float amax = row_amax(x, n);
-    const float r = 127.0f / amax;
-    *scale = amax / 127.0f;
-    for (int64_t i = 0; i < n; i++) {
-        float v = rintf(x[i] * r);
-        q[i] = (int8_t)(v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v));
-    }
+/* int8 row and its scale, as model.quantize_rows (signed bytes, for the cache and attend). */
+static inline void quantize_signed(const float *x, int64_t n, int8_t *q, float *scale) {
+    quantize_row(x, n, 0, 0, (uint8_t *)q, NULL, scale);
 }
 
 /* RMSNorm + quantization of the B rows of x for the next linear layer (threaded when B is large). */
@@ -257,13 +252,14 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
     const int64_t B = m->batch, H = m->hidden, NH = m->heads, KVH = m->kv_heads, D = m->head_dim;
     const int64_t G = NH / KVH, W = m->window, I = m->inter, half = D / 2;
     const int64_t QKV = (NH + 2 * KVH) * D;
-    const int64_t widest = max3(max3(QKV, 2 * I, H), m->vocab, 0); /* widest layer output */
-    const int64_t wide_in = max3(I, H, NH * D);                      /* widest layer input */
+    const int64_t wide_out = max3(QKV, 2 * I, H);                   /* widest layer output (y) */
+    const int64_t wide_acc = (max3(wide_out, m->vocab, 0) + 15) / 16 * 16; /* and the head's, in acc */
+    const int64_t wide_in = max3(I, H, NH * D);                          /* widest layer input */
     int status = -1;
     float *x = hidden;
-    float *y = malloc(sizeof(float) * B * widest);
+    float *y = malloc(sizeof(float) * B * wide_out);
     float *tmp = malloc(sizeof(float) * B * wide_in);
-    int32_t *acc = malloc(sizeof(int32_t) * 2 * B * ((widest + 15) / 16 * 16));
+    int32_t *acc = malloc(sizeof(int32_t) * 2 * B * wide_acc);
     uint8_t *xq = malloc((size_t)(2 * B * wide_in));
     float *xs = malloc(sizeof(float) * B);
     int8_t *qq = malloc((size_t)(B * NH * D));
