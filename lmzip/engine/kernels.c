@@ -48,6 +48,7 @@ static inline int visible(int64_t kj, int64_t p, int64_t window) {
 /* dots[j] = q . k_j for L keys of D int8 each (exact int32). With AVX-512 VNNI: vpdpbusd
  * multiplies unsigned by signed bytes, so the key enters as k + 128 (k ^ 0x80) and
  * 128 * sum(q) comes off again; sixteen keys' lane sums are reduced together. */
+enum { KEYS_AHEAD = 32 }; /* key rows prefetched ahead (may run past the last key: prefetches do not fault) */
 static void dot_rows(const int8_t *q, const int8_t *k, int64_t L, int64_t D, int32_t *dots) {
     int64_t j = 0;
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -63,8 +64,10 @@ static void dot_rows(const int8_t *q, const int8_t *k, int64_t L, int64_t D, int
             for (int i = 0; i < 16; i++) {
                 const int8_t *kr = k + (j + i) * D;
                 __m512i acc = _mm512_setzero_si512();
-                for (int64_t c = 0; c < nv; c++)
+                for (int64_t c = 0; c < nv; c++) {
+                    _mm_prefetch((const char *)(kr + KEYS_AHEAD * D + 64 * c), _MM_HINT_T0); /* the cache streams from memory */
                     acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(_mm512_loadu_si512(kr + 64 * c), flip), qv[c]);
+                }
                 a[i] = acc;
             }
             /* transpose-and-add: after the four rounds lane i holds key i's total */
@@ -138,85 +141,120 @@ static void row_weights(const int32_t *dots, int64_t L, float qs, const float *h
     for (j = 0; j < L; j++) u[j] = (int32_t)floorf((e[j] * vs[j]) * cf);
 }
 
-/* acc[d] = sum_j u_j * v_j[d] over the keys with u_j != 0 (exact: the sum stays below
- * 2**24). Most keys of a long window weigh 0: their indices are first gathered without
- * branches (a skipped key would otherwise cost a mispredicted branch). idx: L scratch. */
-static void weighted_values(const int32_t *u, const int8_t *v, int64_t L, int64_t D, int32_t *idx, int32_t *acc) {
-    int64_t n = 0;
-    for (int64_t j = 0; j < L; j++) {
-        idx[n] = (int32_t)j;
-        n += u[j] != 0;
+/* acc[g][d] = sum_j u[g][j] * v_j[d] for the G query heads of one KV head, in float:
+ * every partial sum is an integer below sum_j u_j * 127 < 2**24 (ATTN_MASS), so each
+ * product and addition is exact, in any order, with or without FMA (the reference's
+ * float matmul gives the same integers). Each value row is loaded once for the G heads,
+ * and only for the keys that weigh anything in one of them: most keys of a long window
+ * weigh 0, and their indices are gathered first without branches. idx: L scratch. */
+#if defined(__AVX512F__)
+enum { VALUES_AHEAD = 32 }; /* value rows prefetched ahead */
+/* hb heads x nv vectors of 16 values (hb * nv <= 16 accumulators), unrolled at constant hb, nv */
+static inline __attribute__((always_inline)) void values_tile(const int nv, const int hb, const int32_t *u, int64_t L,
+                                                               const int8_t *v, int64_t D, const int32_t *idx,
+                                                               int64_t n, float *acc) {
+    __m512 a[16];
+    for (int i = 0; i < hb * nv; i++) a[i] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t j = idx[i];
+        const int8_t *vr = v + j * D;
+        if (i + VALUES_AHEAD < n) /* the rows come from memory, in an order the hardware cannot guess */
+            for (int c = 0; c < nv; c += 4) _mm_prefetch((const char *)(v + idx[i + VALUES_AHEAD] * D + 16 * c), _MM_HINT_T0);
+        __m512 x[8];
+        for (int c = 0; c < nv; c++)
+            x[c] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(vr + 16 * c))));
+        for (int g = 0; g < hb; g++) {
+            const __m512 w = _mm512_set1_ps((float)u[g * L + j]);
+            for (int c = 0; c < nv; c++) a[g * nv + c] = _mm512_fmadd_ps(x[c], w, a[g * nv + c]);
+        }
     }
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-    if (D % 16 == 0 && D <= 256) {
-        __m512i a[16];
+    for (int g = 0; g < hb; g++)
+        for (int c = 0; c < nv; c++) _mm512_storeu_ps(acc + g * D + 16 * c, a[g * nv + c]);
+}
+#endif
+
+static void weighted_values(const int32_t *u, int64_t G, int64_t L, const int8_t *v, int64_t D, int32_t *idx,
+                            float *acc) {
+    for (int64_t g0 = 0; g0 < G;) {
+        int64_t hb = G - g0;
+#if defined(__AVX512F__)
         const int64_t nv = D / 16;
-        for (int64_t c = 0; c < nv; c++) a[c] = _mm512_setzero_si512();
-        for (int64_t i = 0; i < n; i++) {
-            const int8_t *vr = v + (int64_t)idx[i] * D;
-            const __m512i w = _mm512_set1_epi32(u[idx[i]]);
-            for (int64_t c = 0; c < nv; c++) {
-                const __m512i x = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(vr + 16 * c)));
-                a[c] = _mm512_add_epi32(a[c], _mm512_mullo_epi32(x, w));
+        if (D % 16 == 0 && nv <= 8) hb = hb < 16 / nv ? hb : 16 / nv;
+#endif
+        const int32_t *ub = u + g0 * L;
+        int64_t n = 0;
+        for (int64_t j = 0; j < L; j++) {
+            int32_t any = 0;
+            for (int64_t g = 0; g < hb; g++) any |= ub[g * L + j];
+            idx[n] = (int32_t)j;
+            n += any != 0;
+        }
+        float *ab = acc + g0 * D;
+#if defined(__AVX512F__)
+        if (D % 16 == 0 && nv <= 8) {
+#define VALUES_TILE(NV, HB) \
+    if (nv == NV && hb == HB) { values_tile(NV, HB, ub, L, v, D, idx, n, ab); g0 += hb; continue; }
+            VALUES_TILE(4, 4) VALUES_TILE(4, 3) VALUES_TILE(4, 2) VALUES_TILE(4, 1)
+            VALUES_TILE(8, 2) VALUES_TILE(8, 1) VALUES_TILE(2, 8) VALUES_TILE(1, 16)
+#undef VALUES_TILE
+        }
+#endif
+        for (int64_t g = 0; g < hb; g++) {
+            float *a = ab + g * D;
+            for (int64_t d = 0; d < D; d++) a[d] = 0.0f;
+            for (int64_t i = 0; i < n; i++) {
+                const float w = (float)ub[g * L + idx[i]];
+                const int8_t *vr = v + (int64_t)idx[i] * D;
+                for (int64_t d = 0; d < D; d++) a[d] = a[d] + w * (float)vr[d];
             }
         }
-        for (int64_t c = 0; c < nv; c++) _mm512_storeu_si512(acc + 16 * c, a[c]);
-        return;
-    }
-#endif
-    memset(acc, 0, sizeof(int32_t) * (size_t)D);
-    for (int64_t i = 0; i < n; i++) {
-        const int32_t w = u[idx[i]];
-        const int8_t *vr = v + (int64_t)idx[i] * D;
-        for (int64_t d = 0; d < D; d++) acc[d] += w * (int32_t)vr[d];
+        g0 += hb;
     }
 }
 
 /*
- * Attention for query rows [row0, row1) of all B * KVH * R rows (R = G * T), as
- * ExactLlama._attend: q.k with VNNI dot products, the weights, then u.v over the keys
- * that weigh anything. Threads share the rows (OpenMP, where built with it). Shapes
- * (contiguous): q [B, KVH, R, D] int8 with rows ordered (g, t); qsc [B, KVH, R] = query
- * scale * log2(e) / sqrt(D); qpos [B, T]; vmax [B, KVH, T]; k, v [B, KVH, LS, D] int8;
- * ks, vs [B, KVH, LS]; kpos [B, LS], of which the first L keys are attended (LS >= L: a
- * ring cache only partly filled); out [B, T, KVH * G * D].
+ * Attention for every query of B * KVH * T (sequence, KV head, position) units, as
+ * ExactLlama._attend: for each of the unit's G query heads q.k with VNNI dot products and
+ * the weights, then u.v for the G heads together. Threads share the units (OpenMP, where
+ * built with it). Shapes (contiguous): q [B, KVH, R, D] int8 with R = G * T rows ordered
+ * (g, t); qsc [B, KVH, R] = query scale * log2(e) / sqrt(D); qpos [B, T]; vmax [B, KVH, T];
+ * k, v [B, KVH, LS, D] int8; ks, vs [B, KVH, LS]; kpos [B, LS], of which the first L keys
+ * are attended (LS >= L: a ring cache only partly filled); out [B, T, KVH * G * D].
  */
-void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS, int64_t D,
-            int64_t window, int64_t bits, const float *coef, float mass_const,
-            const int8_t *q, const float *qsc, const int64_t *qpos, const float *vmax,
-            const int8_t *k, const float *ks, const int8_t *v, const float *vs, const int64_t *kpos,
-            float *out) {
+void attend(int64_t B, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS, int64_t D, int64_t window,
+            int64_t bits, const float *coef, float mass_const, const int8_t *q, const float *qsc, const int64_t *qpos,
+            const float *vmax, const int8_t *k, const float *ks, const int8_t *v, const float *vs,
+            const int64_t *kpos, float *out) {
     const poly_t c = {coef[0], coef[1], coef[2], coef[3]};
     const int64_t R = G * T;
 #pragma omp parallel
     {
         int32_t *dots = malloc(sizeof(int32_t) * (size_t)L);
         float *e = malloc(sizeof(float) * (size_t)L);
-        int32_t *u = malloc(sizeof(int32_t) * (size_t)L);
-        int32_t *acc = malloc(sizeof(int32_t) * (size_t)D);
+        int32_t *u = malloc(sizeof(int32_t) * (size_t)(G * L));
+        int32_t *idx = malloc(sizeof(int32_t) * (size_t)L);
+        float *acc = malloc(sizeof(float) * (size_t)(G * D));
         float *hide = malloc(sizeof(float) * (size_t)L);
-        int64_t hidden_for = -1; /* the (b, t) that hide holds */
-        /* visited in (task, t, g) order, so the G heads of one query position share hide */
 #pragma omp for schedule(static)
-        for (int64_t i = row0; i < row1; i++) {
-            const int64_t task = i / R, t = (i % R) / G, g = (i % R) % G, row = task * R + g * T + t;
-            const int64_t b = task / KVH, h = task % KVH;
-            if (b * T + t != hidden_for) {
-                hide_keys(kpos + b * LS, L, qpos[b * T + t], window, hide);
-                hidden_for = b * T + t;
-            }
+        for (int64_t i = 0; i < B * KVH * T; i++) {
+            const int64_t task = i / T, t = i % T, b = task / KVH, h = task % KVH;
+            hide_keys(kpos + b * LS, L, qpos[b * T + t], window, hide);
             const float vm = vmax[task * T + t];
-            dot_rows(q + row * D, k + task * LS * D, L, D, dots);
-            row_weights(dots, L, qsc[row], hide, ks + task * LS, vs + task * LS, vm, (int32_t)bits, &c, mass_const,
-                        e, u);
-            weighted_values(u, v + task * LS * D, L, D, (int32_t *)e, acc);
+            for (int64_t g = 0; g < G; g++) {
+                const int64_t row = task * R + g * T + t;
+                dot_rows(q + row * D, k + task * LS * D, L, D, dots);
+                row_weights(dots, L, qsc[row], hide, ks + task * LS, vs + task * LS, vm, (int32_t)bits, &c,
+                            mass_const, e, u + g * L);
+            }
+            weighted_values(u, G, L, v + task * LS * D, D, idx, acc);
             const float unit = vm / mass_const;
-            float *o = out + ((b * T + t) * KVH * G + h * G + g) * D;
-            for (int64_t d = 0; d < D; d++) o[d] = (float)acc[d] * unit;
+            float *o = out + ((b * T + t) * KVH + h) * G * D;
+            for (int64_t d = 0; d < G * D; d++) o[d] = acc[d] * unit;
         }
         free(dots);
         free(e);
         free(u);
+        free(idx);
         free(acc);
         free(hide);
     }
@@ -227,10 +265,9 @@ void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64
  * scores; the products q.k and u.v run as int8 GEMMs (torch._int_mm) around it.
  * scores [R, L] int32 with R = G * T rows ordered (g, t); qsc [R]; qpos, vmax [T];
  * ks, vs, kpos [L]. Writes u (< 2**17) as three base-128 digits, digits [3, R, L] int8
- * (least significant first), for positions [row0, row1) of the (t, g) visiting order
- * (0, G * T: every row).
+ * (least significant first).
  */
-void weights(int64_t row0, int64_t row1, int64_t G, int64_t T, int64_t L, int64_t window, int64_t bits,
+void weights(int64_t G, int64_t T, int64_t L, int64_t window, int64_t bits,
              const float *coef, float mass_const, const int32_t *scores, const float *qsc,
              const int64_t *qpos, const float *vmax, const float *ks, const float *vs,
              const int64_t *kpos, int8_t *digits) {
@@ -244,7 +281,7 @@ void weights(int64_t row0, int64_t row1, int64_t G, int64_t T, int64_t L, int64_
         int64_t hidden_for = -1; /* the t that hide holds */
         /* visited in (t, g) order, so the G heads of one query position share hide */
 #pragma omp for schedule(static)
-        for (int64_t i = row0; i < row1; i++) {
+        for (int64_t i = 0; i < R; i++) {
             const int64_t t = i / G, r = (i % G) * T + t;
             if (t != hidden_for) {
                 hide_keys(kpos, L, qpos[t], window, hide);

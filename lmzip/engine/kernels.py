@@ -96,9 +96,9 @@ def library(portable: bool = False) -> ctypes.CDLL | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
-    lib.attend.argtypes = [i64] * 10 + [ptr, f32] + [ptr] * 10
+    lib.attend.argtypes = [i64] * 9 + [ptr, f32] + [ptr] * 10
     lib.attend.restype = None
-    lib.weights.argtypes = [i64] * 7 + [ptr, f32] + [ptr] * 8
+    lib.weights.argtypes = [i64] * 5 + [ptr, f32] + [ptr] * 8
     lib.weights.restype = None
     lib.weighted_sum.argtypes = [i64] * 3 + [ptr, ptr, f32, ptr, i64]
     lib.weighted_sum.restype = None
@@ -155,7 +155,7 @@ def attend(
     if t == 1:
         out = torch.empty(b, t, kvh * group * d, dtype=torch.float32)
         ptrs = consts + [x.data_ptr() for x in (q, qsc, qpos, vmax, k, ks, v, vs, kpos, out)]
-        lib.attend(0, b * kvh * rows, kvh, group, t, n_keys, n_keys, d, window, bits, *ptrs)
+        lib.attend(b, kvh, group, t, n_keys, n_keys, d, window, bits, *ptrs)
         return out
     out = torch.empty(b, t, kvh, group, d, dtype=torch.float32)
     digits = torch.empty(3 * rows, n_keys, dtype=torch.int8)
@@ -163,7 +163,7 @@ def attend(
         for h in range(kvh):
             scores = torch._int_mm(q[i, h], k[i, h].t())
             ptrs = [scores, qsc[i, h], qpos[i], vmax[i, h], ks[i, h], vs[i, h], kpos[i], digits]
-            lib.weights(0, rows, group, t, n_keys, window, bits, *consts, *(x.data_ptr() for x in ptrs))
+            lib.weights(group, t, n_keys, window, bits, *consts, *(x.data_ptr() for x in ptrs))
             acc = torch._int_mm(digits, v[i, h])
             lib.weighted_sum(
                 group,

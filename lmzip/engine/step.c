@@ -19,10 +19,10 @@
 #include <immintrin.h>
 #endif
 
-void attend(int64_t row0, int64_t row1, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS, int64_t D,
-            int64_t window, int64_t bits, const float *coef, float mass_const, const int8_t *q, const float *qsc,
-            const int64_t *qpos, const float *vmax, const int8_t *k, const float *ks, const int8_t *v,
-            const float *vs, const int64_t *kpos, float *out);
+void attend(int64_t B, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS, int64_t D, int64_t window,
+            int64_t bits, const float *coef, float mass_const, const int8_t *q, const float *qsc, const int64_t *qpos,
+            const float *vmax, const int8_t *k, const float *ks, const int8_t *v, const float *vs,
+            const int64_t *kpos, float *out);
 
 typedef struct {
     const int8_t *packed; /* [N16 / 16][K / 4][16][4]: output channels padded to N16 */
@@ -303,7 +303,7 @@ int step(const model_t *m, const int64_t *tokens, const int64_t *positions, floa
                 L->vmax[b * KVH + h] = vmax[b * KVH + h] = now > prev ? now : prev;
             }
         }
-        attend(0, B * KVH * G, KVH, G, 1, n_cached, W, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc, positions,
+        attend(B, KVH, G, 1, n_cached, W, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc, positions,
                vmax, L->k, L->ks, L->v, L->vs, m->pos, attn);
         for (int64_t b = 0; b < B; b++)
             quantize_row(attn + b * NH * D, NH * D, (int)L->o.split, 0x80, hi_row(&act, b, NH * D),
