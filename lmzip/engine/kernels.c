@@ -264,13 +264,17 @@ void attend(int64_t B, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS,
  * The extend path: attention weights for one (sequence, kv head) from exact integer
  * scores; the products q.k and u.v run as int8 GEMMs (torch._int_mm) around it.
  * scores [R, L] int32 with R = G * T rows ordered (g, t); qsc [R]; qpos, vmax [T];
- * ks, vs, kpos [L]. Writes u (< 2**17) as three base-128 digits, digits [3, R, L] int8
- * (least significant first).
+ * ks, vs, kpos [L]. u < 2**17 is written as two base-128 digits of its low 14 bits,
+ * digits [2, R, L] int8 (least significant first), and its high part u >> 14 (1..7)
+ * sparsely: sum u < 2**17 leaves at most 7 keys per row with u >= 2**14, listed in
+ * top [R, TOP] as key * 8 + (u >> 14), 0 for an empty entry. (A third dense digit
+ * would cost a third more of the u.v product for a row of zeros.)
  */
+enum { TOP = 8 };
 void weights(int64_t G, int64_t T, int64_t L, int64_t window, int64_t bits,
              const float *coef, float mass_const, const int32_t *scores, const float *qsc,
              const int64_t *qpos, const float *vmax, const float *ks, const float *vs,
-             const int64_t *kpos, int8_t *digits) {
+             const int64_t *kpos, int8_t *digits, int32_t *top) {
     const poly_t c = {coef[0], coef[1], coef[2], coef[3]};
     const int64_t R = G * T;
 #pragma omp parallel
@@ -287,12 +291,34 @@ void weights(int64_t G, int64_t T, int64_t L, int64_t window, int64_t bits,
                 hide_keys(kpos, L, qpos[t], window, hide);
                 hidden_for = t;
             }
+            if (i + 1 < R) { /* the next row's scores, while this one is worked on: they come from L3 */
+                const int32_t *next = scores + (((i + 1) % G) * T + (i + 1) / G) * L;
+                for (int64_t j = 0; j < L; j += 16) __builtin_prefetch(next + j);
+            }
             row_weights(scores + r * L, L, qsc[r], hide, ks, vs, vmax[t], (int32_t)bits, &c, mass_const, e, u);
-            int8_t *d0 = digits + r * L, *d1 = digits + (R + r) * L, *d2 = digits + (2 * R + r) * L;
+            int8_t *d0 = digits + r * L, *d1 = digits + (R + r) * L;
+            int32_t high = 0;
             for (int64_t j = 0; j < L; j++) {
                 d0[j] = (int8_t)(u[j] & 127);
                 d1[j] = (int8_t)((u[j] >> 7) & 127);
-                d2[j] = (int8_t)(u[j] >> 14);
+                high |= u[j] >> 14;
+            }
+            int32_t *tr = top + r * TOP;
+            for (int n = 0; n < TOP; n++) tr[n] = 0;
+            if (high) { /* most rows have one: the sink often takes much of the weight */
+                int n = 0;
+                int64_t j = 0;
+#if defined(__AVX512F__)
+                const __m512i limit = _mm512_set1_epi32((1 << 14) - 1);
+                for (; j + 16 <= L && n < TOP; j += 16)
+                    for (__mmask16 m = _mm512_cmpgt_epi32_mask(_mm512_loadu_si512(u + j), limit); m && n < TOP;
+                         m &= (__mmask16)(m - 1)) {
+                        const int64_t k = j + __builtin_ctz(m);
+                        tr[n++] = (int32_t)(k * 8 + (u[k] >> 14));
+                    }
+#endif
+                for (; j < L && n < TOP; j++)
+                    if (u[j] >> 14) tr[n++] = (int32_t)(j * 8 + (u[j] >> 14));
             }
         }
         free(e);
@@ -301,19 +327,27 @@ void weights(int64_t G, int64_t T, int64_t L, int64_t window, int64_t bits,
     }
 }
 
-/* After u.v: acc [3, R, D] int32, the products of the three digits of u with v, rows
- * ordered (g, t). out[t * stride + g * D + d] = (acc2 * 128 + acc1) * 128 + acc0 (exact)
- * times vmax[t] / mass_const. */
-void weighted_sum(int64_t G, int64_t T, int64_t D, const int32_t *acc, const float *vmax, float mass_const,
-                  float *out, int64_t stride) {
+/* After u.v: acc [2, R, D] int32, the products of u's two low digits with v, rows
+ * ordered (g, t); top and v [L, D] as above. out[t * stride + g * D + d] = (acc1 * 128 +
+ * acc0 + sum over top (u >> 14) * 2**14 * v[key]) (exact integers) times vmax[t] / mass_const. */
+void weighted_sum(int64_t G, int64_t T, int64_t D, const int32_t *acc, const int32_t *top, const int8_t *v,
+                  const float *vmax, float mass_const, float *out, int64_t stride) {
     const int64_t R = G * T;
+    int32_t *sum = malloc(sizeof(int32_t) * (size_t)D);
     for (int64_t r = 0; r < R; r++) {
         const int64_t g = r / T, t = r % T;
         const float unit = vmax[t] / mass_const;
-        const int32_t *a0 = acc + r * D, *a1 = acc + (R + r) * D, *a2 = acc + (2 * R + r) * D;
+        const int32_t *a0 = acc + r * D, *a1 = acc + (R + r) * D;
+        for (int64_t d = 0; d < D; d++) sum[d] = a1[d] * 128 + a0[d];
+        for (int n = 0; n < TOP && top[r * TOP + n]; n++) {
+            const int32_t w = (top[r * TOP + n] & 7) << 14;
+            const int8_t *vr = v + (int64_t)(top[r * TOP + n] >> 3) * D;
+            for (int64_t d = 0; d < D; d++) sum[d] += w * (int32_t)vr[d];
+        }
         float *o = out + t * stride + g * D;
-        for (int64_t d = 0; d < D; d++) o[d] = (float)((a2[d] * 128 + a1[d]) * 128 + a0[d]) * unit;
+        for (int64_t d = 0; d < D; d++) o[d] = (float)sum[d] * unit;
     }
+    free(sum);
 }
 
 /*

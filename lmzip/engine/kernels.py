@@ -98,9 +98,9 @@ def library(portable: bool = False) -> ctypes.CDLL | None:
     i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
     lib.attend.argtypes = [i64] * 9 + [ptr, f32] + [ptr] * 10
     lib.attend.restype = None
-    lib.weights.argtypes = [i64] * 5 + [ptr, f32] + [ptr] * 8
+    lib.weights.argtypes = [i64] * 5 + [ptr, f32] + [ptr] * 9
     lib.weights.restype = None
-    lib.weighted_sum.argtypes = [i64] * 3 + [ptr, ptr, f32, ptr, i64]
+    lib.weighted_sum.argtypes = [i64] * 3 + [ptr] * 4 + [f32, ptr, i64]
     lib.weighted_sum.restype = None
     lib.token_bounds.argtypes = [i64] * 3 + [ptr, f32] + [ptr] * 5
     lib.token_bounds.restype = None
@@ -140,9 +140,10 @@ def attend(
 ) -> torch.Tensor:
     """Attention output [B, T, KVH * G * D] float32, the integers of ExactLlama._attend.
 
-    One query per sequence (decoding): one C pass per query row. More (scoring): q.k and
-    u.v as int8 GEMMs around the C weights; u < 2**17 enters the GEMM as three base-128
-    digits, recombined exactly in int32 (every partial sum stays below L * 127 * 127).
+    One query per sequence (decoding): one C pass per query position. More (scoring): q.k
+    and u.v as int8 GEMMs around the C weights; u < 2**17 enters the GEMM as two base-128
+    digits of its low 14 bits, and its high part (at most 7 keys per row) is added in C,
+    all recombined exactly in int32 (every partial sum stays below 2**24).
     """
     lib = library()
     assert lib is not None
@@ -158,22 +159,17 @@ def attend(
         lib.attend(b, kvh, group, t, n_keys, n_keys, d, window, bits, *ptrs)
         return out
     out = torch.empty(b, t, kvh, group, d, dtype=torch.float32)
-    digits = torch.empty(3 * rows, n_keys, dtype=torch.int8)
+    digits = torch.empty(2 * rows, n_keys, dtype=torch.int8)
+    top = torch.empty(rows, 8, dtype=torch.int32)  # kernels.c TOP
     for i in range(b):
         for h in range(kvh):
             scores = torch._int_mm(q[i, h], k[i, h].t())
-            ptrs = [scores, qsc[i, h], qpos[i], vmax[i, h], ks[i, h], vs[i, h], kpos[i], digits]
+            ptrs = [scores, qsc[i, h], qpos[i], vmax[i, h], ks[i, h], vs[i, h], kpos[i], digits, top]
             lib.weights(group, t, n_keys, window, bits, *consts, *(x.data_ptr() for x in ptrs))
             acc = torch._int_mm(digits, v[i, h])
+            ptrs = [acc, top, v[i, h], vmax[i, h]]
             lib.weighted_sum(
-                group,
-                t,
-                d,
-                acc.data_ptr(),
-                vmax[i, h].data_ptr(),
-                *consts[1:],
-                out[i, :, h].data_ptr(),
-                kvh * group * d,
+                group, t, d, *(x.data_ptr() for x in ptrs), *consts[1:], out[i, :, h].data_ptr(), kvh * group * d
             )
     return out.view(b, t, -1)
 

@@ -23,9 +23,10 @@ INT8_MAX = 127
 # Attention weights are integers whose sum stays below 2**17, so that sum(u * v) over
 # any number of keys with |v| <= 127 stays below 2**24 and is exact in fp32.
 ATTN_MASS = float(2**17 - 2**8)
+ROPE_GROWTH = 1024  # positions added to the RoPE tables at a time
 QUERY_BLOCK = 64  # prefill attention works on blocks of this many queries (measured)
 # Inputs of these projections get 15-bit activations; the others int8 (measured in README).
-SPLIT = frozenset({"qkv", "gate_up", "down", "lm_head"})  # prefill attention works on blocks of this many queries
+SPLIT = frozenset({"qkv", "gate_up", "down", "lm_head"})
 
 
 @dataclass(frozen=True)
@@ -399,8 +400,9 @@ class ExactLlama:
     def _grow_rope(self, positions: int) -> None:
         """cos/sin tables for at least ``positions`` positions (entries never depend on the size)."""
         if positions > self.cos.shape[0]:
-            size = 1 << (positions - 1).bit_length()
-            cos, sin = numerics.rope_table(self.config.rope_theta, self.config.dim_per_head, size)
+            size = -(-positions // ROPE_GROWTH) * ROPE_GROWTH
+            table = numerics.rope_table(self.config.rope_theta, self.config.dim_per_head)
+            cos, sin = table.grow(size)
             self.cos, self.sin = cos.to(self.device), sin.to(self.device)
 
     # -- attention --------------------------------------------------------

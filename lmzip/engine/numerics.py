@@ -152,30 +152,49 @@ def _fix_pow_neg(base: float, exponent_num: int, exponent_den: int) -> int:
     return _fix_exp_neg(x, one)
 
 
-@lru_cache(maxsize=None)
-def rope_table(theta: float, head_dim: int, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+class RopeTable:
     """float32 (cos, sin) tables [positions, head_dim // 2] for RoPE, exact to the last bit.
 
     Frequency i rotates by theta**(-2i/head_dim) radians per position. cos/sin of one
     step come from an integer Taylor series; later positions from exact fixed-point
-    angle addition (error ~positions * 2**-96, far below float32's last bit).
+    angle addition (error ~positions * 2**-96, far below float32's last bit). The table
+    grows on demand from its fixed-point state, so growing never recomputes a row and a
+    row never depends on the table's size.
     """
-    half = head_dim // 2
-    one = 1 << _FIX
-    cos_cols, sin_cols = [], []
-    for i in range(half):
-        step = _fix_pow_neg(theta, 2 * i, head_dim)  # radians per position, <= 1
-        c1, s1 = _fix_cos_sin(step, one)
-        c, s = one, 0
-        cs, ss = [], []
-        for _ in range(positions):
-            cs.append(_round_shift(c, _FIX - 52))
-            ss.append(_round_shift(s, _FIX - 52))
-            c, s = (c * c1 - s * s1) >> _FIX, (s * c1 + c * s1) >> _FIX
-        cos_cols.append(cs)
-        sin_cols.append(ss)
-    # |values| <= 2**52: exact in float64, then one correctly rounded step to float32
-    unit = float(1 << 52)
-    cos = torch.tensor(cos_cols, dtype=torch.float64).t().div_(unit)
-    sin = torch.tensor(sin_cols, dtype=torch.float64).t().div_(unit)
-    return cos.float().contiguous(), sin.float().contiguous()
+
+    def __init__(self, theta: float, head_dim: int) -> None:
+        one = 1 << _FIX
+        half = head_dim // 2
+        # per frequency: (cos, sin) of one step, and of the next position to append
+        self._steps = [_fix_cos_sin(_fix_pow_neg(theta, 2 * i, head_dim), one) for i in range(half)]
+        self._next = [(one, 0)] * half
+        self.cos = self.sin = torch.zeros(0, half)
+
+    def grow(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) with at least ``positions`` rows."""
+        count = positions - self.cos.shape[0]
+        if count <= 0:
+            return self.cos, self.sin
+        cos_cols, sin_cols = [], []
+        for i, ((c1, s1), (c, s)) in enumerate(zip(self._steps, self._next, strict=True)):
+            cs, ss = [], []
+            for _ in range(count):
+                cs.append(_round_shift(c, _FIX - 52))
+                ss.append(_round_shift(s, _FIX - 52))
+                c, s = (c * c1 - s * s1) >> _FIX, (s * c1 + c * s1) >> _FIX
+            self._next[i] = (c, s)
+            cos_cols.append(cs)
+            sin_cols.append(ss)
+        # |values| <= 2**52: exact in float64, then one correctly rounded step to float32
+        unit = float(1 << 52)
+        cos = torch.tensor(cos_cols, dtype=torch.float64).t().div_(unit).float()
+        sin = torch.tensor(sin_cols, dtype=torch.float64).t().div_(unit).float()
+        self.cos = torch.cat([self.cos, cos]).contiguous()
+        self.sin = torch.cat([self.sin, sin]).contiguous()
+        return self.cos, self.sin
+
+
+@lru_cache(maxsize=None)
+def rope_table(theta: float, head_dim: int) -> RopeTable:
+    """The process's one growing RoPE table for (theta, head_dim): models share its rows."""
+    return RopeTable(theta, head_dim)
