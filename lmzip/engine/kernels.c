@@ -357,10 +357,16 @@ void weighted_sum(int64_t G, int64_t T, int64_t D, const int32_t *acc, const int
  * 2**38 / E(V)), and CF(V) = 2**24. e is scratch for V floats.
  */
 static int64_t row_exp(const float *logits, int64_t V, float log2e, const poly_t *c, float *e) {
-    float peak = -INFINITY;
-    for (int64_t v = 0; v < V; v++) peak = logits[v] > peak ? logits[v] : peak; /* exact */
+    float peak = -INFINITY; /* the max is exact in any order: 16 lanes at a time where built */
+    int64_t v = 0;
+#if defined(__AVX512F__)
+    __m512 top = _mm512_set1_ps(-INFINITY);
+    for (; v + 16 <= V; v += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(logits + v));
+    peak = _mm512_reduce_max_ps(top);
+#endif
+    for (; v < V; v++) peak = logits[v] > peak ? logits[v] : peak;
     int64_t mass = 0; /* integers <= 2**24: exact in any order */
-    for (int64_t v = 0; v < V; v++) {
+    for (v = 0; v < V; v++) {
         e[v] = exp2_neg_scaled((peak - logits[v]) * log2e, 24, c);
         mass += (int64_t)e[v];
     }
