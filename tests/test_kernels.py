@@ -8,6 +8,9 @@ random inputs that cover hidden keys, ring wrap-around and the sink.
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 from test_engine import (  # noqa: F401  (one_thread and tiny are fixtures)
@@ -171,3 +174,18 @@ def test_portable_kernels_equal_reference(tiny, portable):  # noqa: F811
 def test_portable_attention_equals_reference(tiny, portable, t):  # noqa: F811
     for peaked in (False, True):
         test_kernels_equal_reference_on_random_inputs(tiny, t, 64, peaked)
+
+
+def test_old_builds_are_pruned(tmp_path):
+    """A new build deletes other builds unused for UNUSED_DAYS, never itself or recent ones."""
+    now = time.time()
+    files = {name: tmp_path / name for name in ("kernels-new.so", "kernels-old.so", "attention-old.so")}
+    files |= {"recent": tmp_path / "kernels-recent.so", "other": tmp_path / "notes.txt"}
+    for path in files.values():
+        path.touch()
+    stale = now - (kernels.UNUSED_DAYS + 1) * 86400
+    for name in ("kernels-new.so", "kernels-old.so", "attention-old.so", "other"):
+        os.utime(files[name], (stale, stale))
+    os.utime(files["recent"], (now - 86400, now - 86400))
+    kernels._prune(tmp_path, keep=files["kernels-new.so"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kernels-new.so", "kernels-recent.so", "notes.txt"]

@@ -8,13 +8,15 @@ them; the golden vectors pin both), so an archive never depends on which one ran
 Without a compiler the engine uses the reference path.
 
 The shared library is cached under $XDG_CACHE_HOME/lmzip/kernels/, keyed by the sources,
-the flags, the compiler and the CPU's feature flags (it is built for this CPU). It is
+the flags, the compiler and the CPU's feature flags (it is built for this CPU); a new
+build deletes the others that have not been used for a month. It is
 built with OpenMP where the compiler has it (the runtime torch itself loaded, libgomp),
 else single-threaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -22,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,6 +39,7 @@ FLAGS = [
     *("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math"),
     *("-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"),
 ]
+UNUSED_DAYS = 30  # builds of other versions unused this long are deleted at the next build
 
 
 def _cpu_flags() -> str:
@@ -61,6 +65,8 @@ def _build(cc: str, flags: list[str]) -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lmzip" / "kernels"
     target = base / f"kernels-{key}.so"
     if target.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(target)  # its mtime says when it was last used (see _prune)
         return target
     base.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=base)
@@ -75,7 +81,22 @@ def _build(cc: str, flags: list[str]) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    _prune(base, keep=target)
     return target
+
+
+def _prune(base: Path, keep: Path) -> None:
+    """Delete the builds of other sources, flags or compilers not used for UNUSED_DAYS.
+
+    A build happens when lmzip (or the compiler) changes, so that is when old ones pile
+    up. A process still running an old build keeps its mapping; an old lmzip that needs
+    its build again rebuilds it.
+    """
+    cutoff = time.time() - UNUSED_DAYS * 86400
+    for old in base.glob("*.so"):
+        with contextlib.suppress(OSError):
+            if old != keep and old.stat().st_mtime < cutoff:
+                old.unlink()
 
 
 @lru_cache(maxsize=2)
