@@ -50,7 +50,11 @@ class LMCodec(Protocol):
 
     def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]: ...
 
+    # Any number of items: the codec keeps at most its batch in flight, in item order.
     def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]: ...
+
+
+DECODE_LOOKAHEAD = 4  # lm records per decompression group, in units of --batch
 
 
 @dataclass
@@ -292,9 +296,13 @@ def decompress_stream(
     reader = ArchiveReader(src)
     decoder = _Decoder(reader, options)
     batch = max(1, options.batch)
-    # A group holds up to `batch` lm records (decoded in lock step) and up to about
-    # `batch` chunks of data, plus one record: the same bound as compressing.
-    group_bytes = batch * reader.header.chunk_size
+    # The codec decodes `batch` lm records at a time in lock step. A group hands it
+    # DECODE_LOOKAHEAD times as many, so that a slot freed by a short chunk takes the next
+    # one instead of idling until the group's longest chunk ends (groups of exactly
+    # `batch` used 58% of the slot-steps on a 20 MB text; x4 simulates to 84%). Memory
+    # stays bounded: up to that many chunks of data plus one record per group.
+    group_lm = DECODE_LOOKAHEAD * batch
+    group_bytes = group_lm * reader.header.chunk_size
     stats = Stats()
     crc = 0
     reported = 0
@@ -319,7 +327,7 @@ def decompress_stream(
         group.append((rec, payload))
         lm_count += rec.codec == Codec.LM
         pending += rec.original_length
-        if lm_count >= batch or pending >= group_bytes:
+        if lm_count >= group_lm or pending >= group_bytes:
             flush(group)
             lm_count = pending = 0
     flush(group)

@@ -445,3 +445,17 @@ def test_real_fp32_backend_equals_int_mm(real, alice):
     seq = alice[1000:1064]
     fp32 = Engine(real.loaded, window=REAL_WINDOW, backend="fp32")
     assert_rows_equal(fp32.frequencies_for(seq), real.frequencies_for(seq), "fp32 vs int_mm")
+
+
+def test_lm_codec_refills_freed_slots(tiny):
+    """More chunks than slots (decompression hands the codec several batches): a slot freed
+    by a short chunk takes the next one; every chunk decodes as with a slot of its own."""
+    from lmzip.lm_codec import LMCodec
+
+    text = training_text(seed=5, sentences=60).encode()
+    cuts = [0, 40, 45, 300, 420, 430, 700, len(text)]  # chunks of very different lengths
+    chunks = [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    items = LMCodec(tiny.engine, batch=len(chunks)).encode_chunks(chunks)
+    assert all(item is not None for item in items)
+    for slots in (1, 2, 3):
+        assert LMCodec(tiny.engine, batch=slots).decode_chunks(items) == chunks  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from lmzip.errors import (
     ModelMismatchError,
 )
 from lmzip.pipeline import (
+    DECODE_LOOKAHEAD,
     LM_RECORD_COST,
     CompressOptions,
     DecompressOptions,
@@ -194,6 +195,15 @@ def test_model_record_in_a_later_group() -> None:
     dec = FakeLM()
     assert decompress(archive, batch=1, codec_factory=factory(dec)) == data
     assert dec.decode_calls == [1, 1]
+
+
+def test_decompression_hands_the_codec_several_batches() -> None:
+    data = text(10 * 1024)
+    archive = compress(data, chunk_size=1024, batch=2, codec_factory=factory(FakeLM()))
+    assert [r.kind for r in read_archive_info(io.BytesIO(archive)).records].count("lm") == 10
+    dec = FakeLM()
+    assert decompress(archive, batch=2, codec_factory=factory(dec)) == data
+    assert dec.decode_calls == [2 * DECODE_LOOKAHEAD, 10 - 2 * DECODE_LOOKAHEAD]
 
 
 def test_no_lm_chunks_never_loads_model() -> None:
