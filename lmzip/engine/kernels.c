@@ -235,10 +235,14 @@ void attend(int64_t B, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS,
         int32_t *idx = malloc(sizeof(int32_t) * (size_t)L);
         float *acc = malloc(sizeof(float) * (size_t)(G * D));
         float *hide = malloc(sizeof(float) * (size_t)L);
+        int64_t hidden_for = -1; /* the (b, t) that hide holds: one step's KV heads share it */
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < B * KVH * T; i++) {
             const int64_t task = i / T, t = i % T, b = task / KVH, h = task % KVH;
-            hide_keys(kpos + b * LS, L, qpos[b * T + t], window, hide);
+            if (b * T + t != hidden_for) {
+                hide_keys(kpos + b * LS, L, qpos[b * T + t], window, hide);
+                hidden_for = b * T + t;
+            }
             const float vm = vmax[task * T + t];
             for (int64_t g = 0; g < G; g++) {
                 const int64_t row = task * R + g * T + t;

@@ -39,6 +39,7 @@ FLAGS = [
     *("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math"),
     *("-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"),
 ]
+TOP_KEYS = 8  # kernels.c TOP: room per row for the keys with attention weight >= 2**14 (at most 7)
 UNUSED_DAYS = 30  # builds of other versions unused this long are deleted at the next build
 
 
@@ -181,7 +182,7 @@ def attend(
         return out
     out = torch.empty(b, t, kvh, group, d, dtype=torch.float32)
     digits = torch.empty(2 * rows, n_keys, dtype=torch.int8)
-    top = torch.empty(rows, 8, dtype=torch.int32)  # kernels.c TOP
+    top = torch.empty(rows, TOP_KEYS, dtype=torch.int32)
     for i in range(b):
         for h in range(kvh):
             scores = torch._int_mm(q[i, h], k[i, h].t())
