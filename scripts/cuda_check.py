@@ -3,7 +3,7 @@
     python scripts/cuda_check.py [--device cuda] [--pair ARCHIVE ORIGINAL ...]
 
 Runs, in one go: the golden engine vectors on the device (scripts/make_golden_vector.py
---device cuda), then for every golden archive in tests/golden/archives (made on the CPU)
+--check --device cuda), then for every golden archive in tests/golden/archives (made on the CPU)
 `lmzip -d --device cuda` (must give the original) and `lmzip -c --device cuda` of the
 original with the archive's recorded arguments (must give the identical archive bytes).
 --pair adds more CPU-made archives with their originals (alice29.txt, say), timed.
@@ -66,7 +66,9 @@ def main() -> int:
     print(json.dumps(summary), flush=True)
     ok = True
     if not args.skip_vectors:
-        vec = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_golden_vector.py"), "--device", args.device])
+        # --check: on --device cpu the script would otherwise rewrite the stored vectors
+        script = str(ROOT / "scripts" / "make_golden_vector.py")
+        vec = subprocess.run([sys.executable, script, "--check", "--device", args.device])
         summary["golden_vectors_ok"] = vec.returncode == 0
         ok &= vec.returncode == 0
     rows = []
