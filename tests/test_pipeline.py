@@ -450,7 +450,9 @@ def test_header_validation_on_write() -> None:
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}")
-@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.iterdir()) if CORPUS.is_dir() else [])
+@pytest.mark.parametrize(
+    "name", sorted(str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file()) if CORPUS.is_dir() else []
+)
 def test_corpus_round_trip(name: str) -> None:
     data = (CORPUS / name).read_bytes()
     archive = compress(data, chunk_size=65536, use_lm=False)
