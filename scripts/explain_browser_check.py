@@ -164,7 +164,8 @@ FIND_TOKEN = """(function(){
   var best=null, bestBits=-1, T=JSON.parse(document.getElementById('data').textContent).tokens;
   var spans=document.querySelectorAll('#text span[data-t]');
   for (var i=0;i<spans.length;i++){
-    var r=spans[i].getBoundingClientRect(), t=T[+spans[i].dataset.t];
+    var r=spans[i].getClientRects()[0], t=T[+spans[i].dataset.t];  // a wrapped span: its first box
+    if (!r) continue;
     if (!t || r.width<12 || r.top<window.innerHeight*0.35 || r.bottom>window.innerHeight*0.75) continue;
     if (t[0]>bestBits){bestBits=t[0];best=r;}
   }

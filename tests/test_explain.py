@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rich.console import Console
+from script_modules import load_script
 from tiny_models import build_tiny_model, training_text
 
 from lmzip.cli import main
@@ -352,3 +353,25 @@ def test_real_model_total_matches_the_archive() -> None:
     assert abs(exp.lm_bits / 8 - sum(lm.values())) <= 4 * len(lm)
     assert kinds[0] == kinds[2] == "lm" and not exp.chunks[1].is_text, kinds
     assert exp.lm_bits / 8 < 0.3 * (512 + 300)  # the model does compress prose
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+def test_page_in_headless_browser(tiny: Tiny, tmp_path) -> None:
+    """scripts/explain_browser_check.py on a tiny-model page: renders, no console errors,
+    the tooltip opens on hover; and a page with a script error is caught."""
+    check = load_script("explain_browser_check")
+    browser = check.find_browser()
+    if browser is None:
+        pytest.skip("no headless chromium (Debian: apt-get install chromium)")
+    page = tmp_path / "page.html"
+    exp = explain(training_text(seed=2, sentences=40).encode(), tiny.codec, name="t.txt", top=TOP_GUESSES)
+    page.write_text(render_html(exp), encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    assert check.check_page(browser, page, shot, 900, 700) == []
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    broken = tmp_path / "broken.html"
+    broken.write_text(render_html(exp).replace("var D=JSON.parse", "var D=JSON.parsee"), encoding="utf-8")
+    failures = check.check_page(browser, broken, None, 900, 700)
+    assert any("did not run" in f for f in failures) and any("JSON.parsee" in f for f in failures), failures
