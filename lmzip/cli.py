@@ -585,7 +585,7 @@ def _compress_only_options(f: Callable[..., Any]) -> Callable[..., Any]:
         type=click.IntRange(64, 8192),
         default=1024,
         show_default=True,
-        help="LM context window in tokens (the archive records it; see README's table).",
+        help="LM context window in tokens (the archive records it; see docs/benchmarks.md).",
     )(f)
     f = click.option(
         "--chunk-size",
