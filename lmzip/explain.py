@@ -77,7 +77,7 @@ class ChunkReport:
 
     `ids`/`freqs`: its tokens and their coder frequencies (None when the tokenizer
     refuses the bytes: binary data, which compression stores or zstd-compresses).
-    `guesses`: [tokens, TOP_GUESSES, 2] (token id, frequency) when asked for.
+    `guesses`: [tokens, top, 2] int32 (token id, frequency) when asked for.
     """
 
     index: int
@@ -152,7 +152,7 @@ def _score_chunk(engine: Any, ids: list[int], top: int) -> tuple[np.ndarray, np.
     n = len(ids)
     cums = np.zeros(n, dtype=np.int64)
     freqs = np.zeros(n, dtype=np.int64)
-    guesses = np.zeros((n, top, 2), dtype=np.int64) if top else None
+    guesses = np.zeros((n, top, 2), dtype=np.int32) if top else None  # ids < vocab, freqs <= 2**24
     inputs = torch.tensor([[engine.bos] + ids[:-1]], dtype=torch.long, device=device)
     targets = torch.tensor(ids, dtype=torch.long, device=device)
     with torch.inference_mode():
@@ -174,8 +174,11 @@ def _score_chunk(engine: Any, ids: list[int], top: int) -> tuple[np.ndarray, np.
 def _top_guesses(table: Any, logits: Any, top: int) -> np.ndarray:
     """[rows, top, 2]: the `top` tokens of highest frequency (ids, frequencies) per row.
 
-    Frequencies follow the logits up to rounding, so the highest frequencies are among
-    the TOP_CANDIDATES highest logits; their exact frequencies decide the order.
+    A frequency grows with its logit up to rounding (tokens whose exp2 terms round alike
+    may differ by one unit of 2**-24), so the highest frequencies are found among the
+    TOP_CANDIDATES highest logits, and their exact frequencies decide the order. Only a
+    near-tie with a candidate ranked below TOP_CANDIDATES could be missed, at a difference
+    of one unit.
     """
     import torch
 
