@@ -54,6 +54,8 @@ HEAT_COLORS = (
     "#c62828",
 )
 
+DARK = 8  # buckets from here on get white text
+
 
 def token_bits(freq: int) -> float:
     """What the range coder spends on a token of frequency `freq` out of 2**FREQ_BITS."""
@@ -331,24 +333,23 @@ def lines(exp: Explanation) -> list[Line]:
     return out
 
 
-def summary(exp: Explanation) -> str:
-    """One line: the file's total and how it compares with the archive."""
+def summary(exp: Explanation) -> list[str]:
+    """The file's total and how it compares with the archive, in two or three lines."""
     text_bytes = sum(len(c.data) for c in exp.chunks if c.is_text)
     bpb = exp.text_bits / text_bytes if text_bytes else 0.0
     others = [c for c in exp.chunks if c.codec != "lm"]
-    parts = [
-        f"{exp.name}: {exp.size} bytes, {len(exp.chunks)} chunk(s) of {exp.chunk_size}",
+    out = [
+        f"{exp.name}: {exp.size} bytes in {len(exp.chunks)} chunk(s) of {exp.chunk_size}; "
         f"model {exp.model}, window {exp.window}",
         f"total {exp.text_bits:.1f} bits = {exp.text_bits / 8:.1f} bytes for {exp.tokens} tokens "
-        f"({bpb:.3f} bits/byte of text)",
-        f"lm payload {exp.lm_payload} bytes in {len(exp.lm_chunks)} chunk(s)",
+        f"({bpb:.3f} bits/byte of text); lm payload {exp.lm_payload} bytes in {len(exp.lm_chunks)} chunk(s)",
     ]
     if others:
-        parts.append(
+        out.append(
             f"{len(others)} chunk(s) to zstd/stored: {sum(c.plain_bytes for c in others)} bytes "
             f"({sum(not c.is_text for c in others)} not text)"
         )
-    return "; ".join(parts)
+    return out
 
 
 # ---------------------------------------------------------------- terminal
@@ -359,7 +360,7 @@ def render_terminal(exp: Explanation, console: Console) -> None:
     file's total. Colors appear only where the console has them (a terminal)."""
     from rich.text import Text
 
-    styles = [f"black on {c}" for c in HEAT_COLORS]
+    styles = [f"{'#ffffff' if i >= DARK else '#000000'} on {c}" for i, c in enumerate(HEAT_COLORS)]
     all_lines = lines(exp)
     width = max(6, *(len(f"{ln.bits:.1f}") for ln in all_lines))
     for ln in all_lines:
@@ -369,13 +370,14 @@ def render_terminal(exp: Explanation, console: Console) -> None:
         for p in ln.pieces:
             if p.text and not p.text.endswith("\n"):
                 row.append(p.text.replace("\t", "    ").replace("\r", ""), style=styles[heat(p.bits)])
-        console.print(row, soft_wrap=False, overflow="fold", highlight=False)
+        console.print(row, soft_wrap=True, highlight=False)  # one row per line, even in a pipe
     legend = Text("bits/token: ", style="dim")
     lows = (0.0, *HEAT_LIMITS)
     for i, style in enumerate(styles):
         legend.append(f" {lows[i]:g}+ ", style=style)
     console.print(legend, highlight=False)
-    console.print(summary(exp), highlight=False, soft_wrap=True)
+    for line in summary(exp):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- HTML
@@ -474,6 +476,7 @@ def render_html(exp: Explanation, rows: int = 10) -> str:
     lows = (0.0, *HEAT_LIMITS)
     legend = "".join(f'<span class="h{i}">&nbsp;{lows[i]:g}+&nbsp;</span>' for i in range(len(HEAT_COLORS)))
     heat_css = "".join(f".h{i}{{background:{c}}}" for i, c in enumerate(HEAT_COLORS))
+    heat_css += ",".join(f".h{i}" for i in range(DARK, len(HEAT_COLORS))) + "{color:#fff}"
     data = json.dumps({"pieces": table, "tokens": toks}, ensure_ascii=True, separators=(",", ":"))
     data = data.replace("</", "<\\/")  # never closes the script element
     total = exp.text_bits
@@ -629,7 +632,7 @@ def explain_file(
     console: Console | None = None,
 ) -> Explanation:
     """`lmzip explain`: read `path` ("-": stdin), score it, and print the colored text,
-    or write the HTML page to `html_out` (atomically) and print the summary line."""
+    or write the HTML page to `html_out` (atomically) and print the summary."""
     import sys
 
     from rich.console import Console
@@ -652,7 +655,8 @@ def explain_file(
         page = render_html(exp).encode("utf-8")
         with AtomicOutput(html_out, overwrite=True) as out:
             out.write(page)
-        console.print(f"{summary(exp)}; wrote {html_out}", highlight=False, soft_wrap=True)
+        for line in [*summary(exp), f"wrote {html_out}"]:
+            console.print(line, highlight=False, soft_wrap=True)
     else:
         render_terminal(exp, console)
     return exp

@@ -191,8 +191,10 @@ def test_terminal_output(tiny: Tiny) -> None:
     shown = "\n".join(r.split(" │ ", 1)[1] for r in body if "not text" not in r)
     assert training_text(seed=5, sentences=60)[:60].split("\n")[0][:40] in shown
     assert re.search(r"\[chunk 4: bytes 1600-1999, not text .*: (zstd|stored), \d+ bytes\]", text)
-    assert f"total {exp.text_bits:.1f} bits" in rows[-1] and "sample.txt" in rows[-1]
-    assert f"lm payload {exp.lm_payload} bytes" in rows[-1]
+    assert rows[-3].startswith(f"sample.txt: {len(data)} bytes in {len(exp.chunks)} chunk(s) of {CHUNK}")
+    assert rows[-2].startswith(f"total {exp.text_bits:.1f} bits") and f"lm payload {exp.lm_payload} bytes" in rows[-2]
+    plain = exp.chunks[3].plain_bytes + exp.chunks[4].plain_bytes
+    assert rows[-1] == f"2 chunk(s) to zstd/stored: {plain} bytes (1 not text)"
     assert "\x1b[" not in text  # no color codes without a terminal
 
 
@@ -300,7 +302,9 @@ def test_cli_terminal_and_html(tiny: Tiny, tmp_path, monkeypatch, capsys) -> Non
     model = ["--model", str(tiny.model_dir), "--threads", "1", "--window", str(WINDOW)]
     code, out, err = run_cli(["explain", *model, str(src)], capsys)
     assert code == 0 and err == ""
-    assert out.splitlines()[-1].startswith(f"{src}: {src.stat().st_size} bytes, 1 chunk(s)")
+    rows = out.splitlines()
+    head = [i for i, r in enumerate(rows) if r.startswith(f"{src}: {src.stat().st_size} bytes in 1 chunk(s)")]
+    assert len(head) == 1 and rows[head[0] + 1].startswith("total ") and len(rows) - head[0] in (2, 3)
     assert " │ " in out.splitlines()[0]
     page = tmp_path / "out.html"
     page.write_text("old")  # a report is replaced, like any output of a tool that writes one
