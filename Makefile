@@ -29,7 +29,7 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
-# Speed and memory against transformers' float model (minutes; see README "Results").
+# Speed and memory against transformers' float model (minutes; see docs/benchmarks.md).
 bench: venv
 	$(BIN)/python scripts/benchmark.py
 

@@ -585,7 +585,7 @@ def _compress_only_options(f: Callable[..., Any]) -> Callable[..., Any]:
         type=click.IntRange(64, 8192),
         default=1024,
         show_default=True,
-        help="LM context window in tokens (the archive records it; see README's table).",
+        help="LM context window in tokens (the archive records it; see docs/benchmarks.md).",
     )(f)
     f = click.option(
         "--chunk-size",
@@ -668,6 +668,7 @@ Subcommands (first argument):
   info FILE [--json]   header and chunk index of an archive
   test FILE...         full decode and verify, writes nothing
   bench FILE...        compare with gzip/bzip2/xz/zstd, round trips verified
+  explain FILE         where the bits go: text colored by cost (--html OUT)
 \b
 With no FILE, or when FILE is -, read standard input.
 Exit status: 0 ok, 1 error, 2 warning."""
@@ -757,6 +758,30 @@ def bench_cmd(files: tuple[str, ...], as_json: bool, as_csv: bool, codecs: str |
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are mutually exclusive")
     sys.exit(run_bench(files, _settings(**kw), codecs, "json" if as_json else "csv" if as_csv else "table"))
+
+
+@cli.command("explain", context_settings=CONTEXT)
+@click.option("--html", "html_out", metavar="OUT", type=click.Path(dir_okay=False), help="Write an HTML page to OUT.")
+@_engine_options
+@click.option("--chunk-size", type=SizeType(), default=str(Settings.chunk_size), show_default=True, help="As -c.")
+@click.option("--window", type=click.IntRange(64, 8192), default=Settings.window, show_default=True, help="As -c.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.argument("file", type=click.Path())
+def explain_cmd(file: str, html_out: str | None, quiet: bool, **kw: Any) -> None:
+    """Show where the bits go: FILE's text colored by bits per token, with per-line totals
+    and the file's total, from the frequencies `lmzip -c` codes with (--html OUT: a page
+    with the model's top guesses per token)."""
+    from lmzip.explain import explain_file
+
+    rep = Reporter(quiet=quiet)
+
+    def action() -> None:
+        size = None if file == "-" else os.path.getsize(file)
+        with progress_bar(size, "explaining", not quiet) as prog:
+            explain_file(file, html_out, progress=prog, **kw)
+
+    _guard(rep, file, action, Settings())
+    sys.exit(rep.status)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ has ended idles until the codec gives it another chunk. The codec gets groups of
 DECODE_LOOKAHEAD x batch lm chunks (lmzip/pipeline.py), refilling freed slots in order
 within a group. This replays that schedule on the token counts in the archive's index
 (no model, no torch) and prints, per lookahead, the engine steps and the share of
-slot-steps that decode a token (README's 58% -> 84% on the 20 MB text), and the same
+slot-steps that decode a token (docs/benchmarks.md's 58% -> 84% on the 20 MB text), and the same
 for a streaming schedule that refills slots across the whole archive, with the largest
 number of finished chunks it would hold back to write the output in order.
 

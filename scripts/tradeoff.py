@@ -1,4 +1,4 @@
-"""Bits per byte against speed for chunk sizes and context windows (README's tradeoff table).
+"""Bits per byte against speed for chunk sizes and context windows (docs/benchmarks.md's tradeoff table).
 
 For each (chunk size, window): the file is cut into chunks as lmzip does, every chunk is
 scored with the engine's compression path (every token sees the BOS and the last

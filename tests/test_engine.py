@@ -463,7 +463,7 @@ def test_lm_codec_refills_freed_slots(tiny):
 
 
 def test_lockstep_occupancy_replays_the_codec_schedule(tiny, monkeypatch):
-    """scripts/lockstep_occupancy.py (the source of README's slot-occupancy figures) counts
+    """scripts/lockstep_occupancy.py (the source of docs/benchmarks.md's slot-occupancy figures) counts
     engine steps from token counts alone; the codec must take exactly that many."""
     from lmzip.engine.engine import LockstepDecoder
     from lmzip.lm_codec import LMCodec

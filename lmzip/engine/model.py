@@ -25,7 +25,7 @@ INT8_MAX = 127
 ATTN_MASS = float(2**17 - 2**8)
 ROPE_GROWTH = 1024  # positions added to the RoPE tables at a time
 QUERY_BLOCK = 64  # prefill attention works on blocks of this many queries (measured)
-# Inputs of these projections get 15-bit activations; the others int8 (measured in README).
+# Inputs of these projections get 15-bit activations; the others int8 (measured in docs/benchmarks.md).
 SPLIT = frozenset({"qkv", "gate_up", "down", "lm_head"})
 
 
@@ -150,7 +150,7 @@ class Activation:
     """Per-row 15-bit activations as two int8 halves: x ~= (256 * hi + lo) * scale.
 
     int8 activations alone cost ~1.1% in bits per byte (outlier channels after RMSNorm
-    leave the rest coarse); with two int8 products the gap to float is 0.2% (README).
+    leave the rest coarse); with two int8 products the gap to float is 0.2% (docs/benchmarks.md).
     """
 
     hi: torch.Tensor | None  # int8 values held in float32, |hi| <= 127
