@@ -288,3 +288,16 @@ def test_access_guard_sees_opens_listings_and_stats(tmp_path: Path) -> None:
         assert os.listdir(tmp_path) == ["fifo"]  # the folder above is not forbidden
     assert [v.split()[0] for v in guard.violations] == ["open", "os.listdir", "stat"]
     assert not fifo.is_file()  # the guard is gone
+
+
+def test_list_verbose_without_model_and_totals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_bytes(TEXT)
+        assert lmzip("--no-lm", name, cache=tmp_path).exit_code == 0
+    out = lmzip("-l", "-v", "a.txt.lmz", "b.txt.lmz", cache=tmp_path).stdout.splitlines()
+    assert out[0].split() == ["model_hash", "model", "compressed", "uncompressed", "ratio", "uncompressed_name"]
+    assert [line.split()[:2] for line in out[1:3]] == [["-", "-"], ["-", "-"]]
+    assert out[3].split()[-1] == "(totals)" and out[3].index(out[3].split()[0]) > 38  # under its columns
+    plain = lmzip("-l", "a.txt.lmz", "b.txt.lmz", cache=tmp_path).stdout.splitlines()
+    assert [line[38:] for line in out] == plain

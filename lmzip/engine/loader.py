@@ -414,6 +414,6 @@ def _load_cached(target: Path) -> LoadedModel:
     flat = load_file(str(target / "weights.safetensors"))
     mhash, thash = bytes.fromhex(meta["model_hash"]), bytes.fromhex(meta["tokenizer_hash"])
     # Labels from conversions made before labels existed may hold paths: cleaned here too.
-    name = DEFAULT_MODEL_NAME if (mhash, thash) == (DEFAULT_MODEL_HASH, DEFAULT_TOKENIZER_HASH) else meta["name"]
-    identity = ModelIdentity(model_label(str(name)), mhash, thash)
+    name = DEFAULT_MODEL_NAME if (mhash, thash) == (DEFAULT_MODEL_HASH, DEFAULT_TOKENIZER_HASH) else meta.get("name")
+    identity = ModelIdentity(model_label(str(name or target.name)), mhash, thash)
     return LoadedModel(unflatten_weights(config, flat), target / "tokenizer.json", identity, int(meta["bos_id"]))
