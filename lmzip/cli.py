@@ -560,7 +560,12 @@ def _bind(fn: Callable[[str | None, Settings], Any], p: str | None, s: Settings)
 def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(
         [
-            click.option("--model", metavar="NAME|PATH", help="Model name or GGUF path."),
+            click.option(
+                "--model",
+                metavar="NAME|PATH",
+                help="GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct). "
+                "Decompressing, only needed where no model with the archive's hashes was converted yet.",
+            ),
             click.option(
                 "--device",
                 type=click.Choice(["cpu", "cuda"]),
