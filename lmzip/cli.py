@@ -434,9 +434,11 @@ LIST_HEADER = f"{'compressed':>19} {'uncompressed':>19}  ratio uncompressed_name
 
 
 class Lister:
-    """gzip -l: a header, one line per archive, and a totals line for several."""
+    """gzip -l: a header, one line per archive, and a totals line for several. With -v,
+    each line starts with the model's hash (12 hex digits) and label ('-': no model)."""
 
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = False) -> None:
+        self.verbose = verbose
         self.rows = 0
         self.total_c = 0
         self.total_u = 0
@@ -457,9 +459,15 @@ class Lister:
         src.seek(0, os.SEEK_END)
         compressed = src.tell()
         original = info.original_size
+        model = ""
+        if self.verbose:
+            from lmzip.container import printable_label
+
+            m = info.model
+            model = f"{m.model_hash[:6].hex():<12} {printable_label(m.name):<24} " if m else f"{'-':<12} {'-':<24} "
         if self.rows == 0:
-            click.echo(LIST_HEADER)
-        click.echo(f"{compressed:>19} {original:>19} {ratio(original, compressed):5.1f}% {name}")
+            click.echo(f"{'model_hash':<12} {'model':<24} {LIST_HEADER}" if self.verbose else LIST_HEADER)
+        click.echo(f"{model}{compressed:>19} {original:>19} {ratio(original, compressed):5.1f}% {name}")
         self.rows += 1
         self.total_c += compressed
         self.total_u += original
@@ -467,7 +475,8 @@ class Lister:
     def totals(self) -> None:
         if self.rows > 1:
             r = ratio(self.total_u, self.total_c)
-            click.echo(f"{self.total_c:>19} {self.total_u:>19} {r:5.1f}% (totals)")
+            pad = " " * 38 if self.verbose else ""
+            click.echo(f"{pad}{self.total_c:>19} {self.total_u:>19} {r:5.1f}% (totals)")
 
 
 # --------------------------------------------------------------------------- driver
@@ -523,7 +532,7 @@ def run(files: Sequence[str], s: Settings) -> int:
         print("For help, type: lmzip -h", file=sys.stderr)
         return rep.status
 
-    lister = Lister()
+    lister = Lister(s.verbose)
     for p in paths:
         display = "stdin" if p is None else p
         action: Callable[[], str | None]
@@ -551,7 +560,12 @@ def _bind(fn: Callable[[str | None, Settings], Any], p: str | None, s: Settings)
 def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(
         [
-            click.option("--model", metavar="NAME|PATH", help="Model name or GGUF path."),
+            click.option(
+                "--model",
+                metavar="NAME|PATH",
+                help="GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct). "
+                "Decompressing, only needed where no model with the archive's hashes was converted yet.",
+            ),
             click.option(
                 "--device",
                 type=click.Choice(["cpu", "cuda"]),
@@ -795,6 +809,11 @@ def _open_info_source(file: str) -> Iterator[BinaryIO]:
 
 
 def _format_info(file: str, data: Any) -> str:
+    from lmzip.container import printable_label  # names from an archive: escaped, never raw
+
+    def show(v: Any) -> Any:
+        return printable_label(v) if isinstance(v, str) else v
+
     if not isinstance(data, dict):
         return f"{file}: {data}"
     lines = [f"{file}:"]
@@ -805,9 +824,9 @@ def _format_info(file: str, data: Any) -> str:
             continue
         if isinstance(v, dict):
             for k2, v2 in v.items():
-                lines.append(f"  {k}.{k2}: {v2}")
+                lines.append(f"  {k}.{k2}: {show(v2)}")
         else:
-            lines.append(f"  {k}: {v}")
+            lines.append(f"  {k}: {show(v)}")
     if table:
         cols = list(table[0].keys())
         widths = [max(len(c), *(len(str(r.get(c, ""))) for r in table)) for c in cols]

@@ -127,7 +127,7 @@ class Header:
 class ModelInfo:
     """What pins the LM codec's predictions (the model identity record)."""
 
-    name: str  # only a hint for loading (what `load_lm_codec(model=...)` is asked for); the rest decides
+    name: str  # a label for messages (see model_label); never used to find or open anything
     model_hash: bytes
     tokenizer_hash: bytes
     numerics_version: int
@@ -149,6 +149,31 @@ class ModelInfo:
             + uvarint(len(name))
             + name
         )
+
+
+def model_label(name: str) -> str:
+    """What a writer stores as the model's name: a label, never a location. Only the
+    last component of a path-like name is kept (`org/model`, `C:\\m\\x` -> `model`, `x`);
+    control characters go; it is cut to MAX_MODEL_NAME bytes on a character boundary."""
+    base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if c.isprintable()).strip()
+    base = base.encode("utf-8", "ignore")[:MAX_MODEL_NAME].decode("utf-8", "ignore")
+    return base if base not in ("", ".", "..") else "model"
+
+
+def printable_label(name: str) -> str:
+    """A stored model name as safe text for a terminal: backslashes and characters that
+    are not printable (control characters, line breaks, bidi overrides) are escaped."""
+
+    def esc(c: str) -> str:
+        if c == "\\":
+            return "\\\\"
+        if c.isprintable():
+            return c
+        n = ord(c)
+        return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+    return "".join(map(esc, name))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from lmzip.coder import RangeDecoder, RangeEncoder
+from lmzip.container import ModelInfo
 from lmzip.engine.engine import DEFAULT_WINDOW, Engine
 from lmzip.engine.loader import ModelIdentity, load_model
 from lmzip.engine.numerics import NUMERICS_VERSION
@@ -90,8 +91,11 @@ def load_lm_codec(
     threads: int | None = None,
     batch: int = 32,
     window: int | None = None,
+    want: ModelInfo | None = None,
 ) -> LMCodec:
+    """The codec for `model` (a --model argument; None: the default model), or, when
+    `model` is None and `want` is given, for the model with `want`'s hashes."""
     if threads:
         torch.set_num_threads(threads)
-    engine = Engine(load_model(model), window=window or DEFAULT_WINDOW, device=device)
+    engine = Engine(load_model(model, want), window=window or DEFAULT_WINDOW, device=device)
     return LMCodec(engine, batch)

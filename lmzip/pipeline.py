@@ -19,7 +19,6 @@ from typing import BinaryIO, Protocol
 
 from lmzip.codecs import decode_plain, encode_plain, lm_saving
 from lmzip.container import (
-    MAX_MODEL_NAME,
     ArchiveInfo,
     ArchiveReader,
     ArchiveWriter,
@@ -29,6 +28,8 @@ from lmzip.container import (
     Record,
     check_chunk_size,
     max_record_chunks,
+    model_label,
+    printable_label,
     read_full,
     read_info,
     storable_name,
@@ -73,11 +74,12 @@ class CompressOptions:
 
 @dataclass
 class DecompressOptions:
-    model: str | None = None  # None = the model the archive names
+    model: str | None = None  # None: the model with the archive's hashes (never what its name says)
     device: str = "cpu"
     threads: int | None = None
     batch: int = 32
-    window: int | None = None  # set from the archive header
+    window: int | None = None  # set from the archive's model record
+    archive_model: ModelInfo | None = None  # set from the archive's model record
     codec_factory: Callable[[DecompressOptions], LMCodec] | None = None
 
 
@@ -100,6 +102,7 @@ def load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
         threads=options.threads,
         batch=options.batch,
         window=options.window,
+        want=getattr(options, "archive_model", None),
     )
 
 
@@ -113,7 +116,7 @@ def _identity(codec: LMCodec) -> ModelInfo:
         return int(value if value is not None else getattr(codec, name, 0))
 
     return ModelInfo(
-        name=ident.name.encode("utf-8")[:MAX_MODEL_NAME].decode("utf-8", "ignore"),
+        name=model_label(ident.name),  # a label: the model's own name, never a path
         model_hash=bytes(ident.model_hash),
         tokenizer_hash=bytes(ident.tokenizer_hash),
         numerics_version=pick("numerics_version"),
@@ -244,13 +247,16 @@ class _Decoder:
         if self.codec is None:
             m = self.reader.model
             assert m is not None  # the reader rejects an lm record before the model record
-            opts = dataclasses.replace(self.options, model=self.options.model or m.name, window=m.context_window)
+            # The archive's name is a label: the model is the user's --model, or the one
+            # with the archive's hashes (lmzip.engine.loader.find_model).
+            opts = dataclasses.replace(self.options, window=m.context_window, archive_model=m)
             codec = load_codec(opts)
             mine = _identity(codec)
             keys = ("model_hash", "tokenizer_hash", "numerics_version", "context_window")
             if any(getattr(m, k) != getattr(mine, k) for k in keys):
                 raise ModelMismatchError(
-                    f"archive needs model {m.name!r} ({_describe(m)}); loaded {mine.name!r} ({_describe(mine)})"
+                    f"archive needs model '{printable_label(m.name)}' ({_describe(m)}); "
+                    f"loaded '{printable_label(mine.name)}' ({_describe(mine)})"
                 )
             self.codec = codec
         return self.codec

@@ -8,7 +8,12 @@ edits (with their CRCs recomputed so the edit reaches the checks behind them),
 record drops/duplicates/swaps, trailing garbage and splices of two archives.
 
 Every case goes through `decompress_stream` (seekable, or a pipe with short reads),
-`read_archive_info` (seekable and pipe) and the CLI's `-t` (in process, on a file).
+`read_archive_info` (seekable and pipe), the CLI's `-t` (in process, on a file) and the
+model lookup (`resolve`): `lmzip info`'s text, and the real `find_model` on the archive's
+model record against a scratch cache, under tests/access_guard.py. Some bases carry
+hostile model names (paths, `..`, 255 bytes, control characters): the lookup must find
+the model by hash inside the cache or raise an LmzipError, touch no file outside the
+cache, and print the name only escaped.
 The contract: each ends with the exact original (or, for a splice, the original of
 one of the two parts) or an `LmzipError` subclass, within a per-case time limit,
 under an address-space cap (so an allocation from an unchecked declared size shows
@@ -33,6 +38,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import random
 import resource
@@ -51,11 +57,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fake_lm import FakeLM, text  # noqa: E402
+from access_guard import AccessGuard  # noqa: E402
+from fake_lm import FakeIdentity, FakeLM, text  # noqa: E402
 from fake_pipe import Pipe  # noqa: E402
 
 from lmzip import cli  # noqa: E402
-from lmzip.container import MAX_CHUNK_SIZE, leb128, uvarint  # noqa: E402
+from lmzip.container import MAX_CHUNK_SIZE, ArchiveReader, ArchiveWriter, Codec, leb128, uvarint  # noqa: E402
 from lmzip.errors import LmzipError  # noqa: E402
 from lmzip.pipeline import CompressOptions, DecompressOptions, compress_stream, decompress_stream, read_archive_info  # noqa: E402
 
@@ -91,7 +98,34 @@ def make_bases() -> dict[str, tuple[bytes, bytes]]:
         "max-chunk": (text(300, 6), {"chunk_size": MAX_CHUNK_SIZE, "use_lm": False}),
         "max-chunk-lm": (text(1000, 7), {"chunk_size": MAX_CHUNK_SIZE}),
     }
-    return {name: (data, compress(data, **kw)) for name, (data, kw) in specs.items()}
+    bases = {name: (data, compress(data, **kw)) for name, (data, kw) in specs.items()}
+    data, archive = bases["text-lm"]
+    for name, model_name in HOSTILE_NAMES.items():  # what no writer stores, but an archive may say
+        bases[name] = (data, with_model_name(archive, data, model_name))
+    return bases
+
+
+HOSTILE_NAMES = {
+    "name-path": "/etc/passwd",
+    "name-dotdot": "../" * 85,  # 255 bytes, the longest name the format holds
+    "name-control": "..\\x\x1b[2J\r\n\x00\x07\u202e~/.ssh",
+}
+
+
+def with_model_name(archive: bytes, original: bytes, name: str) -> bytes:
+    """`archive` (of `original`) with its model record's name replaced, every CRC recomputed."""
+    reader = ArchiveReader(io.BytesIO(archive))
+    out = io.BytesIO()
+    writer = ArchiveWriter(out, reader.header)
+    pos = 0
+    for rec, payload in reader.records():
+        if rec.codec == Codec.LM and not writer.has_model:
+            assert reader.model is not None
+            writer.add_model(dataclasses.replace(reader.model, name=name))
+        writer.add(rec.codec, original[pos : pos + rec.original_length], payload, rec.token_count)
+        pos += rec.original_length
+    writer.close(zlib.crc32(original))
+    return out.getvalue()
 
 
 # ---------------------------------------------------------------- archive structure (tolerant)
@@ -464,9 +498,7 @@ _TMP: list[str] = []  # a scratch directory, made on first use
 
 
 def _cli_test(blob: bytes) -> tuple[int, str]:
-    if not _TMP:
-        _TMP.append(tempfile.mkdtemp(prefix="lmzip-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    path = os.path.join(_TMP[0], "case.lmz")
+    path = os.path.join(_scratch(), "case.lmz")
     with open(path, "wb") as f:
         f.write(blob)
     err = io.StringIO()
@@ -483,7 +515,64 @@ def _cli_test(blob: bytes) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-PATHS = ("decode", "info-seek", "info-pipe", "cli-t")
+def _scratch() -> str:
+    if not _TMP:
+        _TMP.append(tempfile.mkdtemp(prefix="lmzip-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    return _TMP[0]
+
+
+def _resolve(blob: bytes) -> object:
+    """What `lmzip info` prints of the names, and where the real loader finds the archive's model: in an
+    empty cache (must be a one-line ModelNotFoundError) and in a scratch cache holding one
+    converted model with the fake LM's hashes (must be that entry, or an LmzipError for
+    other hashes), each under an AccessGuard that refuses every file outside that cache.
+    None: the archive has no model record."""
+    info = read_archive_info(io.BytesIO(blob))
+    # The named parts only: the chunk table of a crafted archive may have millions of rows.
+    shown = cli._format_info("case.lmz", cli.to_jsonable({"header": info.header, "model": info.model}))
+    if not all(c.isprintable() for c in shown.replace("\n", "")):
+        raise AssertionError(f"info prints an unescaped character: {shown!r}")
+    if info.model is None:
+        return None
+    from lmzip.engine import loader  # imports torch: only on the first case with a model record
+    from lmzip.errors import ModelNotFoundError
+
+    empty, cache = os.path.join(_scratch(), "cache-empty"), os.path.join(_scratch(), "cache")
+    entry = Path(cache, "lmzip", "models", "fake")
+    if not entry.is_dir():
+        entry.mkdir(parents=True)
+        ident = FakeIdentity()
+        meta = {"name": ident.name, "model_hash": ident.model_hash.hex(), "tokenizer_hash": ident.tokenizer_hash.hex()}
+        (entry / "model.json").write_text(json.dumps(meta))
+    saved = os.environ.get("XDG_CACHE_HOME")
+    try:
+        for root in (empty, cache):
+            os.environ["XDG_CACHE_HOME"] = root
+            found = None
+            with AccessGuard(allow=[root]) as guard:
+                try:
+                    found = loader.find_model(info.model)
+                except ModelNotFoundError as e:
+                    if not str(e).isprintable() or "pass --model PATH" not in str(e):
+                        raise AssertionError(f"not one printable line with the hint: {e!r}") from None
+                    if root == cache:
+                        raise
+                finally:
+                    if guard.violations:
+                        raise AssertionError(f"the lookup touched {guard.violations}")
+            if root == empty and found is not None:
+                raise AssertionError(f"found {found} in an empty cache")
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
+    if found != entry:
+        raise AssertionError(f"found {found}, not the cache entry")
+    return found
+
+
+PATHS = ("decode", "info-seek", "info-pipe", "cli-t", "resolve")
 
 
 def check(
@@ -512,7 +601,11 @@ def check(
             bad = [w for w in ("internal error", "MemoryError", "RecursionError", "Traceback") if w in err]
             if bad or code not in (0, 1) or (code == 1) != bool(err.strip()) or err.count("\n") > 1:
                 c.label, c.failure = "FAIL:cli", f"exit {code}, stderr {err!r}"
-    d, s, p, c = (res.get(k) for k in PATHS)
+    if "resolve" in paths:
+        r = res["resolve"] = _call(lambda: _resolve(blob), limit)
+        if r.ok:
+            r.label = "none" if r.value is None else "found"
+    d, s, p, c = (res.get(k) for k in PATHS[:4])
     if d and d.ok and not d.failure:
         for o in (s, p):
             if o is None:

@@ -33,7 +33,7 @@ def test_round_trip_with_default_model(tmp_path: Path) -> None:
     p = lmzip("-k", "--threads", "2", "t.txt", cwd=tmp_path)
     assert p.returncode == 0, p.stderr.decode()
     info = json.loads(lmzip("info", "--json", "t.txt.lmz", cwd=tmp_path).stdout)
-    assert info["model"]["name"], info  # the archive names its model
+    assert info["model"]["name"] == "SmolLM2-135M-Instruct", info  # a label, found again by its hashes
     assert info["codec_counts"]["lm"] == 1, info
     p = lmzip("-dc", "--threads", "2", "t.txt.lmz", cwd=tmp_path)
     assert p.returncode == 0, p.stderr.decode()

@@ -121,3 +121,33 @@ def test_structural_edits_reach_the_layout_checks() -> None:
                 edited = list(recs)
                 edited[i] = (kind, [*values[:j], v, *values[j + 1 :]], rest)
                 assert outcome(fuzz.rebuild(archive, lay, edited)) is None, (i, j, v)
+
+
+@pytest.mark.parametrize("name", list(fuzz.HOSTILE_NAMES))
+def test_hostile_model_names_through_every_path(name: str) -> None:
+    """Names that are paths, `..`, 255 bytes or control characters: decoded by hash, the
+    real lookup touches only the cache (scripts/fuzz.py's `resolve` path), info prints
+    them escaped; damaged copies end in an LmzipError the same way."""
+    original, archive = BASES[name]
+    model = fuzz.read_archive_info(io.BytesIO(archive)).model
+    assert model is not None and model.name == fuzz.HOSTILE_NAMES[name]
+    res = fuzz.check(archive, {original})
+    assert fuzz.signature(res) == (), res
+    assert res["decode"].value == original and res["resolve"].label == "found"
+    rng = random.Random(name)
+    for pos in range(0, len(archive), 5):
+        damaged = bytearray(archive)
+        damaged[pos] ^= 1 << rng.randrange(8)
+        res = fuzz.check(bytes(damaged), {original}, paths=("decode", "info-seek", "resolve"))
+        assert fuzz.signature(res) == (), (pos, res)
+
+
+def test_resolve_path_catches_a_lookup_that_opens_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from lmzip.engine import loader
+
+    monkeypatch.setattr(loader, "find_model", lambda want: Path(want.name).is_file())
+    original, archive = BASES["name-path"]
+    res = fuzz.check(archive, {original}, paths=("resolve",))
+    assert res["resolve"].failure and "/etc/passwd" in res["resolve"].failure, res

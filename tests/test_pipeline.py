@@ -228,16 +228,40 @@ def test_model_mismatch() -> None:
             decompress(archive, codec_factory=factory(FakeLM(other)))
 
 
-def test_decompress_asks_for_the_archived_model() -> None:
+def test_decompress_asks_for_the_archived_hashes_never_the_name() -> None:
     archive = compress(text(3000), chunk_size=1000, codec_factory=factory(FakeLM()))
     asked = []
 
     def record(options):
-        asked.append(options.model)
+        asked.append((options.model, options.archive_model))
         return FakeLM()
 
     decompress(archive, codec_factory=record)
-    assert asked == ["fake-zlib"]
+    [(model, want)] = asked
+    assert model is None  # the stored name is not a --model argument
+    assert want == read_archive_info(io.BytesIO(archive)).model
+    assert (want.model_hash, want.tokenizer_hash) == (b"M" * 32, b"T" * 32)
+    decompress(archive, codec_factory=record, model="mine")  # the user's --model goes through as given
+    assert asked[-1][0] == "mine"
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("/home/someone/models/My-Model", "My-Model"),
+        ("C:\\models\\My-Model\\", "My-Model"),
+        ("HuggingFaceTB/SmolLM2-135M", "SmolLM2-135M"),
+        ("../..", "model"),
+        ("a\x1b[2Jb\nc\x00", "a[2Jbc"),
+        ("\u00e9" * 200, "\u00e9" * 127),  # cut to 255 bytes on a character boundary
+    ],
+)
+def test_writers_store_a_label_never_a_path(name: str, label: str) -> None:
+    data = text(20000)
+    archive = compress(data, chunk_size=5000, codec_factory=factory(FakeLM(FakeIdentity(name=name))))
+    info = read_archive_info(io.BytesIO(archive))
+    assert info.model is not None and info.model.name == label
+    assert decompress(archive, codec_factory=factory(FakeLM())) == data  # found by hash, not by name
 
 
 def test_name_and_mtime_in_header() -> None:

