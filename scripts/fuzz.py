@@ -292,12 +292,28 @@ class Mutator:
                 ]
             )
             blob, desc, extra = self.mutate(kind, name, blob)
-            allowed |= extra
+            allowed |= extra | self.concatenations(blob, allowed)
             trace.append(desc)
         if rng.random() < 0.3:  # let random damage past the CRC gates
             blob = fix_tail(fix_header_crc(blob))
             trace.append("fixcrc:")
         return blob, trace, allowed
+
+    def concatenations(self, blob: bytes, allowed: set[bytes]) -> set[bytes]:
+        """Outputs of blob as concatenated archives (valid, like gzip members): when it starts
+        or ends with a whole base archive, that base's original before or after any output
+        the rest may give (an appended archive, a splice at the very ends, a dup of a tiny
+        archive)."""
+        whole = {arc: orig for orig, arc in self.bases.values()}
+        out: set[bytes] = set()
+        for arc, orig in whole.items():
+            if len(blob) > len(arc) and blob.endswith(arc):
+                rest = blob[: -len(arc)]
+                out |= {a + orig for a in allowed | ({whole[rest]} if rest in whole else set())}
+            if len(blob) > len(arc) and blob.startswith(arc):
+                rest = blob[len(arc) :]
+                out |= {orig + a for a in allowed | ({whole[rest]} if rest in whole else set())}
+        return out
 
     def mutate(self, kind: str, name: str, blob: bytes) -> tuple[bytes, str, set[bytes]]:
         rng = self.rng
