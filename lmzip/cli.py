@@ -453,10 +453,12 @@ class Lister:
             self._row(src, name, path)
 
     def _row(self, src: BinaryIO, name: str, path: str | None) -> None:
-        info = _info(src)
+        from lmzip.pipeline import read_archive_infos
+
+        # Concatenated archives: one row, their sizes summed (docs/FORMAT.md).
+        original = sum(info.original_size for info in read_archive_infos(src))
         src.seek(0, os.SEEK_END)
         compressed = src.tell()
-        original = info.original_size
         if self.rows == 0:
             click.echo(LIST_HEADER)
         click.echo(f"{compressed:>19} {original:>19} {ratio(original, compressed):5.1f}% {name}")
