@@ -540,7 +540,17 @@ def run(files: Sequence[str], s: Settings) -> int:
         _guard(rep, display, action, s)
     if s.list:
         lister.totals()
+    if s.verbose and not s.quiet:
+        _note_reference_path()
     return rep.status
+
+
+def _note_reference_path() -> None:
+    """-v: one line when the model ran without the C kernels (same output, slower)."""
+    kernels = sys.modules.get("lmzip.engine.kernels")
+    error = kernels.build_error(build=False) if kernels is not None else None
+    if error:
+        print(f"{PROG}: C kernels unavailable ({error}); the model ran on the reference path", file=sys.stderr)
 
 
 def _bind(fn: Callable[[str | None, Settings], Any], p: str | None, s: Settings) -> Callable[[], Any]:

