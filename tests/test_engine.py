@@ -319,6 +319,12 @@ def test_matmul_backends_exact_at_int8_extremes(k):
         assert torch.equal(got, want), name
 
 
+# Engine vs the float transformers model on the tiny models: what int8 weights and
+# activations cost (measured values in the tests), with a margin; a layout or RoPE bug
+# moves whole distributions, far beyond these bounds.
+TV_MEAN, TV_MAX = 0.08, 0.2
+
+
 def test_converted_model_matches_transformers(tiny):
     """Same function as the float HF model within int8 error (catches weight layout / RoPE pairing bugs)."""
     transformers = pytest.importorskip("transformers", reason=missing("transformers (pinned) not installed"))
@@ -329,7 +335,10 @@ def test_converted_model_matches_transformers(tiny):
     want = torch.softmax(logits, dim=-1)
     got = tiny.rows(seq).double() / TOTAL
     tv = 0.5 * (got - want).abs().sum(dim=1)
-    assert float(tv.mean()) < 0.25, f"mean total variation {float(tv.mean()):.3f} vs transformers"
+    # int8 error alone: mean 0.059, max 0.137 (torch 2.13.0, transformers 5.24.0: deterministic)
+    assert float(tv.mean()) < TV_MEAN and float(tv.max()) < TV_MAX, (
+        f"total variation vs transformers: mean {float(tv.mean()):.3f}, max {float(tv.max()):.3f}"
+    )
 
 
 def test_qwen2_with_qkv_bias_and_tied_head(tmp_path, monkeypatch):
@@ -354,7 +363,10 @@ def test_qwen2_with_qkv_bias_and_tied_head(tmp_path, monkeypatch):
     with torch.inference_mode():
         logits = hf(torch.tensor([[engine.bos] + seq[: WINDOW - 2]])).logits[0].double()
     tv = 0.5 * (want[: WINDOW - 1].double() / TOTAL - torch.softmax(logits, dim=-1)).abs().sum(dim=1)
-    assert float(tv.mean()) < 0.25, f"mean total variation {float(tv.mean()):.3f} vs transformers"
+    # int8 error alone: mean 0.052, max 0.128 (torch 2.13.0, transformers 5.24.0: deterministic)
+    assert float(tv.mean()) < TV_MEAN and float(tv.max()) < TV_MAX, (
+        f"total variation vs transformers: mean {float(tv.mean()):.3f}, max {float(tv.max()):.3f}"
+    )
 
 
 def test_tiny_golden_vector(tiny):

@@ -25,7 +25,7 @@ from lmzip.pipeline import DecompressOptions, decompress_stream
 fuzz = load_script("fuzz")
 BASES = fuzz.make_bases()
 LM_BASES = [name for name in BASES if name.endswith("-lm") or name in ("multi-group", "model-later")]
-LIMIT = 2.0  # seconds per case; normal cases take about a millisecond
+LIMIT = 10.0  # seconds per case: a hang guard, not a speed test (cases take about a millisecond)
 
 
 def decode(blob: bytes, batch: int = 32, pipe: bool = False) -> bytes:
