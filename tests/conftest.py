@@ -4,10 +4,16 @@ corpus or pinned dependency fail instead."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
-import pytest
-from strict import MISSING, STRICT, default_model_installed, missing
+# Before anything imports torch (libgomp reads it once): idle OpenMP workers sleep instead
+# of spinning. On a busy 2-core machine spinning made the 2-thread exactness tests
+# (tests/test_real_exactness.py) 50x slower; the integers do not depend on it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+from strict import MISSING, STRICT, default_model_installed, missing  # noqa: E402
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
