@@ -270,14 +270,18 @@ def test_threads_do_not_change_integers(tiny):
                 tiny.engine.frequencies_for(long),
                 tiny.engine.score(seqs),
                 decode_rows(tiny.engine, [s[:40] for s in seqs[:3]], 3),
+                # 17 slots: step.c splits its loops across threads from 8 slots on
+                decode_rows(tiny.engine, [s[:12] for s in seqs], 17, seed=2),
             )
     finally:
         torch.set_num_threads(before)
-    (f1, s1, d1), (f2, s2, d2) = results[1], results[2]
+    (f1, s1, d1, w1), (f2, s2, d2, w2) = results[1], results[2]
     assert_rows_equal(f2, f1, "2 threads vs 1")
     assert_scores_equal(s2, s1)
-    for a, b in zip(d1, d2, strict=True):
+    for a, b in zip(d1 + w1, d2 + w2, strict=True):
         assert_rows_equal(b, a, "decoder, 2 threads vs 1")
+    for s, rows in zip(seqs, w2, strict=True):
+        assert_rows_equal(rows, tiny.rows(s[:12]), "17 slots on 2 threads vs one extend")
 
 
 def test_backend_fp32_equals_int_mm(tiny):
