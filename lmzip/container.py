@@ -258,6 +258,8 @@ class _Reader:
 
     def skip(self, n: int, what: str) -> None:
         """Passes over n bytes: seeks where the source can, else reads them in pieces."""
+        if n <= 0:
+            return
         seekable = False
         if not self.lead and self.capture is None:
             try:
