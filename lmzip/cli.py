@@ -455,15 +455,19 @@ class Lister:
             self._row(src, name, path)
 
     def _row(self, src: BinaryIO, name: str, path: str | None) -> None:
-        info = _info(src)
+        from lmzip.pipeline import read_archive_infos
+
+        # Concatenated archives: one row, their sizes summed (docs/FORMAT.md).
+        infos = read_archive_infos(src)
+        original = sum(info.original_size for info in infos)
         src.seek(0, os.SEEK_END)
         compressed = src.tell()
-        original = info.original_size
         model = ""
         if self.verbose:
             from lmzip.container import printable_label
 
-            m = info.model
+            # the first archive's model that has one (concatenated archives may differ)
+            m = next((info.model for info in infos if info.model is not None), None)
             model = f"{m.model_hash[:6].hex():<12} {printable_label(m.name):<24} " if m else f"{'-':<12} {'-':<24} "
         if self.rows == 0:
             click.echo(f"{'model_hash':<12} {'model':<24} {LIST_HEADER}" if self.verbose else LIST_HEADER)
@@ -547,7 +551,17 @@ def run(files: Sequence[str], s: Settings) -> int:
         _guard(rep, display, action, s)
     if s.list:
         lister.totals()
+    if s.verbose and not s.quiet:
+        _note_reference_path()
     return rep.status
+
+
+def _note_reference_path() -> None:
+    """-v: one line when the model ran without the C kernels (same output, slower)."""
+    kernels = sys.modules.get("lmzip.engine.kernels")
+    error = kernels.build_error(build=False) if kernels is not None else None
+    if error:
+        print(f"{PROG}: C kernels unavailable ({error}); the model ran on the reference path", file=sys.stderr)
 
 
 def _bind(fn: Callable[[str | None, Settings], Any], p: str | None, s: Settings) -> Callable[[], Any]:

@@ -10,14 +10,20 @@ its data: incompressible data costs only the record framing.
 from __future__ import annotations
 
 import threading
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import zstandard
 
-from lmzip.container import Codec
+from lmzip.container import PIECE, Codec
 from lmzip.errors import CorruptChunkError
 
 ZSTD_LEVEL = 19
+# The largest zstd window a record may need (bytes): what zstd -19 uses on any input
+# (windowLog 23). The decoder refuses more, so a frame never makes it allocate more.
+MAX_ZSTD_WINDOW = 1 << 23
 
 _local = threading.local()  # zstd contexts are not thread-safe; reuse one per thread
 
@@ -45,15 +51,14 @@ def zstd_compress(data: bytes) -> bytes:
 def zstd_decompress(payload: bytes, original_length: int) -> bytes:
     """Never produces (or allocates for output) more than original_length bytes, whatever
     the frame claims: a frame that declares another content size, holds more data, is
-    followed by extra bytes or needs a window beyond max(8 MiB, original_length) is corrupt."""
+    followed by extra bytes or needs a window beyond MAX_ZSTD_WINDOW is corrupt."""
     try:
         declared = zstandard.frame_content_size(payload)
     except zstandard.ZstdError as e:
         raise CorruptChunkError(f"zstd data corrupt ({e})") from None
     if declared not in (-1, original_length):  # -1: not declared (what lmzip writes)
         raise CorruptChunkError(f"zstd frame declares {declared} bytes, record {original_length}")
-    window = max(1 << 23, 1 << max(0, original_length - 1).bit_length())
-    dctx = zstandard.ZstdDecompressor(max_window_size=window)
+    dctx = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
     try:
         out = dctx.decompress(payload, max_output_size=original_length, allow_extra_data=False)
         # That call ignores a whole second frame after the first; the first frame is now
@@ -89,3 +94,134 @@ def decode_plain(codec: Codec, payload: bytes, original_length: int) -> bytes:
     if codec == Codec.ZSTD:
         return zstd_decompress(payload, original_length)
     raise ValueError(f"decode_plain cannot decode {codec.name}")
+
+
+class PayloadSource(Protocol):
+    def read(self, n: int = -1) -> bytes: ...
+
+
+def decode_plain_into(
+    codec: Codec, payload: PayloadSource, original_length: int, write: Callable[[bytes], object]
+) -> tuple[int, int]:
+    """Decode a stored or zstd payload read in pieces, handing the output to `write` in
+    pieces of at most PIECE bytes; returns (output length, its CRC32). Memory stays at
+    about PIECE plus the zstd window (MAX_ZSTD_WINDOW) whatever the record's size. The
+    checks are those of zstd_decompress: a frame holding more than original_length
+    bytes, cut short, followed by anything or needing a larger window is corrupt. The
+    caller compares length and CRC with the record's (output is written before that)."""
+    crc = n = 0
+    if codec == Codec.STORED:
+        while piece := payload.read(PIECE):
+            crc, n = zlib.crc32(piece, crc), n + len(piece)
+            write(piece)
+        return n, crc
+    if codec != Codec.ZSTD:
+        raise ValueError(f"decode_plain_into cannot decode {codec.name}")
+    walker = _FrameWalker(original_length)
+
+    class _Source:  # what the zstd reader pulls from: the payload, seen by the walker on the way
+        def read(self, size: int = -1) -> bytes:
+            data = payload.read(size)
+            walker.feed(data)
+            return data
+
+    dctx = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
+    try:
+        with dctx.stream_reader(_Source(), read_size=1 << 17, read_across_frames=False, closefd=False) as reader:
+            while piece := reader.read(PIECE):
+                n += len(piece)
+                if n > original_length:
+                    raise CorruptChunkError(f"zstd frame holds more than the record's {original_length} bytes")
+                crc = zlib.crc32(piece, crc)
+                write(piece)
+    except zstandard.ZstdError as e:
+        raise CorruptChunkError(f"zstd data corrupt ({e})") from None
+    while rest := payload.read(PIECE):  # what the reader left after its frame ended
+        walker.feed(rest)
+    walker.finish()
+    return n, crc
+
+
+class _FrameWalker:
+    """Follows the structure of one zstd frame (RFC 8878: header, block headers, optional
+    checksum) over the payload bytes, without decoding: says whether the frame is whole
+    and whether anything follows it, which zstandard's stream reader does not report."""
+
+    def __init__(self, original_length: int) -> None:
+        self.original_length = original_length
+        self.head = bytearray()
+        self.state = "header"
+        self.skip = 0  # bytes of the current block (or checksum) still to pass
+        self.last = False
+        self.checksum = False
+
+    def feed(self, data: bytes) -> None:
+        i = 0
+        while i < len(data):
+            if self.skip:
+                step = min(self.skip, len(data) - i)
+                self.skip -= step
+                i += step
+                if not self.skip and self.state == "checksum":
+                    self.state = "done"
+                continue
+            if self.state == "done":
+                raise CorruptChunkError("zstd data corrupt (extra bytes after the frame)")
+            take = self._want() - len(self.head)
+            self.head += data[i : i + take]
+            i += min(take, len(data) - i)
+            if len(self.head) == self._want():
+                self._parse()
+
+    def _want(self) -> int:
+        if self.state == "block":
+            return 3
+        if len(self.head) < 5:
+            return 5
+        fhd = self.head[4]
+        single = fhd >> 5 & 1
+        fcs = (0, 2, 4, 8)[fhd >> 6] or single
+        return 5 + (1 - single) + (0, 1, 2, 4)[fhd & 3] + fcs
+
+    def _parse(self) -> None:
+        head, self.head = bytes(self.head), bytearray()
+        if self.state == "block":
+            bits = int.from_bytes(head, "little")
+            kind, size = bits >> 1 & 3, bits >> 3
+            if kind == 3:
+                raise CorruptChunkError("zstd data corrupt (reserved block type)")
+            self.skip = 1 if kind == 1 else size
+            if bits & 1:
+                self.state = "checksum" if self.checksum else "done"
+                if self.state == "checksum":
+                    self.skip += 4
+                elif not self.skip:
+                    return
+            return
+        if head[:4] != b"\x28\xb5\x2f\xfd":
+            raise CorruptChunkError("zstd data corrupt (not a zstd frame)")
+        fhd = head[4]
+        if fhd & 0x08:
+            raise CorruptChunkError("zstd data corrupt (reserved header bit set)")
+        single = fhd >> 5 & 1
+        self.checksum = bool(fhd >> 2 & 1)
+        fcs_size = (0, 2, 4, 8)[fhd >> 6] or single
+        declared = -1
+        if fcs_size:
+            declared = int.from_bytes(head[len(head) - fcs_size :], "little") + (256 if fcs_size == 2 else 0)
+            if declared != self.original_length:
+                raise CorruptChunkError(f"zstd frame declares {declared} bytes, record {self.original_length}")
+        window = declared if single else _window_size(head[5])
+        if window > MAX_ZSTD_WINDOW:
+            raise CorruptChunkError(f"zstd data corrupt (window of {window} bytes, more than {MAX_ZSTD_WINDOW})")
+        self.head = bytearray()
+        self.state = "block"
+
+    def finish(self) -> None:
+        if self.state != "done" or self.skip:
+            raise CorruptChunkError("zstd data corrupt (frame cut short)")
+
+
+def _window_size(descriptor: int) -> int:
+    base = 1 << (10 + (descriptor >> 3))
+    return base + (base >> 3) * (descriptor & 7)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import hashlib
 import io
 import os
 import struct
@@ -40,6 +41,7 @@ MAX_MODEL_NAME = 255
 MAX_FILE_NAME = 4095
 HASH_SIZE = 32
 MAX_VARINT = 10  # bytes: enough for any value below 2**64
+PIECE = 1 << 20  # bytes: how stored/zstd payloads and their output move when streamed
 _U32 = (1 << 32) - 1
 
 FLAG_NAME = 0x01  # original file name present
@@ -254,11 +256,12 @@ class _Reader:
     """Exact reads with position tracking; a short read is a truncated archive.
     When `capture` is a bytearray, every byte read is appended to it (for CRCs)."""
 
-    def __init__(self, src: BinaryIO, truncated: str = "truncated archive: {} cut short") -> None:
+    def __init__(self, src: BinaryIO, truncated: str = "truncated archive: {} cut short", lead: bytes = b"") -> None:
         self.src = src
         self.pos = 0
         self.capture: bytearray | None = None
         self.truncated = truncated
+        self.lead = lead  # bytes already taken from src (the first bytes of the next member)
 
     def read(self, n: int, what: str) -> bytes:
         data = self.read_upto(n)
@@ -267,11 +270,38 @@ class _Reader:
         return data
 
     def read_upto(self, n: int) -> bytes:
-        data = read_full(self.src, n)
+        if self.lead:
+            data, self.lead = self.lead[:n], self.lead[n:]
+            if len(data) < n:
+                data += read_full(self.src, n - len(data))
+        else:
+            data = read_full(self.src, n)
         self.pos += len(data)
         if self.capture is not None:
             self.capture += data
         return data
+
+    def skip(self, n: int, what: str) -> None:
+        """Passes over n bytes: seeks where the source can, else reads them in pieces."""
+        if n <= 0:
+            return
+        seekable = False
+        if not self.lead and self.capture is None:
+            try:
+                seekable = self.src.seekable()
+            except (AttributeError, OSError, ValueError):
+                pass
+        if seekable:
+            here = self.src.tell()
+            end = self.src.seek(0, os.SEEK_END)
+            self.src.seek(min(end, here + n))
+            if end - here < n:
+                self.pos += max(0, end - here)
+                raise FormatError(self.truncated.format(what))
+            self.pos += n
+            return
+        while n:
+            n -= len(self.read(min(n, PIECE), what))
 
     def varint(self, what: str) -> int:
         value = 0
@@ -422,9 +452,11 @@ class _Layout:
     chunk; a stored/zstd record at most max_record_chunks chunks; only the last data
     record may end in a short chunk. Numbers records and chunks as it goes."""
 
-    def __init__(self, header: Header) -> None:
+    def __init__(self, header: Header, keep: bool = True) -> None:
         self.chunk_size = header.chunk_size
-        self.records: list[RecordInfo] = []
+        self.records: list[RecordInfo] = []  # stays empty unless `keep` (memory O(1) in records)
+        self.keep = keep
+        self.count = 0  # records added
         self.chunks = 0
         self.original = 0
         self.offset = 0  # archive offset of the next record (set by the caller)
@@ -432,7 +464,7 @@ class _Layout:
         self.short = False
 
     def add(self, f: _Fields) -> RecordInfo:
-        i = len(self.records)
+        i = self.count
         if f.kind == KIND_MODEL:
             if self.model:
                 raise FormatError(f"record {i}: second model identity record")
@@ -462,7 +494,9 @@ class _Layout:
             self.short = f.length % self.chunk_size != 0
             self.chunks += count
             self.original += f.length
-        self.records.append(info)
+        if self.keep:
+            self.records.append(info)
+        self.count += 1
         self.offset += f.size
         return info
 
@@ -534,34 +568,49 @@ def _counts(layout: _Layout) -> dict[str, int]:
 # ---------------------------------------------------------------- index and trailer
 
 
+def _entries_digest() -> hashlib._Hash:
+    """Hash of index entries (their packed fields, in order): a sequential reader compares
+    the records it saw with the index through it, holding no per-record state."""
+    return hashlib.sha256()
+
+
 def _read_index(
-    r: _Reader, header: Header, expected: list[_Fields] | None, start: int, max_count: int = 0
+    r: _Reader, header: Header, expected: tuple[int, bytes] | None, start: int, max_count: int = 0
 ) -> tuple[_Layout, int]:
     """Reads the index from its count on (after the mark) and the trailer; checks the
-    tail CRC. `expected`: the records a sequential reader saw (entries must match);
-    None: the entries are only checked against the layout rules. Returns the layout
-    (record offsets from `start`, the header's end) and the whole-stream CRC."""
+    tail CRC. `expected`: (count, digest) of the records a sequential reader saw (the
+    entries must give the same digest); None: the entries are only checked against the
+    layout rules. Returns the layout (record offsets from `start`, the header's end;
+    records listed only when `expected` is None) and the whole-stream CRC. With
+    `expected`, memory is O(1) in the number of records."""
     r.capture = bytearray([INDEX_MARK])
     count = r.varint("index")
-    if expected is not None and count != len(expected):
-        raise FormatError(f"index lists {count} records, archive has {len(expected)}")
+    if expected is not None and count != expected[0]:
+        raise FormatError(f"index lists {count} records, archive has {expected[0]}")
     if expected is None and count > max_count:  # entries take 2 bytes at least
         raise FormatError(f"index lists {count} records, more than its size allows")
-    layout = _Layout(header)
+    layout = _Layout(header, keep=expected is None)
     layout.offset = start
+    digest = _entries_digest()
+    index_crc = index_size = 0
     for i in range(count):
         f = _read_fields(r, r.read(1, "index")[0], i)
-        if expected is not None and f != expected[i]:
-            raise FormatError(f"index entry {i} does not match record {i}")
         layout.add(f)
-    index = r.capture
+        if expected is not None:
+            digest.update(f.pack())
+        if len(r.capture) >= 1 << 16:  # CRC and size as we go: the index is not kept whole
+            index_crc, index_size = zlib.crc32(r.capture, index_crc), index_size + len(r.capture)
+            r.capture.clear()
+    if expected is not None and digest.digest() != expected[1]:
+        raise FormatError("index does not match the records")
+    index_crc, index_size = zlib.crc32(r.capture, index_crc), index_size + len(r.capture)
     r.capture = None
-    crc, index_size, tail_crc, magic = _TRAILER.unpack(r.read(TRAILER_SIZE, "trailer"))
+    crc, declared_size, tail_crc, magic = _TRAILER.unpack(r.read(TRAILER_SIZE, "trailer"))
     if magic != END_MAGIC:
         raise FormatError("truncated archive: trailer missing")
-    if tail_crc != zlib.crc32(struct.pack("<II", crc, index_size), zlib.crc32(index)):
+    if tail_crc != zlib.crc32(struct.pack("<II", crc, declared_size), index_crc):
         raise FormatError("index CRC mismatch (corrupt archive)")
-    if index_size != len(index):
+    if declared_size != index_size:
         raise FormatError("trailer does not match the index")
     return layout, crc
 
@@ -625,31 +674,66 @@ class ArchiveWriter:
         return self.pos
 
 
-class ArchiveReader:
-    """Sequential reader (works on pipes). Iterate `records()` for (Record, payload) of
-    the data records; the model identity record is read on the way and sets `model`
-    (always before the first lm record is yielded). When `records()` ends, the index
-    and trailer have been checked against the records and `crc` is set. The caller
-    checks record CRCs and the whole-stream CRC."""
+class Payload:
+    """A record's payload, read from the archive in pieces: a 64 MiB stored or zstd
+    record never needs to be in memory at once. Valid until the reader moves on (the
+    reader skips what was not read)."""
 
-    def __init__(self, src: BinaryIO) -> None:
-        self._r = _Reader(src)
+    def __init__(self, r: _Reader, length: int, what: str) -> None:
+        self._r = r
+        self.length = length
+        self.left = length
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to n bytes (all that is left when n < 0); b"" at the end. A truncated
+        archive raises FormatError."""
+        n = self.left if n < 0 else min(n, self.left)
+        if n <= 0:
+            return b""
+        data = self._r.read(n, self._what)
+        self.left -= n
+        return data
+
+    def skip(self) -> None:
+        """Passes over what is left (seeking where the archive can)."""
+        n, self.left = self.left, 0
+        self._r.skip(n, self._what)
+
+
+class ArchiveReader:
+    """Sequential reader of one archive (works on pipes). Iterate `entries()` for
+    (Record, Payload) of the data records, or `records()` for (Record, payload bytes);
+    the model identity record is read on the way and sets `model` (always before the
+    first lm record is yielded). When the iteration ends, the index and trailer have
+    been checked against the records and `crc` is set; the source is then just past
+    this archive's trailer (another archive may follow: see `members`). The caller
+    checks record CRCs and the whole-stream CRC. Memory is O(1) in the number of
+    records unless keep_records (then `layout.records` lists them, for read_info)."""
+
+    def __init__(self, src: BinaryIO, lead: bytes = b"", keep_records: bool = False) -> None:
+        self._r = _Reader(src, lead=lead)
         self.header = _read_header(self._r)
         self.header_size = self._r.pos
         self.model: ModelInfo | None = None
         self.crc: int | None = None  # CRC32 of the whole original stream, from the trailer
-        self.layout = _Layout(self.header)
+        self.layout = _Layout(self.header, keep=keep_records)
         self.layout.offset = self.header_size
 
     @property
     def position(self) -> int:
+        """Bytes of this archive read so far (its size, once the iteration has ended)."""
         return self._r.pos
 
     def records(self) -> Iterator[tuple[Record, bytes]]:
+        for rec, payload in self.entries():
+            yield rec, payload.read()
+
+    def entries(self) -> Iterator[tuple[Record, Payload]]:
         r, layout = self._r, self.layout
-        seen: list[_Fields] = []
+        digest = _entries_digest()
         while True:
-            i, offset = len(seen), r.pos
+            i, offset = layout.count, r.pos
             first = r.read_upto(1)
             if not first:
                 raise FormatError(f"truncated archive: cut short after {i} records")
@@ -657,14 +741,15 @@ class ArchiveReader:
                 break
             f = _read_fields(r, first[0], i)
             info = layout.add(f)  # checks the layout before the payload is read
-            seen.append(f)
+            digest.update(f.pack())
             (crc,) = _CRC.unpack(r.read(4, f"record {i}"))
-            payload = r.read(f.payload_length, f"record {i}")
             if f.kind == KIND_MODEL:
+                payload = r.read(f.payload_length, f"record {i}")
                 if crc != zlib.crc32(payload):
                     raise CorruptChunkError(f"record {i}: model identity CRC mismatch (corrupt archive)")
                 self.model = _parse_model_body(i, payload)
                 continue
+            body = Payload(r, f.payload_length, f"record {i}")
             yield (
                 Record(
                     i,
@@ -678,11 +763,32 @@ class ArchiveReader:
                     f.tokens,
                     crc,
                 ),
-                payload,
+                body,
             )
-        _, self.crc = _read_index(r, self.header, seen, self.header_size)
-        if r.read_upto(1):
-            raise FormatError("trailing garbage after archive")
+            body.skip()
+        _, self.crc = _read_index(r, self.header, (layout.count, digest.digest()), self.header_size)
+
+
+def members(src: BinaryIO, keep_records: bool = False) -> Iterator[ArchiveReader]:
+    """Readers of the archives in src, one after the other (like gzip members, `cat a.lmz
+    b.lmz` is one valid stream). Iterate each reader's entries to the end before asking
+    for the next. Anything after an archive that is not another one raises FormatError
+    ("trailing garbage"); an empty source is not an archive."""
+    offset = 0
+    reader: ArchiveReader | None = None
+    while True:
+        lead = b""
+        if reader is not None:
+            if reader.crc is None:
+                raise RuntimeError("members(): the previous archive was not read to its end")
+            offset += reader.position
+            lead = read_full(src, len(MAGIC))
+            if not lead:
+                return
+            if lead != MAGIC:
+                raise FormatError(f"trailing garbage after archive (at byte {offset}: not an lmzip archive)")
+        reader = ArchiveReader(src, lead=lead, keep_records=keep_records)
+        yield reader
 
 
 # ---------------------------------------------------------------- info
@@ -697,12 +803,7 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
     except (OSError, ValueError):
         pass
     if not seekable:
-        reader = ArchiveReader(src)
-        for _ in reader.records():
-            pass
-        assert reader.crc is not None
-        layout = reader.layout
-        return _info(reader.header, reader.model, layout, reader.position, reader.crc)
+        return read_infos(src)[0]
 
     start = src.tell()
     size = src.seek(0, os.SEEK_END) - start
@@ -748,3 +849,15 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
 def _info(header: Header, model: ModelInfo | None, layout: _Layout, size: int, crc: int) -> ArchiveInfo:
     chunks = _chunk_infos(layout)
     return ArchiveInfo(header, model, layout.records, chunks, layout.original, size, crc, _counts(layout))
+
+
+def read_infos(src: BinaryIO) -> list[ArchiveInfo]:
+    """The info of every archive in src (concatenated archives: see `members`), found by
+    walking the records in order; payloads are skipped (seeked over where src can)."""
+    infos = []
+    for reader in members(src, keep_records=True):
+        for _ in reader.entries():
+            pass
+        assert reader.crc is not None
+        infos.append(_info(reader.header, reader.model, reader.layout, reader.position, reader.crc))
+    return infos

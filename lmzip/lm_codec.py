@@ -15,6 +15,7 @@ from lmzip.container import ModelInfo
 from lmzip.engine.engine import DEFAULT_WINDOW, Engine
 from lmzip.engine.loader import ModelIdentity, load_model
 from lmzip.engine.numerics import NUMERICS_VERSION
+from lmzip.errors import LmzipError
 
 
 @dataclass
@@ -95,7 +96,32 @@ def load_lm_codec(
 ) -> LMCodec:
     """The codec for `model` (a --model argument; None: the default model), or, when
     `model` is None and `want` is given, for the model with `want`'s hashes."""
+    check_device(device)  # before the model loads: a bad device is one line, not a traceback
     if threads:
         torch.set_num_threads(threads)
     engine = Engine(load_model(model, want), window=window or DEFAULT_WINDOW, device=device)
     return LMCodec(engine, batch)
+
+
+def check_device(device: str) -> None:
+    """Raises LmzipError (one line) unless torch can put a tensor on `device`."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise LmzipError(f"unknown device {device!r} ({_first_line(e)})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise LmzipError(
+            f"--device {device}: CUDA is not available ({why}, torch {torch.__version__}); use --device cpu"
+        )
+    try:
+        torch.empty(1, device=dev)
+    except (AssertionError, RuntimeError, ValueError) as e:  # torch says AssertionError for some builds
+        raise LmzipError(f"--device {device}: torch cannot use it ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    """torch's message, cut to its first sentence (some run over hundreds of characters)."""
+    lines = str(e).strip().splitlines()
+    text = lines[0].split(". ")[0].rstrip(".") if lines else type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

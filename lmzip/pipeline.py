@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from lmzip.codecs import decode_plain, encode_plain, lm_saving
+from lmzip.codecs import decode_plain, decode_plain_into, encode_plain, lm_saving
 from lmzip.container import (
     ArchiveInfo,
     ArchiveReader,
@@ -25,13 +25,16 @@ from lmzip.container import (
     Codec,
     Header,
     ModelInfo,
+    Payload,
     Record,
     check_chunk_size,
     max_record_chunks,
+    members,
     model_label,
     printable_label,
     read_full,
     read_info,
+    read_infos,
     storable_name,
     uvarint,
 )
@@ -56,6 +59,15 @@ class LMCodec(Protocol):
 
 
 DECODE_LOOKAHEAD = 4  # lm records per decompression group, in units of --batch
+# Memory bounds (bytes), whatever the chunk size, the record sizes and their number
+# (docs/DESIGN.md "Memory"): a decompression group holds at most DECODE_GROUP_BYTES of
+# original data (one lm record may exceed it: an lm chunk is decoded whole); a stored or
+# zstd record larger than STREAM_RECORD_BYTES is decoded straight to the output in pieces
+# (container.PIECE); a compression group reads at most COMPRESS_GROUP_BYTES of input
+# (at least one chunk).
+DECODE_GROUP_BYTES = 16 << 20
+STREAM_RECORD_BYTES = 4 << 20
+COMPRESS_GROUP_BYTES = 64 << 20
 
 
 @dataclass
@@ -182,7 +194,7 @@ def compress_stream(
     """Compress src into dst. `progress(n)` is called with the number of input bytes
     just consumed (an increment, like rich's `advance`)."""
     check_chunk_size(options.chunk_size, LmzipError)
-    batch = max(1, options.batch)
+    batch = min(max(1, options.batch), max(1, COMPRESS_GROUP_BYTES // options.chunk_size))
     groups = _read_groups(src, options.chunk_size, batch)
     first = next(groups, None)
     # An empty input never loads the codec. The model identity is a record written
@@ -236,12 +248,18 @@ def _describe(m: ModelInfo) -> str:
 
 
 class _Decoder:
-    """Decodes groups of records; loads the LM codec at the first lm record."""
+    """Decodes groups of records of one archive; loads the LM codec at the first lm
+    record. `codecs`: the codecs loaded for earlier archives of the same stream, by
+    (model hash, tokenizer hash, numerics version, window), reused when this archive
+    needs the same."""
 
-    def __init__(self, reader: ArchiveReader, options: DecompressOptions) -> None:
+    def __init__(
+        self, reader: ArchiveReader, options: DecompressOptions, codecs: dict[tuple, LMCodec] | None = None
+    ) -> None:
         self.reader = reader
         self.options = options
         self.codec: LMCodec | None = None
+        self.codecs = {} if codecs is None else codecs
 
     def lm_codec(self) -> LMCodec:
         if self.codec is None:
@@ -250,7 +268,9 @@ class _Decoder:
             # The archive's name is a label: the model is the user's --model, or the one
             # with the archive's hashes (lmzip.engine.loader.find_model).
             opts = dataclasses.replace(self.options, window=m.context_window, archive_model=m)
-            codec = load_codec(opts)
+            key = (m.model_hash, m.tokenizer_hash, m.numerics_version, m.context_window)
+            codec = self.codecs.get(key) or load_codec(opts)
+            self.codecs[key] = codec
             mine = _identity(codec)
             keys = ("model_hash", "tokenizer_hash", "numerics_version", "context_window")
             if any(getattr(m, k) != getattr(mine, k) for k in keys):
@@ -297,55 +317,128 @@ def decompress_stream(
     verify_only: bool = False,
 ) -> Stats:
     """Decompress src into dst (nothing is written when verify_only). Every chunk CRC,
-    the index, the trailer and the whole-stream CRC are checked. `progress(n)` gets
-    the number of archive bytes just consumed."""
-    reader = ArchiveReader(src)
-    decoder = _Decoder(reader, options)
+    the index, the trailer and the whole-stream CRC are checked. Concatenated archives
+    (`cat a.lmz b.lmz`) decode one after the other, like gzip members; anything else
+    after an archive is an error. `progress(n)` gets the number of archive bytes just
+    consumed."""
+    stats = Stats()
+    decoder: _Decoder | None = None
+    done = 0  # archive bytes of the members before this one
+    for reader in members(src):
+        decoder = _Decoder(reader, options, decoder.codecs if decoder else None)
+        reported = _decompress_member(reader, decoder, dst, options, stats, progress, verify_only, done)
+        done += reader.position
+        if progress and done > reported:
+            progress(done - reported)
+    stats.compressed_bytes = done
+    return stats
+
+
+def _decompress_member(
+    reader: ArchiveReader,
+    decoder: _Decoder,
+    dst: BinaryIO | None,
+    options: DecompressOptions,
+    stats: Stats,
+    progress: ProgressFn | None,
+    verify_only: bool,
+    done: int,
+) -> int:
+    """Decodes one archive; returns the progress reported so far (in stream bytes)."""
     batch = max(1, options.batch)
     # The codec decodes `batch` lm records at a time in lock step. A group hands it
     # DECODE_LOOKAHEAD times as many, so that a slot freed by a short chunk takes the next
     # one instead of idling until the group's longest chunk ends (groups of exactly
     # `batch` used 58% of the slot-steps on a 20 MB text; x4 simulates to 84%). Memory
-    # stays bounded: up to that many chunks of data plus one record per group.
+    # stays bounded by DECODE_GROUP_BYTES of original data per group; a large stored or
+    # zstd record goes straight to the output (decode_plain_into).
     group_lm = DECODE_LOOKAHEAD * batch
-    group_bytes = group_lm * reader.header.chunk_size
-    stats = Stats()
     crc = 0
-    reported = 0
+    reported = done
+
+    def emit(data: bytes) -> None:
+        if not verify_only and dst is not None:
+            dst.write(data)
+
+    def emit_piece(data: bytes) -> None:  # a piece of a streamed record
+        nonlocal crc
+        crc = zlib.crc32(data, crc)
+        emit(data)
+
+    def report() -> None:
+        nonlocal reported
+        if progress:
+            progress(done + reader.position - reported)
+            reported = done + reader.position
 
     def flush(group: list[tuple[Record, bytes]]) -> None:
-        nonlocal crc, reported
+        nonlocal crc
         for data in decoder.decode(group):
             crc = zlib.crc32(data, crc)
             stats.original_bytes += len(data)
-            if not verify_only and dst is not None:
-                dst.write(data)
+            emit(data)
         for rec, _ in group:
             stats.chunks[rec.codec.name.lower()] += rec.chunk_count
         group.clear()
-        if progress:
-            progress(reader.position - reported)
-            reported = reader.position
+        report()
 
     group: list[tuple[Record, bytes]] = []
     lm_count = pending = 0
-    for rec, payload in reader.records():
-        group.append((rec, payload))
+    for rec, body in reader.entries():
+        if rec.codec != Codec.LM and rec.original_length > STREAM_RECORD_BYTES:
+            flush(group)  # output stays in order
+            lm_count = pending = 0
+            stats.original_bytes += _stream_record(rec, body, emit_piece)
+            stats.chunks[rec.codec.name.lower()] += rec.chunk_count
+            report()
+            continue
+        if group and pending + rec.original_length > DECODE_GROUP_BYTES:
+            flush(group)
+            lm_count = pending = 0
+        group.append((rec, body.read()))
         lm_count += rec.codec == Codec.LM
         pending += rec.original_length
-        if lm_count >= group_lm or pending >= group_bytes:
+        if lm_count >= group_lm:
             flush(group)
             lm_count = pending = 0
     flush(group)
-    assert reader.crc is not None  # set once records() is exhausted
+    assert reader.crc is not None  # set once entries() is exhausted
     if crc != reader.crc:
         raise CorruptChunkError("whole-stream CRC mismatch")
-    stats.compressed_bytes = reader.position
-    if progress and reader.position > reported:
-        progress(reader.position - reported)
-    return stats
+    return reported
+
+
+def _stream_record(rec: Record, body: Payload, emit: Callable[[bytes], None]) -> int:
+    """Decodes a stored or zstd record to `emit` in pieces; returns its length. Its data
+    is checked (length, CRC) once all of it went out, as gzip checks a member."""
+    try:
+        n, crc = decode_plain_into(rec.codec, body, rec.original_length, emit)
+    except CorruptChunkError as e:
+        raise CorruptChunkError(f"{rec.label}: {e}") from None
+    if n != rec.original_length or crc != rec.crc:
+        raise CorruptChunkError(f"{rec.label}: CRC mismatch")
+    return n
 
 
 def read_archive_info(src: BinaryIO) -> ArchiveInfo:
-    """Header, per-chunk index and trailer, without decoding (never imports torch)."""
-    return read_info(src)
+    """Header, per-chunk index and trailer, without decoding (never imports torch). Of
+    concatenated archives, the first one's (as gzip -N takes the first member's name)."""
+    start = src.tell() if src.seekable() else None
+    try:
+        return read_info(src)
+    except LmzipError:
+        if start is None:
+            raise
+        src.seek(start)  # the trailer-first reading fails on concatenated archives
+        try:
+            infos = read_infos(src)
+        except LmzipError:
+            infos = []
+        if len(infos) < 2:
+            raise
+        return infos[0]
+
+
+def read_archive_infos(src: BinaryIO) -> list[ArchiveInfo]:
+    """The info of every archive in src (one, unless archives were concatenated)."""
+    return read_infos(src)

@@ -8,18 +8,20 @@ edits (with their CRCs recomputed so the edit reaches the checks behind them),
 record drops/duplicates/swaps, trailing garbage and splices of two archives.
 
 Every case goes through `decompress_stream` (seekable, or a pipe with short reads),
-`read_archive_info` (seekable and pipe), the CLI's `-t` (in process, on a file) and the
-model lookup (`resolve`): `lmzip info`'s text, and the real `find_model` on the archive's
-model record against a scratch cache, under tests/access_guard.py. Some bases carry
-hostile model names (paths, `..`, 255 bytes, control characters): the lookup must find
-the model by hash inside the cache or raise an LmzipError, touch no file outside the
-cache, and print the name only escaped.
+`read_archive_info` (seekable: the first archive), `read_archive_infos` (pipe: every
+concatenated archive), the CLI's `-t` (in process, on a file) and the model lookup
+(`resolve`): `lmzip info`'s text, and the real `find_model` on the archive's model
+record against a scratch cache, under tests/access_guard.py. Some bases carry hostile
+model names (paths, `..`, 255 bytes, control characters): the lookup must find the
+model by hash inside the cache or raise an LmzipError, touch no file outside the cache,
+and print the name only escaped.
 The contract: each ends with the exact original (or, for a splice, the original of
-one of the two parts) or an `LmzipError` subclass, within a per-case time limit,
-under an address-space cap (so an allocation from an unchecked declared size shows
-up as MemoryError); the paths must agree (a decode that succeeds implies that both
-info paths succeed with the same sizes and that `-t` exits 0, and `-t` exits 0 only
-then). Any other exception, a hang, a MemoryError or a disagreement is a failure:
+one of the two parts; for archives put one after another, their originals one after
+another) or an `LmzipError` subclass, within a per-case time limit, under an
+address-space cap (so an allocation from an unchecked declared size shows up as
+MemoryError); the paths must agree (a decode that succeeds implies that both info
+paths succeed with the same sizes and that `-t` exits 0, and `-t` exits 0 only then).
+Any other exception, a hang, a MemoryError or a disagreement is a failure:
 the script minimizes it and prints a repro (base64), exiting 1.
 
     .venv/bin/python scripts/fuzz.py [--seconds 60] [--seed N] [--case-timeout 5] [--mem-gib 2]
@@ -64,7 +66,14 @@ from fake_pipe import Pipe  # noqa: E402
 from lmzip import cli  # noqa: E402
 from lmzip.container import MAX_CHUNK_SIZE, ArchiveReader, ArchiveWriter, Codec, leb128, uvarint  # noqa: E402
 from lmzip.errors import LmzipError  # noqa: E402
-from lmzip.pipeline import CompressOptions, DecompressOptions, compress_stream, decompress_stream, read_archive_info  # noqa: E402
+from lmzip.pipeline import (  # noqa: E402
+    CompressOptions,
+    DecompressOptions,
+    compress_stream,
+    decompress_stream,
+    read_archive_info,
+    read_archive_infos,
+)
 
 
 def fake_factory(options: object) -> FakeLM:
@@ -326,12 +335,28 @@ class Mutator:
                 ]
             )
             blob, desc, extra = self.mutate(kind, name, blob)
-            allowed |= extra
+            allowed |= extra | self.concatenations(blob, allowed)
             trace.append(desc)
         if rng.random() < 0.3:  # let random damage past the CRC gates
             blob = fix_tail(fix_header_crc(blob))
             trace.append("fixcrc:")
         return blob, trace, allowed
+
+    def concatenations(self, blob: bytes, allowed: set[bytes]) -> set[bytes]:
+        """Outputs of blob as concatenated archives (valid, like gzip members): when it starts
+        or ends with a whole base archive, that base's original before or after any output
+        the rest may give (an appended archive, a splice at the very ends, a dup of a tiny
+        archive)."""
+        whole = {arc: orig for orig, arc in self.bases.values()}
+        out: set[bytes] = set()
+        for arc, orig in whole.items():
+            if len(blob) > len(arc) and blob.endswith(arc):
+                rest = blob[: -len(arc)]
+                out |= {a + orig for a in allowed | ({whole[rest]} if rest in whole else set())}
+            if len(blob) > len(arc) and blob.startswith(arc):
+                rest = blob[len(arc) :]
+                out |= {orig + a for a in allowed | ({whole[rest]} if rest in whole else set())}
+        return out
 
     def mutate(self, kind: str, name: str, blob: bytes) -> tuple[bytes, str, set[bytes]]:
         rng = self.rng
@@ -591,8 +616,8 @@ def check(
             d.label, d.failure = "FAIL:wrong-output", f"decoded {len(d.value)} bytes that are no original"  # type: ignore[arg-type]
     if "info-seek" in paths:
         res["info-seek"] = _call(lambda: read_archive_info(io.BytesIO(blob)), limit)
-    if "info-pipe" in paths:
-        res["info-pipe"] = _call(lambda: read_archive_info(Pipe(blob)), limit)  # type: ignore[arg-type]
+    if "info-pipe" in paths:  # every concatenated archive's info, by walking the records
+        res["info-pipe"] = _call(lambda: read_archive_infos(Pipe(blob)), limit)  # type: ignore[arg-type]
     if "cli-t" in paths:
         c = res["cli-t"] = _call(lambda: _cli_test(blob), limit)
         if c.ok:
@@ -607,13 +632,21 @@ def check(
             r.label = "none" if r.value is None else "found"
     d, s, p, c = (res.get(k) for k in PATHS[:4])
     if d and d.ok and not d.failure:
-        for o in (s, p):
+        # info-seek describes the first archive, info-pipe every one (concatenations)
+        for o, first_only in ((s, True), (p, False)):
             if o is None:
                 continue
             if not o.ok:
                 o.failure = o.failure or f"decode succeeded but info failed: {o.value}"
                 o.label = o.label if o.label.startswith("FAIL") else "FAIL:disagree"
-            elif o.value.original_size != len(d.value) or o.value.crc != zlib.crc32(d.value):  # type: ignore[attr-defined]
+                continue
+            infos = [o.value] if first_only else list(o.value)  # type: ignore[arg-type]
+            pos, good = 0, True
+            for info in infos:
+                part = d.value[pos : pos + info.original_size]  # type: ignore[index]
+                good &= len(part) == info.original_size and info.crc == zlib.crc32(part)
+                pos += info.original_size
+            if not good or (not first_only and pos != len(d.value)):  # type: ignore[arg-type]
                 o.label, o.failure = "FAIL:disagree", "info sizes/CRC differ from the decoded data"
         if c and c.ok and c.label != "exit0":
             c.label, c.failure = "FAIL:disagree", f"decode succeeded but -t failed: {c.value}"
@@ -623,8 +656,8 @@ def check(
         if not s.ok:
             s.label, s.failure = "FAIL:disagree", f"pipe info ok but seekable info failed: {s.value}"
         elif not s.failure and dataclasses.replace(s.value, compressed_size=0) != dataclasses.replace(  # type: ignore
-            p.value,
-            compressed_size=0,  # type: ignore
+            p.value[0],  # type: ignore[index]
+            compressed_size=0,
         ):
             s.label, s.failure = "FAIL:disagree", "seekable and pipe info differ"
     return res

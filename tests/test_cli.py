@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from lmzip import cli as cli_module
+from lmzip import fileio
 from lmzip.cli import cli, parse_size
 
 TEXT = b"The quick brown fox jumps over the lazy dog.\n" * 400
@@ -154,7 +157,7 @@ def test_decompress_unknown_suffix(work: Path) -> None:
 
 
 def test_decompress_finds_suffixed_file(work: Path) -> None:
-    invoke(NO_LM, "a.txt")
+    assert invoke(NO_LM, "a.txt").exit_code == 0
     r = invoke("-d", "a.txt")  # gzip -d foo uses foo.gz when foo does not exist
     assert r.exit_code == 0, r.output
     assert listing(work) == {"a.txt"}
@@ -195,7 +198,7 @@ def test_quiet_silences_warnings_not_status(work: Path) -> None:
 
 
 def test_test_and_list(work: Path) -> None:
-    invoke(NO_LM, "-k", "a.txt")
+    assert invoke(NO_LM, "-k", "a.txt").exit_code == 0
     before = listing(work)
     r = invoke("-t", "-v", "a.txt.lmz")
     assert r.exit_code == 0 and "OK" in r.stderr
@@ -213,14 +216,14 @@ def test_test_and_list(work: Path) -> None:
 
 def test_list_totals(work: Path) -> None:
     (work / "b.txt").write_bytes(b"bee" * 100)
-    invoke(NO_LM, "a.txt", "b.txt")
+    assert invoke(NO_LM, "a.txt", "b.txt").exit_code == 0
     r = invoke("-l", "a.txt.lmz", "b.txt.lmz")
     assert r.exit_code == 0
     assert r.stdout.splitlines()[-1].endswith("(totals)")
 
 
 def test_info_json(work: Path) -> None:
-    invoke(NO_LM, "a.txt")
+    assert invoke(NO_LM, "a.txt").exit_code == 0
     r = invoke("info", "--json", "a.txt.lmz")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
@@ -275,15 +278,70 @@ def test_disk_full(work: Path) -> None:
     assert listing(work) == {"a.txt"}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
-def test_permission_denied(work: Path) -> None:
-    os.chmod(work / "a.txt", 0)
+def test_permission_denied(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Simulated: tests may run as root, which file modes do not stop.
+    real_open = open
+
+    def deny(path, *args, **kw):  # type: ignore[no-untyped-def]
+        if os.fspath(path).endswith("a.txt"):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(cli_module, "open", deny, raising=False)
     r = invoke(NO_LM, "a.txt")
-    assert r.exit_code == 1 and "Permission denied" in r.stderr
+    assert r.exit_code == 1
+    assert_one_error_line(r.stderr, "lmzip: a.txt: Permission denied")
+    assert listing(work) == {"a.txt"} and (work / "a.txt").read_bytes() == TEXT
+
+
+def test_unwritable_directory(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def deny(*args, **kw):  # type: ignore[no-untyped-def]
+        raise PermissionError(errno.EACCES, "Permission denied", kw.get("dir"))
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", deny)
+    r = invoke(NO_LM, "a.txt")
+    assert r.exit_code == 1
+    assert_one_error_line(r.stderr, "lmzip: ")
+    assert r.stderr.rstrip().endswith(": Permission denied")
+    assert listing(work) == {"a.txt"} and (work / "a.txt").read_bytes() == TEXT
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC after `room` bytes, as on a full disk."""
+
+    def __init__(self, f, room: int) -> None:  # type: ignore[no-untyped-def]
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def]
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.f, name)
+
+
+@pytest.mark.parametrize("mode", ["compress", "decompress"])
+def test_disk_full_with_a_file_target(work: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    if mode == "decompress":
+        assert invoke(NO_LM, "a.txt").exit_code == 0
+        src, target = "a.txt.lmz", "a.txt"
+    else:
+        src, target = "a.txt", "a.txt.lmz"
+    before = (work / src).read_bytes()
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(fileio.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 100))
+    r = invoke(*([NO_LM] if mode == "compress" else ["-d"]), src)
+    assert r.exit_code == 1
+    assert_one_error_line(r.stderr, "lmzip: ")
+    assert "No space left on device" in r.stderr
+    assert listing(work) == {src}  # input kept, no output, no temp file
+    assert (work / src).read_bytes() == before and not (work / target).exists()
 
 
 def test_light_commands_do_not_import_torch(work: Path) -> None:
-    invoke(NO_LM, "-k", "a.txt")
+    assert invoke(NO_LM, "-k", "a.txt").exit_code == 0
     heavy = ("torch", "transformers", "lmzip.engine", "lmzip.lm_codec")
     probe = (
         "import sys\n"
@@ -307,7 +365,7 @@ def test_light_commands_do_not_import_torch(work: Path) -> None:
 
 
 def test_decompress_refuses_overwrite(work: Path) -> None:
-    invoke(NO_LM, "-k", "a.txt")
+    assert invoke(NO_LM, "-k", "a.txt").exit_code == 0
     (work / "a.txt").write_bytes(b"newer")
     r = invoke("-d", "a.txt.lmz")
     assert r.exit_code == 2 and "a.txt already exists; not overwritten" in r.stderr

@@ -7,6 +7,7 @@ import io
 import random
 import struct
 import time
+import tracemalloc
 import zlib
 from datetime import timedelta
 
@@ -190,7 +191,7 @@ def test_index_must_match_records() -> None:
     archive = build([(fields, rec)], a)
     assert decompress(archive) == a
     other = build([(bytes([Codec.ZSTD, 100, 90]), rec)], a)  # index entry lies about the payload
-    with pytest.raises(FormatError, match="index entry 0 does not match record 0"):
+    with pytest.raises(FormatError, match="index does not match the records"):
         decompress(other)
     with pytest.raises(FormatError, match="index does not match the records"):
         read_archive_info(io.BytesIO(other))
@@ -242,10 +243,14 @@ def test_zstd_decompress_bounds() -> None:
     with pytest.raises(CorruptChunkError):
         zstd_decompress(b"", 10)
     bomb = plain.compress(bytes(16 << 20))  # 16 MiB of zeros in a few hundred bytes
-    t0 = time.perf_counter()
-    with pytest.raises(CorruptChunkError):
-        zstd_decompress(bomb, 100)
-    assert time.perf_counter() - t0 < 1
+    tracemalloc.start()  # the work bound: the output is never allocated (a timing would flake)
+    try:
+        with pytest.raises(CorruptChunkError):
+            zstd_decompress(bomb, 100)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
 
 
 # ------------------------------------------------------------------ fuzz
@@ -322,7 +327,10 @@ def test_fuzz_parser(which: int, edits: list[tuple]) -> None:
         except LmzipError:
             continue
         assert info.original_size <= 2 * len(ORIGINALS[which]) + 1000
-    assert time.perf_counter() - t0 < 1.5
+    # A generous bound, not a speed test: a case takes milliseconds, while a parser that
+    # walks a declared size (millions of chunks, GBs of zeros) takes minutes; 10 s
+    # leaves room for a busy machine.
+    assert time.perf_counter() - t0 < 10
 
 
 def test_fuzz_bases_are_valid() -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from strict import missing
 
 from lmzip.pipeline import CompressOptions, DecompressOptions, compress_stream, decompress_stream, read_archive_info
 
@@ -29,7 +30,7 @@ BATCH = 32
 
 pytestmark = [
     pytest.mark.requires_model,
-    pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus not found at {CORPUS}"),
+    pytest.mark.skipif(not CORPUS.is_dir(), reason=missing(f"../shared corpus not found at {CORPUS}")),
 ]
 
 

