@@ -568,7 +568,7 @@ def print_table(results: Sequence[Result], model_load_s: float | None = None) ->
 
 def run_bench(files: Sequence[str], settings: Any, codecs: str | None, fmt: str = "table") -> int:
     """The `lmzip bench` command: returns the exit status (0 ok, 1 any failure).
-    settings: lmzip.cli.Settings (chunk_size, model, device, threads, batch, use_lm, window)."""
+    settings: lmzip.files.Settings (chunk_size, model, device, threads, batch, use_lm, window)."""
     status = 0
 
     def error(msg: str) -> None:

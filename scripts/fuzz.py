@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_lm import FakeLM, text  # noqa: E402
 from fake_pipe import Pipe  # noqa: E402
 
-from lmzip import cli  # noqa: E402
+from lmzip import cli, files  # noqa: E402
 from lmzip.container import MAX_CHUNK_SIZE, leb128, uvarint  # noqa: E402
 from lmzip.errors import LmzipError  # noqa: E402
 from lmzip.pipeline import CompressOptions, DecompressOptions, compress_stream, decompress_stream, read_archive_info  # noqa: E402
@@ -456,7 +456,7 @@ def _decode(blob: bytes, batch: int, pipe: bool) -> bytes:
     return out.getvalue()
 
 
-def _cli_options(s: cli.Settings) -> DecompressOptions:
+def _cli_options(s: files.Settings) -> DecompressOptions:
     return DecompressOptions(model=s.model, batch=s.batch, codec_factory=fake_factory)  # type: ignore[arg-type]
 
 
@@ -470,8 +470,8 @@ def _cli_test(blob: bytes) -> tuple[int, str]:
     with open(path, "wb") as f:
         f.write(blob)
     err = io.StringIO()
-    saved = cli._decompress_options
-    cli._decompress_options = _cli_options  # the fake LM instead of loading a model
+    saved = files._decompress_options
+    files._decompress_options = _cli_options  # the fake LM instead of loading a model
     try:
         with contextlib.redirect_stderr(err):
             cli.main(["-t", "-q", path])
@@ -479,7 +479,7 @@ def _cli_test(blob: bytes) -> tuple[int, str]:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     finally:
-        cli._decompress_options = saved
+        files._decompress_options = saved
     return code, err.getvalue()
 
 
