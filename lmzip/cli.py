@@ -21,8 +21,9 @@ from typing import Any, BinaryIO
 
 import click
 
+from lmzip import defaults
 from lmzip.fileio import install_signal_handlers
-from lmzip.files import EXIT_ERROR, PROG, Reporter, Settings, _guard, _info, _stdin, run, seekable_input
+from lmzip.files import EXIT_ERROR, PROG, SUFFIX, Reporter, Settings, _guard, _info, _stdin, run, seekable_input
 
 
 def parse_size(text: str) -> int:
@@ -89,13 +90,31 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--batch",
                 type=click.IntRange(min=1),
-                default=32,
+                default=defaults.BATCH,
                 show_default=True,
                 help="Chunks evaluated together.",
             ),
         ]
     ):
         f = opt(f)
+    return f
+
+
+def _level_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """-1 .. -9, --fast (-1) and --best (-9), all setting `level`; the last one given wins."""
+    best = defaults.LEVELS[defaults.BEST]
+    for n in range(9, 0, -1):
+        if n == defaults.FAST:
+            names, text = ("-1", "--fast"), "Compress fastest: no model, each chunk stored or zstd-compressed."
+        elif n == defaults.BEST:
+            names = ("-9", "--best")
+            text = (
+                f"Compress best: {best.chunk_size // 1024}K chunks, {best.window}-token window. -2 .. -8 lie "
+                f"between; default -{defaults.LEVEL} (docs/levels.md)."
+            )
+        else:
+            names, text = (f"-{n}",), ""
+        f = click.option(*names, "level", flag_value=n, hidden=not text, help=text)(f)
     return f
 
 
@@ -109,18 +128,22 @@ def _compress_only_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--window",
         type=click.IntRange(64, 8192),
-        default=1024,
-        show_default=True,
-        help="LM context window in tokens (the archive records it; see README's table).",
+        help=f"LM context window in tokens (default: the level's, {defaults.WINDOW} at -{defaults.LEVEL}; "
+        "the archive records it).",
     )(f)
     f = click.option(
         "--chunk-size",
         type=SizeType(),
-        default="16K",
-        show_default=True,
-        help="Independent chunk size (accepts K/M suffixes, e.g. 64K).",
+        help=f"Independent chunk size, e.g. 64K (default: the level's, {defaults.CHUNK_SIZE // 1024}K at "
+        f"-{defaults.LEVEL}).",
     )(f)
-    return f
+    return _level_options(f)
+
+
+def _check_suffix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value or "/" in value:
+        raise click.BadParameter(f"invalid suffix {value!r}", ctx, param)
+    return value
 
 
 def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -137,6 +160,16 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 default=False,
                 help="Store (compress) or restore (decompress) the original name and mtime.",
             ),
+            click.option("-r", "--recursive", is_flag=True, help="Operate on every file below each directory."),
+            click.option(
+                "-S",
+                "--suffix",
+                default=SUFFIX,
+                show_default=True,
+                metavar="SUF",
+                callback=_check_suffix,
+                help="Suffix of compressed files.",
+            ),
         ]
     ):
         f = opt(f)
@@ -148,7 +181,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 def _settings(**kw: Any) -> Settings:
     no_lm = kw.pop("no_lm", False)
-    return Settings(use_lm=not no_lm, **kw)
+    level = kw.pop("level", None)
+    return Settings(use_lm=not no_lm, level=defaults.LEVEL if level is None else level, **kw)
 
 
 class LmzipGroup(click.Group):

@@ -22,6 +22,7 @@ from typing import IO, Any, BinaryIO
 
 import click
 
+from lmzip import defaults
 from lmzip.fileio import AtomicOutput
 
 SUFFIX = ".lmz"
@@ -47,13 +48,18 @@ class Settings:
     verbose: bool = False
     quiet: bool = False
     name: bool = False
+    recursive: bool = False
+    suffix: str = SUFFIX
     model: str | None = None
     device: str = "cpu"
     threads: int | None = None
-    batch: int = 32
-    chunk_size: int = 16384
-    window: int = 1024
-    use_lm: bool = True
+    batch: int = defaults.BATCH
+    level: int = defaults.LEVEL
+    chunk_size: int | None = None  # None: the level's
+    window: int | None = None  # None: the level's
+    use_lm: bool = True  # False (--no-lm) overrides the level
+    # The Compressor / Decompressor of this run: the model loads once for all its files.
+    engines: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -215,20 +221,31 @@ def progress_bar(total: int | None, label: str, enabled: bool) -> Iterator[Progr
 # --------------------------------------------------------------------------- pipeline glue
 
 
-def _compress_options(s: Settings, name: str | None, mtime: int | None) -> Any:
-    from lmzip.pipeline import CompressOptions
+def _compressor(s: Settings) -> Any:
+    """The run's lmzip.Compressor (built at the first file that needs it)."""
+    if "compressor" not in s.engines:
+        from lmzip.api import Compressor
 
-    return CompressOptions(
-        chunk_size=s.chunk_size,
-        model=s.model,
-        device=s.device,
-        threads=s.threads,
-        batch=s.batch,
-        name=name,
-        mtime=mtime,
-        use_lm=s.use_lm,
-        window=s.window,
-    )
+        s.engines["compressor"] = Compressor(
+            s.level,
+            chunk_size=s.chunk_size,
+            window=s.window,
+            use_lm=None if s.use_lm else False,
+            model=s.model,
+            device=s.device,
+            threads=s.threads,
+            batch=s.batch,
+        )
+    return s.engines["compressor"]
+
+
+def _decompressor(s: Settings) -> Any:
+    """The run's lmzip.Decompressor, made from _decompress_options(s)."""
+    if "decompressor" not in s.engines:
+        from lmzip.api import Decompressor
+
+        s.engines["decompressor"] = Decompressor.from_options(_decompress_options(s))
+    return s.engines["decompressor"]
 
 
 def _decompress_options(s: Settings) -> Any:
@@ -276,37 +293,30 @@ def compress_one(path: str | None, s: Settings) -> str | None:
     if path is None:
         src = CountingReader(_stdin())
         out = CountingWriter(_stdout())
-        _run_compress(src, out, _compress_options(s, None, None), None)
+        _compressor(s).copy_stream(src, out)
         out.flush()
         return f"stdin:\t{ratio(src.count, out.count):5.1f}%"
-    if path.endswith(SUFFIX):
-        raise Skip(f"{path} already has {SUFFIX} suffix -- unchanged")
+    if path.endswith(s.suffix):
+        raise Skip(f"{path} already has {s.suffix} suffix -- unchanged")
     raw, st = _open_regular(path, s)
     with raw:
         src = CountingReader(raw)
-        stored = (os.path.basename(path), int(st.st_mtime)) if s.name else (None, None)
-        opts = _compress_options(s, *stored)
+        name, mtime = (os.path.basename(path), int(st.st_mtime)) if s.name else (None, None)
         size = st.st_size if stat.S_ISREG(st.st_mode) else None
-        target = None if s.stdout else path + SUFFIX
+        target = None if s.stdout else path + s.suffix
         with progress_bar(size, os.path.basename(path), not s.quiet) as prog:
             if target is None:
                 out = CountingWriter(_stdout())
-                _run_compress(src, out, opts, prog)
+                _compressor(s).copy_stream(src, out, name=name, mtime=mtime, progress=prog)
                 out.flush()
             else:
                 with AtomicOutput(target, overwrite=s.force, like=st) as f:
                     out = CountingWriter(f)
-                    _run_compress(src, out, opts, prog)
+                    _compressor(s).copy_stream(src, out, name=name, mtime=mtime, progress=prog)
     # Only now, with the archive renamed into place, may the input go.
     if target is not None and not s.keep:
         os.unlink(path)
     return _verbose_line(path, src.count, out.count, target, s)
-
-
-def _run_compress(src: Any, dst: Any, opts: Any, prog: ProgressFn | None) -> None:
-    from lmzip.pipeline import compress_stream
-
-    compress_stream(src, dst, opts, progress=prog)
 
 
 def _verbose_line(path: str, n_in: int, n_out: int, target: str | None, s: Settings) -> str:
@@ -317,30 +327,28 @@ def _verbose_line(path: str, n_in: int, n_out: int, target: str | None, s: Setti
     return line
 
 
-def decompression_target(path: str) -> str:
-    if not path.endswith(SUFFIX) or len(path) == len(SUFFIX) or path.endswith("/" + SUFFIX):
+def decompression_target(path: str, suffix: str = SUFFIX) -> str:
+    if not path.endswith(suffix) or len(path) == len(suffix) or path.endswith("/" + suffix):
         raise Skip(f"{path}: unknown suffix -- ignored")
-    return path[: -len(SUFFIX)]
+    return path[: -len(suffix)]
 
 
-def _resolve_archive(path: str) -> str:
+def _resolve_archive(path: str, suffix: str = SUFFIX) -> str:
     # Like gzip: `lmzip -d foo` finds foo.lmz when foo itself does not exist.
-    if not path.endswith(SUFFIX) and not os.path.lexists(path) and os.path.exists(path + SUFFIX):
-        return path + SUFFIX
+    if not path.endswith(suffix) and not os.path.lexists(path) and os.path.exists(path + suffix):
+        return path + suffix
     return path
 
 
 def decompress_one(path: str | None, s: Settings) -> str | None:
-    opts = _decompress_options(s)
-    from lmzip.pipeline import decompress_stream
-
+    dec = _decompressor(s)
     if path is None:
         out = CountingWriter(_stdout())
-        decompress_stream(_stdin(), out, opts, progress=None)
+        dec.copy_stream(_stdin(), out)
         out.flush()
         return None
-    path = _resolve_archive(path)
-    target = None if s.stdout else decompression_target(path)
+    path = _resolve_archive(path, s.suffix)
+    target = None if s.stdout else decompression_target(path, s.suffix)
     src, st = _open_regular(path, s)
     with src:
         mtime = None
@@ -356,12 +364,12 @@ def decompress_one(path: str | None, s: Settings) -> str | None:
         with progress_bar(st.st_size, os.path.basename(path), not s.quiet) as prog:
             if target is None:
                 out = CountingWriter(_stdout())
-                decompress_stream(src, out, opts, progress=prog)
+                dec.copy_stream(src, out, progress=prog)
                 out.flush()
             else:
                 with AtomicOutput(target, overwrite=s.force, like=st, mtime=mtime) as f:
                     out = CountingWriter(f)
-                    decompress_stream(src, out, opts, progress=prog)
+                    dec.copy_stream(src, out, progress=prog)
         n_in = st.st_size
     if target is not None and not s.keep:
         os.unlink(path)
@@ -369,16 +377,14 @@ def decompress_one(path: str | None, s: Settings) -> str | None:
 
 
 def test_one(path: str | None, s: Settings) -> str | None:
-    from lmzip.pipeline import decompress_stream
-
-    opts = _decompress_options(s)
+    dec = _decompressor(s)
     if path is None:
-        decompress_stream(_stdin(), NullSink(), opts, progress=None, verify_only=True)
+        dec.test(_stdin())
         return None
-    path = _resolve_archive(path)
+    path = _resolve_archive(path, s.suffix)
     src, st = _open_regular(path, s)
     with src, progress_bar(st.st_size, os.path.basename(path), not s.quiet) as prog:
-        decompress_stream(src, NullSink(), opts, progress=prog, verify_only=True)
+        dec.test(src, progress=prog)
     return f"{path}:\t OK"
 
 
@@ -398,10 +404,10 @@ class Lister:
             with seekable_input(_stdin()) as src:
                 self._row(src, "stdin", None)
             return
-        path = _resolve_archive(path)
+        path = _resolve_archive(path, s.suffix)
         src, _st = _open_regular(path, s)
         with src:
-            name = path[: -len(SUFFIX)] if path.endswith(SUFFIX) else path
+            name = path[: -len(s.suffix)] if path.endswith(s.suffix) else path
             self._row(src, name, path)
 
     def _row(self, src: BinaryIO, name: str, path: str | None) -> None:
@@ -476,7 +482,7 @@ def run(files: Sequence[str], s: Settings) -> int:
         return rep.status
 
     lister = Lister()
-    for p in paths:
+    for p in _expand(paths, s, rep):
         display = "stdin" if p is None else p
         action: Callable[[], str | None]
         if s.list:
@@ -491,6 +497,22 @@ def run(files: Sequence[str], s: Settings) -> int:
     if s.list:
         lister.totals()
     return rep.status
+
+
+def _expand(paths: Sequence[str | None], s: Settings, rep: Reporter) -> Iterator[str | None]:
+    """The paths, with -r: each directory replaced by the files below it (sorted, walked
+    as it goes), keeping only those the action takes: without the suffix to compress,
+    with it otherwise (others are passed over in silence, as gzip -r does)."""
+    for p in paths:
+        if not (s.recursive and p is not None and os.path.isdir(p)):
+            yield p
+            continue
+        wants_suffix = s.decompress or s.test or s.list
+        for root, dirs, names in os.walk(p, onerror=lambda e, top=p: rep.error(_describe_oserror(e, top))):
+            dirs.sort()
+            for n in sorted(names):
+                if n.endswith(s.suffix) == wants_suffix and n != s.suffix:
+                    yield os.path.join(root, n)
 
 
 def _bind(fn: Callable[[str | None, Settings], Any], p: str | None, s: Settings) -> Callable[[], Any]:
