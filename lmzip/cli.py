@@ -213,7 +213,20 @@ class GzipCommand(click.Command):
         **extra: Any,
     ) -> click.Context:
         # No parent: its command path would read "lmzip _gzip".
-        return super().make_context(PROG, args, parent=None, **extra)
+        first_word = not args  # for completion: the first word may be a subcommand (parsing empties args)
+        ctx = super().make_context(PROG, args, parent=None, **extra)
+        ctx.meta["lmzip.first_word"] = first_word
+        return ctx
+
+
+def _complete_file(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of FILE: file names, and the subcommands as the first word."""
+    from click.shell_completion import CompletionItem
+
+    items = [CompletionItem(incomplete, type="file")]
+    if ctx.meta.get("lmzip.first_word"):
+        items[:0] = [CompletionItem(n) for n in cli.list_commands(ctx) if n.startswith(incomplete)]
+    return items
 
 
 @click.group(cls=LmzipGroup, context_settings=CONTEXT, add_help_option=False)
@@ -248,7 +261,7 @@ Exit status: 0 ok, 1 error, 2 warning."""
 @_engine_options
 @_compress_only_options
 @click.version_option(None, "-V", "--version", package_name="lmzip", prog_name=PROG)
-@click.argument("file", nargs=-1, type=click.Path())
+@click.argument("file", nargs=-1, type=click.Path(), shell_complete=_complete_file)
 def gzip_style(file: tuple[str, ...], list_: bool, **kw: Any) -> None:
     """Compress or decompress FILEs in place, like gzip (FILE -> FILE.lmz)."""
     sys.exit(run(file, _settings(list=list_, **kw)))
@@ -353,8 +366,21 @@ def _format_info(file: str, data: Any) -> str:
     return "\n".join(lines)
 
 
+COMPLETE_VAR = "_LMZIP_COMPLETE"  # click's shell completion: `_LMZIP_COMPLETE=bash_source lmzip`
+
+
+def _shell_completion() -> None:
+    """Answer a completion request (or print the script for `*_source`) when the shell asks."""
+    instruction = os.environ.get(COMPLETE_VAR)
+    if instruction:
+        from click.shell_completion import shell_complete
+
+        sys.exit(shell_complete(cli, {}, PROG, COMPLETE_VAR, instruction))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
+    _shell_completion()
     install_signal_handlers()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
