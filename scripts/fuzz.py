@@ -49,26 +49,26 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_lm import FakeLM, text  # noqa: E402
 from fake_pipe import Pipe  # noqa: E402
 
+import lmzip  # noqa: E402
 from lmzip import cli, files  # noqa: E402
 from lmzip.container import MAX_CHUNK_SIZE, leb128, uvarint  # noqa: E402
 from lmzip.errors import LmzipError  # noqa: E402
-from lmzip.pipeline import CompressOptions, DecompressOptions, compress_stream, decompress_stream, read_archive_info  # noqa: E402
+from lmzip.pipeline import DecompressOptions, read_archive_info  # noqa: E402
 
 
 def fake_factory(options: object) -> FakeLM:
     return FakeLM()
 
 
-def compress(data: bytes, **kw: object) -> bytes:
+def compress(data: bytes, **kw: Any) -> bytes:
     kw.setdefault("codec_factory", fake_factory)
-    out = io.BytesIO()
-    compress_stream(io.BytesIO(data), out, CompressOptions(**kw))  # type: ignore[arg-type]
-    return out.getvalue()
+    return lmzip.compress(data, **kw)
 
 
 def make_bases() -> dict[str, tuple[bytes, bytes]]:
@@ -452,7 +452,7 @@ def _call(fn: Callable[[], object], limit: float) -> Outcome:
 def _decode(blob: bytes, batch: int, pipe: bool) -> bytes:
     out = io.BytesIO()
     src = Pipe(blob) if pipe else io.BytesIO(blob)
-    decompress_stream(src, out, DecompressOptions(batch=batch, codec_factory=fake_factory))  # type: ignore[arg-type]
+    lmzip.Decompressor(batch=batch, codec_factory=fake_factory).copy_stream(src, out)
     return out.getvalue()
 
 
