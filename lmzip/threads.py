@@ -30,11 +30,11 @@ def prepare_openmp() -> None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
-def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+def _cgroup_quota(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> float | None:
     """CPUs allowed by the cgroup's CPU quota (cgroup v2 cpu.max, else v1 cfs), None without one."""
     candidates = []
     try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
+        for line in membership.read_text().splitlines():
             if line.startswith("0::"):
                 candidates.append(root / line[3:].lstrip("/") / "cpu.max")
     except OSError:

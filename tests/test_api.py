@@ -277,3 +277,23 @@ def test_real_model_loads_once(monkeypatch: pytest.MonkeyPatch) -> None:
     d = lmzip.Decompressor(threads=1)
     assert [d.decompress(a) for a in archives] == docs
     assert len(loads) == 2  # once for the Compressor, once for the Decompressor
+
+
+def test_example_and_levels_scripts_without_the_model(tmp_path: Path) -> None:
+    sample = tmp_path / "s.txt"
+    sample.write_bytes(DATA)
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    out = subprocess.run(
+        [sys.executable, str(scripts / "compare_python.py"), "--levels", "1", str(sample)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    codecs = {line[17:27].strip() for line in out.splitlines()}
+    assert {"gzip -9", "bz2 -9", "lzma -9e", "zstd -19", "lmzip -1"} <= codecs
+    table = tmp_path / "levels.md"
+    cmd = [sys.executable, str(scripts / "levels.py"), "--levels", "1", "--file", str(sample), "--out", str(table)]
+    subprocess.run(cmd, capture_output=True, timeout=120, check=True)
+    row = [line for line in table.read_text().splitlines() if line.startswith("| -1 ")]
+    assert row and f"| {len(lmzip.compress(DATA[:32768], 1))} |" in row[0]
