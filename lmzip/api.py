@@ -27,12 +27,15 @@ Importing lmzip loads no torch: the model loads at the first chunk that needs it
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import dataclasses
 import io
 import os
 import queue
+import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import IO, Any, BinaryIO, Literal
 
@@ -356,17 +359,25 @@ class _ReadWorker(_Worker):
             self.thread.start()
         while not self._pending:
             if self._eof:
+                self.raise_error()  # again, at every read after a failure
                 return 0
-            item = self.q.get()
+            item = self._get()
             if item is _END:
                 self._eof = True
-                self.raise_error()
-                return 0
-            self._pending = memoryview(item)  # type: ignore[arg-type]
+            else:
+                self._pending = memoryview(item)  # type: ignore[arg-type]
         n = min(len(buf), len(self._pending))
         buf[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
+
+    def _get(self) -> object:
+        while True:
+            try:
+                return self.q.get(timeout=0.1)
+            except queue.Empty:
+                if not self.thread.is_alive() and self.q.empty():  # ended without a word: treat as the end
+                    return _END
 
     def close(self) -> None:
         """Stop decoding: the thread ends at its next output (after the group it decodes)."""
@@ -377,7 +388,8 @@ class _ReadWorker(_Worker):
                     self.q.get_nowait()
                 except queue.Empty:
                     break
-            self.thread.join(timeout=0.2)  # a long group keeps decoding in the background
+            if not sys.is_finalizing():
+                self.thread.join(timeout=0.2)  # a long group keeps decoding in the background
 
 
 class _WriteWorker(_Worker):
@@ -453,6 +465,14 @@ class _ReadRaw(io.RawIOBase):
 
 
 _READ, _WRITE = "rb", "wb"
+_open_writers: weakref.WeakSet[LmzipFile] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_writers() -> None:
+    """An archive left open at exit is ended as close() would (its worker can still run now)."""
+    for f in list(_open_writers):
+        f.close()
 
 
 class LmzipFile(io.BufferedIOBase):
@@ -520,6 +540,7 @@ class LmzipFile(io.BufferedIOBase):
                     raise TypeError("level and options go to the Compressor given")
                 comp = compressor if compressor is not None else Compressor(level, **options)
                 self._writer = _WriteWorker(self._fp, comp, name, mtime)  # type: ignore[arg-type]
+                _open_writers.add(self)
         except BaseException:
             if self._owns_fp:
                 self._fp.close()
@@ -606,8 +627,11 @@ class LmzipFile(io.BufferedIOBase):
         """Ends the archive (writing) and closes the file if this object opened it."""
         if self.closed:
             return
+        _open_writers.discard(self)
         try:
-            if self._writer is not None:
+            if sys.is_finalizing():
+                pass  # worker threads no longer run: the archive stays unfinished
+            elif self._writer is not None:
                 if self._pending:
                     self._writer.put(bytes(self._pending))
                     self._pending.clear()

@@ -297,3 +297,10 @@ def test_example_and_levels_scripts_without_the_model(tmp_path: Path) -> None:
     subprocess.run(cmd, capture_output=True, timeout=120, check=True)
     row = [line for line in table.read_text().splitlines() if line.startswith("| -1 ")]
     assert row and f"| {len(lmzip.compress(DATA[:32768], 1))} |" in row[0]
+
+
+def test_writer_left_open_is_ended_at_exit(tmp_path: Path) -> None:
+    path = tmp_path / "open.lmz"
+    script = f"import lmzip\nf = lmzip.open({str(path)!r}, 'wb', level=1)\nf.write(b'left open ' * 10000)\n"
+    subprocess.run([sys.executable, "-c", script], timeout=60, check=True)
+    assert lmzip.decompress(path.read_bytes()) == b"left open " * 10000
