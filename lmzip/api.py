@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import IO, Any, BinaryIO, Literal
 
 from lmzip import defaults
+from lmzip.container import check_chunk_size
 from lmzip.errors import CorruptChunkError, FormatError, LmzipError, ModelMismatchError, ModelNotFoundError
 from lmzip.pipeline import (
     CompressOptions,
@@ -126,6 +127,7 @@ class Compressor:
         codec_factory: CodecFactory | None = None,
     ) -> None:
         lv = defaults.level_settings(level, chunk_size=chunk_size, window=window, use_lm=use_lm)
+        check_chunk_size(lv.chunk_size, LmzipError)  # as the pipeline reports it
         self.options = CompressOptions(
             chunk_size=lv.chunk_size,
             window=lv.window,

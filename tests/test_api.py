@@ -81,6 +81,8 @@ def test_levels() -> None:
     for bad in (0, 10, -1):
         with pytest.raises(ValueError, match="1..9"):
             lmzip.Compressor(bad)
+    with pytest.raises(LmzipError, match="chunk size"):
+        lmzip.Compressor(chunk_size=0)
 
 
 def test_name_and_mtime_are_stored() -> None:
