@@ -5,8 +5,8 @@ on its own: an error is reported in one line and processing continues with the n
 file. Exit codes follow gzip: 0 ok, 1 error, 2 warning (an error wins over a warning).
 The command line (cli.py) parses options into `Settings` and calls `run`.
 
-Import cost matters: this module imports no torch; the pipeline, rich and everything
-model-related are imported inside the functions that need them.
+Import cost matters: this module imports no torch (the API loads the model at the first
+chunk that needs it); rich is imported only for a progress bar.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import IO, Any, BinaryIO
 import click
 
 from lmzip import defaults
+from lmzip.api import Compressor, Decompressor
 from lmzip.fileio import AtomicOutput
 
 SUFFIX = ".lmz"
@@ -221,11 +222,9 @@ def progress_bar(total: int | None, label: str, enabled: bool) -> Iterator[Progr
 # --------------------------------------------------------------------------- pipeline glue
 
 
-def _compressor(s: Settings) -> Any:
-    """The run's lmzip.Compressor (built at the first file that needs it)."""
+def _compressor(s: Settings) -> Compressor:
+    """The run's Compressor (made at the first file that needs it)."""
     if "compressor" not in s.engines:
-        from lmzip.api import Compressor
-
         s.engines["compressor"] = Compressor(
             s.level,
             chunk_size=s.chunk_size,
@@ -239,11 +238,9 @@ def _compressor(s: Settings) -> Any:
     return s.engines["compressor"]
 
 
-def _decompressor(s: Settings) -> Any:
-    """The run's lmzip.Decompressor, made from _decompress_options(s)."""
+def _decompressor(s: Settings) -> Decompressor:
+    """The run's Decompressor, made from _decompress_options(s)."""
     if "decompressor" not in s.engines:
-        from lmzip.api import Decompressor
-
         s.engines["decompressor"] = Decompressor.from_options(_decompress_options(s))
     return s.engines["decompressor"]
 
