@@ -222,8 +222,9 @@ class Decompressor:
         )
 
     def _codec(self, options: DecompressOptions) -> LMCodec:
-        # The pipeline asks with the archive's model name and window filled in.
-        key = (options.model, options.window, options.device)
+        # The pipeline asks with the archive's model and window filled in: a codec serves
+        # every archive that asks with the same options.
+        key = tuple(repr(getattr(options, f.name)) for f in dataclasses.fields(options) if f.name != "codec_factory")
         with self._lock:
             if self._loaded is None or self._key != key:
                 self._loaded = None  # one model in memory at a time

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_lm import FakeLM, text
@@ -110,6 +111,25 @@ def test_model_loaded_once_across_calls() -> None:
         assert f.read() == DATA
     assert len(dloads.calls) == 1
     assert dloads.calls[0].window == 512  # the archive's window (FakeIdentity's)
+
+
+def test_decompressor_keeps_the_last_archives_codec() -> None:
+    from fake_lm import FakeIdentity
+
+    def made_with(window: int) -> bytes:
+        return lmzip.compress(DATA, codec_factory=lambda _o: FakeLM(FakeIdentity(context_window=window)), **OPTS)
+
+    a512, a256 = made_with(512), made_with(256)
+    windows: list[int] = []
+
+    def factory(options: Any) -> FakeLM:
+        windows.append(options.window)
+        return FakeLM(FakeIdentity(context_window=options.window))
+
+    d = lmzip.Decompressor(codec_factory=factory)
+    for archive in (a512, a512, a256, a256, a512):
+        assert d.decompress(archive) == DATA
+    assert windows == [512, 256, 512]  # one codec in memory: a new window loads anew
 
 
 def test_stream_many_small_writes_equal_one_call() -> None:
