@@ -119,8 +119,8 @@ so `-d` takes no level. Levels are defined in lmzip/defaults.py.
 Archive sizes are exact on any machine. Times are wall-clock seconds with the model
 already loaded (loading took {loads} s per window),
 measured at lmzip {git_commit()} on {when}, {platform.machine()}, {os.cpu_count()} CPUs,
-threads {args.threads or "default"}, 1-minute load average {load:.1f} at the end: on a busy machine
-the times are only a rough guide, the ordering of the levels holds.
+threads {args.threads or "default"}, 1-minute load average {load:.1f} at the end. On a machine shared
+with other jobs the times move with their load: only the sizes are firm there.
 
 `{cmd}`
 
