@@ -2,7 +2,8 @@
 
 The lmzip lines use the same calls as the others (`lmzip.compress(data, level)`,
 `lmzip.decompress(blob)`), with a `lmzip.Compressor` / `lmzip.Decompressor` kept
-across files so the model loads once. Every round trip is checked.
+across files so the model loads once (the first file's lmzip times include that load).
+Every round trip is checked.
 
 Run: python scripts/compare_python.py [FILE...] [--bytes 32768] [--levels 1,6] [--threads N]
 (default FILE: ../shared/corpus/alice29.txt). The model levels take about (bytes / 5 KB/s)
