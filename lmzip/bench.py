@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmzip import defaults
 from lmzip.coder import TOTAL_BITS
 
 PROG = "lmzip"
@@ -196,12 +197,12 @@ class Result:
 class BenchOptions:
     codecs: list[str] = field(default_factory=default_codecs)
     use_lm: bool = True
-    chunk_size: int = 16384
+    chunk_size: int = defaults.CHUNK_SIZE
     model: str | None = None
     device: str = "cpu"
     threads: int | None = None
-    batch: int = 32
-    window: int | None = None  # None: the engine's default
+    batch: int = defaults.BATCH
+    window: int | None = None  # None: defaults.WINDOW
 
     def compress_options(self, codec_factory: Callable[..., Any] | None = None) -> Any:
         """What `lmzip -c` would run with these settings."""
@@ -336,15 +337,14 @@ def bench_baseline(name: str, data: bytes, file: str) -> Result:
 
 def lmzip_archive(data: bytes, opts: BenchOptions, codec_factory: Callable[..., Any] | None = None) -> bytes:
     """What `lmzip -c FILE` writes for `data` (default options but those in opts)."""
-    from lmzip.pipeline import compress_stream
+    from lmzip.api import Compressor
 
-    out = io.BytesIO()
-    compress_stream(io.BytesIO(data), out, opts.compress_options(codec_factory))
-    return out.getvalue()
+    return Compressor.from_options(opts.compress_options(codec_factory)).compress(data)
 
 
 def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession | None) -> Result:
-    from lmzip.pipeline import decompress_stream, read_archive_info
+    from lmzip.api import Decompressor
+    from lmzip.pipeline import read_archive_info
 
     use_lm = opts.use_lm and session is not None
     codec = session.get() if use_lm and data and session is not None else None  # load outside the timer
@@ -354,9 +354,7 @@ def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession |
     archive, t_c = _timed(lambda: lmzip_archive(data, opts, factory))
 
     def decompress() -> bytes:
-        out = io.BytesIO()
-        decompress_stream(io.BytesIO(archive), out, opts.decompress_options(factory))
-        return out.getvalue()
+        return Decompressor.from_options(opts.decompress_options(factory)).decompress(archive)
 
     unpacked, t_d = _timed(decompress)
     info = read_archive_info(io.BytesIO(archive))
@@ -568,7 +566,7 @@ def print_table(results: Sequence[Result], model_load_s: float | None = None) ->
 
 def run_bench(files: Sequence[str], settings: Any, codecs: str | None, fmt: str = "table") -> int:
     """The `lmzip bench` command: returns the exit status (0 ok, 1 any failure).
-    settings: lmzip.cli.Settings (chunk_size, model, device, threads, batch, use_lm, window)."""
+    settings: lmzip.files.Settings (level, chunk_size, window, use_lm, model, device, threads, batch)."""
     status = 0
 
     def error(msg: str) -> None:
@@ -581,15 +579,17 @@ def run_bench(files: Sequence[str], settings: Any, codecs: str | None, fmt: str 
     except ValueError as e:
         error(f"bench: {e}")
         return status
+    use_lm = None if settings.use_lm else False  # --no-lm overrides the level
+    lv = defaults.level_settings(settings.level, chunk_size=settings.chunk_size, window=settings.window, use_lm=use_lm)
     opts = BenchOptions(
         codecs=names,
-        use_lm=settings.use_lm,
-        chunk_size=settings.chunk_size,
+        use_lm=lv.use_lm,
+        chunk_size=lv.chunk_size,
         model=settings.model,
         device=settings.device,
         threads=settings.threads,
         batch=settings.batch,
-        window=settings.window,
+        window=lv.window,
     )
     session = LmSession(opts) if opts.use_lm and LMZIP in names else None
     results = bench_files(files, opts, error, session=session)

@@ -1,4 +1,4 @@
-"""gzip-compatible command line for lmzip.
+"""gzip-compatible command line for lmzip: options and subcommands over lmzip.files.
 
 Import cost matters: `lmzip --help`, `info` and `-l` must not load torch, so this
 module imports only click and lmzip's light modules at top level; the pipeline,
@@ -12,74 +12,30 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import errno
 import json
 import os
-import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import click
 
-from lmzip.fileio import AtomicOutput, install_signal_handlers
-
-SUFFIX = ".lmz"
-EXIT_OK, EXIT_ERROR, EXIT_WARNING = 0, 1, 2
-PROG = "lmzip"
-
-ProgressFn = Callable[[int], None]
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass
-class Settings:
-    """Everything the per-file actions need, gathered from any of the entry points."""
-
-    decompress: bool = False
-    test: bool = False
-    list: bool = False
-    stdout: bool = False
-    keep: bool = False
-    force: bool = False
-    verbose: bool = False
-    quiet: bool = False
-    name: bool = False
-    model: str | None = None
-    device: str = "cpu"
-    threads: int | None = None
-    batch: int = 32
-    chunk_size: int = 16384
-    window: int = 1024
-    use_lm: bool = True
-
-
-@dataclass
-class Reporter:
-    """Collects the exit status and prints gzip-style one-line diagnostics."""
-
-    quiet: bool = False
-    status: int = EXIT_OK
-    err: IO[str] = field(default_factory=lambda: sys.stderr)
-
-    def error(self, msg: str) -> None:
-        print(f"{PROG}: {msg}", file=self.err)
-        self.status = EXIT_ERROR
-
-    def warn(self, msg: str) -> None:
-        # gzip -q silences warnings but still reports them in the exit status.
-        if not self.quiet:
-            print(f"{PROG}: {msg}", file=self.err)
-        if self.status == EXIT_OK:
-            self.status = EXIT_WARNING
-
-
-class Skip(Exception):
-    """A per-file warning: report it and go on (exit status 2)."""
+from lmzip import defaults
+from lmzip.fileio import install_signal_handlers
+from lmzip.files import (
+    EXIT_ERROR,
+    PROG,
+    SUFFIX,
+    Reporter,
+    Settings,
+    _guard,
+    _info,
+    _stdin,
+    progress_bar,
+    run,
+    seekable_input,
+)
 
 
 def parse_size(text: str) -> int:
@@ -110,169 +66,6 @@ class SizeType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-# --------------------------------------------------------------------------- streams
-
-
-class CountingWriter:
-    """Write-only wrapper that counts bytes, so sizes are known even for pipes."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.count = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        n = self.raw.write(data)
-        n = len(data) if n is None else n
-        self.count += n
-        return n
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-
-class CountingReader:
-    """Counts bytes handed to the pipeline; works for pipes, where tell() does not."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.count += len(data)
-        return data
-
-    def read1(self, n: int = -1) -> bytes:
-        data = self.raw.read1(n)  # type: ignore[attr-defined]
-        self.count += len(data)
-        return data
-
-    def readinto(self, buf: bytearray | memoryview) -> int:
-        n = self.raw.readinto(buf) or 0  # type: ignore[attr-defined]
-        self.count += n
-        return n
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.raw, name)
-
-
-class NullSink:
-    """Destination for `-t`: decoding still happens, nothing is stored."""
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-
-def _stdin() -> BinaryIO:
-    return sys.stdin.buffer
-
-
-def _stdout() -> BinaryIO:
-    return sys.stdout.buffer
-
-
-@contextmanager
-def seekable_input(src: BinaryIO) -> Iterator[BinaryIO]:
-    """Readers of the chunk index need to seek; spool a pipe into a temp file first."""
-    try:
-        seekable = src.seekable()
-    except (AttributeError, OSError, ValueError):
-        seekable = False
-    if seekable:
-        yield src
-        return
-    import shutil
-    import tempfile
-
-    with tempfile.TemporaryFile() as tmp:
-        shutil.copyfileobj(src, tmp, 1 << 20)
-        tmp.seek(0)
-        yield tmp  # type: ignore[misc]
-
-
-# --------------------------------------------------------------------------- progress
-
-
-@contextmanager
-def progress_bar(total: int | None, label: str, enabled: bool) -> Iterator[ProgressFn | None]:
-    """A rich bar on stderr; None (no bar) when quiet, size unknown, or stderr not a tty."""
-    if not enabled or not total or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
-# --------------------------------------------------------------------------- pipeline glue
-
-
-def _compress_options(s: Settings, name: str | None, mtime: int | None) -> Any:
-    from lmzip.pipeline import CompressOptions
-
-    return CompressOptions(
-        chunk_size=s.chunk_size,
-        model=s.model,
-        device=s.device,
-        threads=s.threads,
-        batch=s.batch,
-        name=name,
-        mtime=mtime,
-        use_lm=s.use_lm,
-        window=s.window,
-    )
-
-
-def _decompress_options(s: Settings) -> Any:
-    from lmzip.pipeline import DecompressOptions
-
-    return DecompressOptions(model=s.model, device=s.device, threads=s.threads, batch=s.batch)
-
-
-def _info(src: BinaryIO) -> Any:
-    from lmzip.pipeline import read_archive_info
-
-    return read_archive_info(src)
-
-
 def to_jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
@@ -289,283 +82,6 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "__dict__"):
         return {k: to_jsonable(v) for k, v in vars(obj).items() if not k.startswith("_")}
     return str(obj)
-
-
-def ratio(original: int, compressed: int) -> float:
-    """gzip's figure: space saved, in percent (negative when the output grew)."""
-    return 0.0 if original == 0 else 100.0 * (1 - compressed / original)
-
-
-# --------------------------------------------------------------------------- per-file actions
-
-
-def _safe_basename(name: str) -> str | None:
-    # A stored name comes from the archive, i.e. from whoever made it: never a path.
-    base = os.path.basename(name.replace("\\", "/"))
-    return base if base not in ("", ".", "..") else None
-
-
-def _open_regular(path: str, s: Settings) -> tuple[BinaryIO, os.stat_result]:
-    if os.path.isdir(path):  # checked first: open() would fail with a less useful error
-        raise Skip(f"{path} is a directory -- ignored")
-    f = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    try:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) and not (s.force or s.stdout):
-            raise Skip(f"{path} is not a directory or a regular file - ignored")
-    except BaseException:
-        f.close()
-        raise
-    return f, st
-
-
-def compress_one(path: str | None, s: Settings) -> str | None:
-    """Compress a file (or stdin when path is None); returns the verbose line."""
-    if path is None:
-        src = CountingReader(_stdin())
-        out = CountingWriter(_stdout())
-        _run_compress(src, out, _compress_options(s, None, None), None)
-        out.flush()
-        return f"stdin:\t{ratio(src.count, out.count):5.1f}%"
-    if path.endswith(SUFFIX):
-        raise Skip(f"{path} already has {SUFFIX} suffix -- unchanged")
-    raw, st = _open_regular(path, s)
-    with raw:
-        src = CountingReader(raw)
-        stored = (os.path.basename(path), int(st.st_mtime)) if s.name else (None, None)
-        opts = _compress_options(s, *stored)
-        size = st.st_size if stat.S_ISREG(st.st_mode) else None
-        target = None if s.stdout else path + SUFFIX
-        with progress_bar(size, os.path.basename(path), not s.quiet) as prog:
-            if target is None:
-                out = CountingWriter(_stdout())
-                _run_compress(src, out, opts, prog)
-                out.flush()
-            else:
-                with AtomicOutput(target, overwrite=s.force, like=st) as f:
-                    out = CountingWriter(f)
-                    _run_compress(src, out, opts, prog)
-    # Only now, with the archive renamed into place, may the input go.
-    if target is not None and not s.keep:
-        os.unlink(path)
-    return _verbose_line(path, src.count, out.count, target, s)
-
-
-def _run_compress(src: Any, dst: Any, opts: Any, prog: ProgressFn | None) -> None:
-    from lmzip.pipeline import compress_stream
-
-    compress_stream(src, dst, opts, progress=prog)
-
-
-def _verbose_line(path: str, n_in: int, n_out: int, target: str | None, s: Settings) -> str:
-    r = ratio(n_in, n_out) if not s.decompress else ratio(n_out, n_in)
-    line = f"{path}:\t{r:5.1f}%"
-    if target is not None:
-        line += f" -- {'created' if s.keep else 'replaced with'} {target}"
-    return line
-
-
-def decompression_target(path: str) -> str:
-    if not path.endswith(SUFFIX) or len(path) == len(SUFFIX) or path.endswith("/" + SUFFIX):
-        raise Skip(f"{path}: unknown suffix -- ignored")
-    return path[: -len(SUFFIX)]
-
-
-def _resolve_archive(path: str) -> str:
-    # Like gzip: `lmzip -d foo` finds foo.lmz when foo itself does not exist.
-    if not path.endswith(SUFFIX) and not os.path.lexists(path) and os.path.exists(path + SUFFIX):
-        return path + SUFFIX
-    return path
-
-
-def decompress_one(path: str | None, s: Settings) -> str | None:
-    opts = _decompress_options(s)
-    from lmzip.pipeline import decompress_stream
-
-    if path is None:
-        out = CountingWriter(_stdout())
-        decompress_stream(_stdin(), out, opts, progress=None)
-        out.flush()
-        return None
-    path = _resolve_archive(path)
-    target = None if s.stdout else decompression_target(path)
-    src, st = _open_regular(path, s)
-    with src:
-        mtime = None
-        if s.name and target is not None:
-            info = _info(src)
-            src.seek(0)
-            safe = _safe_basename(info.name) if info.name else None
-            if safe:
-                target = os.path.join(os.path.dirname(path), safe)
-                if os.path.abspath(target) == os.path.abspath(path):
-                    raise Skip(f"{path}: stored name is the archive itself -- ignored")
-            mtime = info.mtime
-        with progress_bar(st.st_size, os.path.basename(path), not s.quiet) as prog:
-            if target is None:
-                out = CountingWriter(_stdout())
-                decompress_stream(src, out, opts, progress=prog)
-                out.flush()
-            else:
-                with AtomicOutput(target, overwrite=s.force, like=st, mtime=mtime) as f:
-                    out = CountingWriter(f)
-                    decompress_stream(src, out, opts, progress=prog)
-        n_in = st.st_size
-    if target is not None and not s.keep:
-        os.unlink(path)
-    return _verbose_line(path, n_in, out.count, target, s)
-
-
-def test_one(path: str | None, s: Settings) -> str | None:
-    from lmzip.pipeline import decompress_stream
-
-    opts = _decompress_options(s)
-    if path is None:
-        decompress_stream(_stdin(), NullSink(), opts, progress=None, verify_only=True)
-        return None
-    path = _resolve_archive(path)
-    src, st = _open_regular(path, s)
-    with src, progress_bar(st.st_size, os.path.basename(path), not s.quiet) as prog:
-        decompress_stream(src, NullSink(), opts, progress=prog, verify_only=True)
-    return f"{path}:\t OK"
-
-
-LIST_HEADER = f"{'compressed':>19} {'uncompressed':>19}  ratio uncompressed_name"
-
-
-class Lister:
-    """gzip -l: a header, one line per archive, and a totals line for several. With -v,
-    each line starts with the model's hash (12 hex digits) and label ('-': no model)."""
-
-    def __init__(self, verbose: bool = False) -> None:
-        self.verbose = verbose
-        self.rows = 0
-        self.total_c = 0
-        self.total_u = 0
-
-    def one(self, path: str | None, s: Settings) -> None:
-        if path is None:
-            with seekable_input(_stdin()) as src:
-                self._row(src, "stdin", None)
-            return
-        path = _resolve_archive(path)
-        src, _st = _open_regular(path, s)
-        with src:
-            name = path[: -len(SUFFIX)] if path.endswith(SUFFIX) else path
-            self._row(src, name, path)
-
-    def _row(self, src: BinaryIO, name: str, path: str | None) -> None:
-        from lmzip.pipeline import read_archive_infos
-
-        # Concatenated archives: one row, their sizes summed (docs/FORMAT.md).
-        infos = read_archive_infos(src)
-        original = sum(info.original_size for info in infos)
-        src.seek(0, os.SEEK_END)
-        compressed = src.tell()
-        model = ""
-        if self.verbose:
-            from lmzip.container import printable_label
-
-            # the first archive's model that has one (concatenated archives may differ)
-            m = next((info.model for info in infos if info.model is not None), None)
-            model = f"{m.model_hash[:6].hex():<12} {printable_label(m.name):<24} " if m else f"{'-':<12} {'-':<24} "
-        if self.rows == 0:
-            click.echo(f"{'model_hash':<12} {'model':<24} {LIST_HEADER}" if self.verbose else LIST_HEADER)
-        click.echo(f"{model}{compressed:>19} {original:>19} {ratio(original, compressed):5.1f}% {name}")
-        self.rows += 1
-        self.total_c += compressed
-        self.total_u += original
-
-    def totals(self) -> None:
-        if self.rows > 1:
-            r = ratio(self.total_u, self.total_c)
-            pad = " " * 38 if self.verbose else ""
-            click.echo(f"{pad}{self.total_c:>19} {self.total_u:>19} {r:5.1f}% (totals)")
-
-
-# --------------------------------------------------------------------------- driver
-
-
-def _describe_oserror(e: OSError, default_name: str) -> str:
-    name = e.filename if e.filename is not None else default_name
-    if e.errno == errno.ENOSPC:
-        msg = "No space left on device"
-    else:
-        msg = e.strerror or str(e)
-    return f"{name}: {msg}"
-
-
-def _guard(rep: Reporter, display: str, action: Callable[[], str | None], s: Settings) -> None:
-    """Run one file's action, turning every expected failure into a one-line message."""
-    from lmzip.errors import LmzipError
-
-    try:
-        line = action()
-        if line and s.verbose and not s.quiet:
-            print(line, file=sys.stderr)
-    except Skip as e:
-        rep.warn(str(e))
-    except FileExistsError as e:
-        rep.warn(f"{e.filename or display} already exists; not overwritten")
-    except LmzipError as e:
-        rep.error(f"{display}: {e}")
-    except BrokenPipeError:
-        raise
-    except OSError as e:
-        rep.error(_describe_oserror(e, display))
-    except (MemoryError, RecursionError) as e:
-        rep.error(f"{display}: {type(e).__name__}")
-    except Exception as e:  # noqa: BLE001 - never show a traceback for bad input
-        if os.environ.get("LMZIP_DEBUG"):
-            raise
-        rep.error(f"{display}: internal error: {type(e).__name__}: {e}")
-
-
-def run(files: Sequence[str], s: Settings) -> int:
-    """Process every file (or stdin), gzip style, and return the exit status."""
-    rep = Reporter(quiet=s.quiet)
-    paths: list[str | None] = [None if f == "-" else f for f in files] or [None]
-    writes_stdout = not (s.test or s.list) and (s.stdout or None in paths)
-    if writes_stdout and not s.decompress and not s.force and sys.stdout.isatty():
-        rep.error("compressed data not written to a terminal. Use -f to force compression.")
-        print("For help, type: lmzip -h", file=sys.stderr)
-        return rep.status
-    reads_stdin = None in paths and (s.decompress or s.test or s.list)
-    if reads_stdin and not s.force and sys.stdin.isatty():
-        rep.error("compressed data not read from a terminal. Use -f to force decompression.")
-        print("For help, type: lmzip -h", file=sys.stderr)
-        return rep.status
-
-    lister = Lister(s.verbose)
-    for p in paths:
-        display = "stdin" if p is None else p
-        action: Callable[[], str | None]
-        if s.list:
-            action = _bind(lister.one, p, s)
-        elif s.test:
-            action = _bind(test_one, p, s)
-        elif s.decompress:
-            action = _bind(decompress_one, p, s)
-        else:
-            action = _bind(compress_one, p, s)
-        _guard(rep, display, action, s)
-    if s.list:
-        lister.totals()
-    if s.verbose and not s.quiet:
-        _note_reference_path()
-    return rep.status
-
-
-def _note_reference_path() -> None:
-    """-v: one line when the model ran without the C kernels (same output, slower)."""
-    kernels = sys.modules.get("lmzip.engine.kernels")
-    error = kernels.build_error(build=False) if kernels is not None else None
-    if error:
-        print(f"{PROG}: C kernels unavailable ({error}); the model ran on the reference path", file=sys.stderr)
-
-
-def _bind(fn: Callable[[str | None, Settings], Any], p: str | None, s: Settings) -> Callable[[], Any]:
-    return lambda: fn(p, s)
 
 
 # --------------------------------------------------------------------------- click
@@ -591,13 +107,31 @@ def _engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--batch",
                 type=click.IntRange(min=1),
-                default=32,
+                default=defaults.BATCH,
                 show_default=True,
                 help="Chunks evaluated together.",
             ),
         ]
     ):
         f = opt(f)
+    return f
+
+
+def _level_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """-1 .. -9, --fast (-1) and --best (-9), all setting `level`; the last one given wins."""
+    best = defaults.LEVELS[defaults.BEST]
+    for n in range(9, 0, -1):
+        if n == defaults.FAST:
+            names, text = ("-1", "--fast"), "Compress fastest: no model, each chunk stored or zstd-compressed."
+        elif n == defaults.BEST:
+            names = ("-9", "--best")
+            text = (
+                f"Compress best: {best.chunk_size // 1024}K chunks, {best.window}-token window. -2 .. -8 lie "
+                f"between; default -{defaults.LEVEL} (docs/levels.md)."
+            )
+        else:
+            names, text = (f"-{n}",), ""
+        f = click.option(*names, "level", flag_value=n, hidden=not text, help=text)(f)
     return f
 
 
@@ -611,18 +145,22 @@ def _compress_only_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--window",
         type=click.IntRange(64, 8192),
-        default=1024,
-        show_default=True,
-        help="LM context window in tokens (the archive records it; see docs/benchmarks.md).",
+        help=f"LM context window in tokens (default: the level's, {defaults.WINDOW} at -{defaults.LEVEL}; "
+        "the archive records it; docs/levels.md, docs/benchmarks.md).",
     )(f)
     f = click.option(
         "--chunk-size",
         type=SizeType(),
-        default="16K",
-        show_default=True,
-        help="Independent chunk size (accepts K/M suffixes, e.g. 64K).",
+        help=f"Independent chunk size, e.g. 64K (default: the level's, {defaults.CHUNK_SIZE // 1024}K at "
+        f"-{defaults.LEVEL}).",
     )(f)
-    return f
+    return _level_options(f)
+
+
+def _check_suffix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value or "/" in value:
+        raise click.BadParameter(f"invalid suffix {value!r}", ctx, param)
+    return value
 
 
 def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -639,6 +177,16 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 default=False,
                 help="Store (compress) or restore (decompress) the original name and mtime.",
             ),
+            click.option("-r", "--recursive", is_flag=True, help="Operate on every file below each directory."),
+            click.option(
+                "-S",
+                "--suffix",
+                default=SUFFIX,
+                show_default=True,
+                metavar="SUF",
+                callback=_check_suffix,
+                help="Suffix of compressed files.",
+            ),
         ]
     ):
         f = opt(f)
@@ -650,7 +198,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 def _settings(**kw: Any) -> Settings:
     no_lm = kw.pop("no_lm", False)
-    return Settings(use_lm=not no_lm, **kw)
+    level = kw.pop("level", None)
+    return Settings(use_lm=not no_lm, level=defaults.LEVEL if level is None else level, **kw)
 
 
 class LmzipGroup(click.Group):
@@ -681,7 +230,20 @@ class GzipCommand(click.Command):
         **extra: Any,
     ) -> click.Context:
         # No parent: its command path would read "lmzip _gzip".
-        return super().make_context(PROG, args, parent=None, **extra)
+        first_word = not args  # for completion: the first word may be a subcommand (parsing empties args)
+        ctx = super().make_context(PROG, args, parent=None, **extra)
+        ctx.meta["lmzip.first_word"] = first_word
+        return ctx
+
+
+def _complete_file(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of FILE: file names, and the subcommands as the first word."""
+    from click.shell_completion import CompletionItem
+
+    items = [CompletionItem(incomplete, type="file")]
+    if ctx.meta.get("lmzip.first_word"):
+        items[:0] = [CompletionItem(n) for n in cli.list_commands(ctx) if n.startswith(incomplete)]
+    return items
 
 
 @click.group(cls=LmzipGroup, context_settings=CONTEXT, add_help_option=False)
@@ -717,7 +279,7 @@ Exit status: 0 ok, 1 error, 2 warning."""
 @_engine_options
 @_compress_only_options
 @click.version_option(None, "-V", "--version", package_name="lmzip", prog_name=PROG)
-@click.argument("file", nargs=-1, type=click.Path())
+@click.argument("file", nargs=-1, type=click.Path(), shell_complete=_complete_file)
 def gzip_style(file: tuple[str, ...], list_: bool, **kw: Any) -> None:
     """Compress or decompress FILEs in place, like gzip (FILE -> FILE.lmz)."""
     sys.exit(run(file, _settings(list=list_, **kw)))
@@ -791,8 +353,8 @@ def bench_cmd(files: tuple[str, ...], as_json: bool, as_csv: bool, codecs: str |
 @cli.command("explain", context_settings=CONTEXT)
 @click.option("--html", "html_out", metavar="OUT", type=click.Path(dir_okay=False), help="Write an HTML page to OUT.")
 @_engine_options
-@click.option("--chunk-size", type=SizeType(), default=str(Settings.chunk_size), show_default=True, help="As -c.")
-@click.option("--window", type=click.IntRange(64, 8192), default=Settings.window, show_default=True, help="As -c.")
+@click.option("--chunk-size", type=SizeType(), default=str(defaults.CHUNK_SIZE), show_default=True, help="As -c.")
+@click.option("--window", type=click.IntRange(64, 8192), default=defaults.WINDOW, show_default=True, help="As -c.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.argument("file", type=click.Path())
 def explain_cmd(file: str, html_out: str | None, quiet: bool, **kw: Any) -> None:
@@ -851,8 +413,21 @@ def _format_info(file: str, data: Any) -> str:
     return "\n".join(lines)
 
 
+COMPLETE_VAR = "_LMZIP_COMPLETE"  # click's shell completion: `_LMZIP_COMPLETE=bash_source lmzip`
+
+
+def _shell_completion() -> None:
+    """Answer a completion request (or print the script for `*_source`) when the shell asks."""
+    instruction = os.environ.get(COMPLETE_VAR)
+    if instruction:
+        from click.shell_completion import shell_complete
+
+        sys.exit(shell_complete(cli, {}, PROG, COMPLETE_VAR, instruction))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
+    _shell_completion()
     install_signal_handlers()
     args = list(sys.argv[1:] if argv is None else argv)
     try:

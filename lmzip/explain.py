@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lmzip import defaults
 from lmzip.codecs import encode_plain
 from lmzip.coder import RangeEncoder
 from lmzip.engine.numerics import FREQ_BITS
@@ -208,7 +209,7 @@ def explain(
     data: bytes,
     codec: LMCodec,
     name: str = "-",
-    chunk_size: int = 16384,
+    chunk_size: int = defaults.CHUNK_SIZE,
     top: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> Explanation:
@@ -625,8 +626,8 @@ def explain_file(
     model: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
-    batch: int = 32,
-    chunk_size: int = 16384,
+    batch: int = defaults.BATCH,
+    chunk_size: int = defaults.CHUNK_SIZE,
     window: int | None = None,
     progress: Callable[[int], None] | None = None,
     console: Console | None = None,

@@ -10,18 +10,25 @@ from dataclasses import dataclass
 
 import torch
 
+from lmzip import defaults
 from lmzip.coder import RangeDecoder, RangeEncoder
 from lmzip.container import ModelInfo
-from lmzip.engine.engine import DEFAULT_WINDOW, Engine
+from lmzip.engine.engine import Engine
 from lmzip.engine.loader import ModelIdentity, load_model
 from lmzip.engine.numerics import NUMERICS_VERSION
 from lmzip.errors import LmzipError
+from lmzip.threads import choose_threads
 
 
 @dataclass
 class LMCodec:
     engine: Engine
     batch: int
+    threads: int | None = None  # set in every thread that calls the codec (OpenMP counts are per thread)
+
+    def _set_threads(self) -> None:
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
     @property
     def identity(self) -> ModelIdentity:
@@ -36,6 +43,7 @@ class LMCodec:
         return self.engine.window
 
     def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
+        self._set_threads()
         tokenized = self.engine.tokenizer.encode_batch(chunks)
         todo = [i for i, t in enumerate(tokenized) if t]
         scored = self.engine.score([tokenized[i] for i in todo]) if todo else []
@@ -48,6 +56,7 @@ class LMCodec:
 
     def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
         """Decode chunks in lock step, at most ``batch`` at a time; finished ones leave the batch."""
+        self._set_threads()
         results: list[list[int]] = [[] for _ in items]
         waiting = list(range(len(items)))[::-1]
         capacity = max(1, min(self.batch, len(items)))
@@ -90,17 +99,19 @@ def load_lm_codec(
     model: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
-    batch: int = 32,
+    batch: int = defaults.BATCH,
     window: int | None = None,
     want: ModelInfo | None = None,
 ) -> LMCodec:
     """The codec for `model` (a --model argument; None: the default model), or, when
-    `model` is None and `want` is given, for the model with `want`'s hashes."""
+    `model` is None and `want` is given, for the model with `want`'s hashes.
+    `threads`: None for lmzip.threads' default (usable CPUs less the load)."""
     check_device(device)  # before the model loads: a bad device is one line, not a traceback
-    if threads:
-        torch.set_num_threads(threads)
-    engine = Engine(load_model(model, want), window=window or DEFAULT_WINDOW, device=device)
-    return LMCodec(engine, batch)
+    n = choose_threads(threads)
+    if n:
+        torch.set_num_threads(n)
+    engine = Engine(load_model(model, want), window=window or defaults.WINDOW, device=device)
+    return LMCodec(engine, batch, n)
 
 
 def check_device(device: str) -> None:

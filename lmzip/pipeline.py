@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
+from lmzip import defaults
 from lmzip.codecs import decode_plain, decode_plain_into, encode_plain, lm_saving
 from lmzip.container import (
     ArchiveInfo,
@@ -72,15 +73,15 @@ COMPRESS_GROUP_BYTES = 64 << 20
 
 @dataclass
 class CompressOptions:
-    chunk_size: int = 16384  # bytes per chunk
+    chunk_size: int = defaults.CHUNK_SIZE  # bytes per chunk
     model: str | None = None  # None = default model
     device: str = "cpu"
     threads: int | None = None
-    batch: int = 32  # chunks per engine batch (and per read: bounds memory)
+    batch: int = defaults.BATCH  # chunks per engine batch (and per read: bounds memory)
     name: str | None = None  # stored like gzip -N (basename only)
     mtime: int | None = None
     use_lm: bool = True
-    window: int | None = None  # LM context window in tokens; None = the engine's default
+    window: int | None = None  # LM context window in tokens; None = defaults.WINDOW
     codec_factory: Callable[[CompressOptions], LMCodec] | None = None  # None: load_lm_codec
 
 
@@ -89,7 +90,7 @@ class DecompressOptions:
     model: str | None = None  # None: the model with the archive's hashes (never what its name says)
     device: str = "cpu"
     threads: int | None = None
-    batch: int = 32
+    batch: int = defaults.BATCH
     window: int | None = None  # set from the archive's model record
     archive_model: ModelInfo | None = None  # set from the archive's model record
     codec_factory: Callable[[DecompressOptions], LMCodec] | None = None
@@ -106,6 +107,9 @@ def load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
     """The LM codec the options ask for (the codec_factory's, if set)."""
     if options.codec_factory is not None:
         return options.codec_factory(options)  # type: ignore[arg-type]
+    from lmzip.threads import prepare_openmp
+
+    prepare_openmp()  # before torch loads libgomp: see lmzip/threads.py
     from lmzip.lm_codec import load_lm_codec  # torch is imported only here
 
     return load_lm_codec(

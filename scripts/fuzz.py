@@ -57,20 +57,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from access_guard import AccessGuard  # noqa: E402
 from fake_lm import FakeIdentity, FakeLM, text  # noqa: E402
 from fake_pipe import Pipe  # noqa: E402
 
-from lmzip import cli  # noqa: E402
+import lmzip  # noqa: E402
+from lmzip import cli, files  # noqa: E402
 from lmzip.container import MAX_CHUNK_SIZE, ArchiveReader, ArchiveWriter, Codec, leb128, uvarint  # noqa: E402
 from lmzip.errors import LmzipError  # noqa: E402
 from lmzip.pipeline import (  # noqa: E402
-    CompressOptions,
     DecompressOptions,
-    compress_stream,
-    decompress_stream,
     read_archive_info,
     read_archive_infos,
 )
@@ -80,11 +79,9 @@ def fake_factory(options: object) -> FakeLM:
     return FakeLM()
 
 
-def compress(data: bytes, **kw: object) -> bytes:
+def compress(data: bytes, **kw: Any) -> bytes:
     kw.setdefault("codec_factory", fake_factory)
-    out = io.BytesIO()
-    compress_stream(io.BytesIO(data), out, CompressOptions(**kw))  # type: ignore[arg-type]
-    return out.getvalue()
+    return lmzip.compress(data, **kw)
 
 
 def make_bases() -> dict[str, tuple[bytes, bytes]]:
@@ -511,11 +508,11 @@ def _call(fn: Callable[[], object], limit: float) -> Outcome:
 def _decode(blob: bytes, batch: int, pipe: bool) -> bytes:
     out = io.BytesIO()
     src = Pipe(blob) if pipe else io.BytesIO(blob)
-    decompress_stream(src, out, DecompressOptions(batch=batch, codec_factory=fake_factory))  # type: ignore[arg-type]
+    lmzip.Decompressor(batch=batch, codec_factory=fake_factory).copy_stream(src, out)
     return out.getvalue()
 
 
-def _cli_options(s: cli.Settings) -> DecompressOptions:
+def _cli_options(s: files.Settings) -> DecompressOptions:
     return DecompressOptions(model=s.model, batch=s.batch, codec_factory=fake_factory)  # type: ignore[arg-type]
 
 
@@ -527,8 +524,8 @@ def _cli_test(blob: bytes) -> tuple[int, str]:
     with open(path, "wb") as f:
         f.write(blob)
     err = io.StringIO()
-    saved = cli._decompress_options
-    cli._decompress_options = _cli_options  # the fake LM instead of loading a model
+    saved = files._decompress_options
+    files._decompress_options = _cli_options  # the fake LM instead of loading a model
     try:
         with contextlib.redirect_stderr(err):
             cli.main(["-t", "-q", path])
@@ -536,7 +533,7 @@ def _cli_test(blob: bytes) -> tuple[int, str]:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     finally:
-        cli._decompress_options = saved
+        files._decompress_options = saved
     return code, err.getvalue()
 
 

@@ -375,7 +375,7 @@ def test_decompress_refuses_overwrite(work: Path) -> None:
 
 
 def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmzip.cli import progress_bar
+    from lmzip.files import progress_bar
 
     with progress_bar(100, "x", enabled=True) as prog:
         assert prog is None  # stderr is not a terminal under pytest

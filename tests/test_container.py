@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_pipeline import compress
 
+import lmzip
 from lmzip.codecs import zstd_decompress
 from lmzip.container import (
     INDEX_MARK,
@@ -33,15 +34,13 @@ from lmzip.container import (
     uvarint,
 )
 from lmzip.errors import CorruptChunkError, FormatError, LmzipError
-from lmzip.pipeline import DecompressOptions, decompress_stream, read_archive_info
+from lmzip.pipeline import read_archive_info
 
 MODEL = ModelInfo("fake-zlib", b"M" * 32, b"T" * 32, 3, 512)
 
 
 def decompress(archive: bytes) -> bytes:
-    out = io.BytesIO()
-    decompress_stream(io.BytesIO(archive), out, DecompressOptions(codec_factory=factory(FakeLM())))
-    return out.getvalue()
+    return lmzip.decompress(archive, codec_factory=factory(FakeLM()))
 
 
 # ------------------------------------------------------------------ varints and header

@@ -19,8 +19,8 @@ import pytest
 from fake_lm import FakeLM, factory
 from script_modules import load_script
 
+import lmzip
 from lmzip.errors import LmzipError
-from lmzip.pipeline import DecompressOptions, decompress_stream
 
 fuzz = load_script("fuzz")
 BASES = fuzz.make_bases()
@@ -31,7 +31,7 @@ LIMIT = 10.0  # seconds per case: a hang guard, not a speed test (cases take abo
 def decode(blob: bytes, batch: int = 32, pipe: bool = False) -> bytes:
     out = io.BytesIO()
     src = fuzz.Pipe(blob) if pipe else io.BytesIO(blob)
-    decompress_stream(src, out, DecompressOptions(batch=batch, codec_factory=factory(FakeLM())))
+    lmzip.Decompressor(batch=batch, codec_factory=factory(FakeLM())).copy_stream(src, out)
     return out.getvalue()
 
 

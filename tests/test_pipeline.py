@@ -14,6 +14,7 @@ from fake_lm import FakeIdentity, FakeLM, factory, text
 from fake_pipe import Pipe
 from strict import missing
 
+import lmzip
 from lmzip import container
 from lmzip.codecs import zstd_compress
 from lmzip.container import MAX_CHUNK_SIZE, TRAILER_SIZE, Codec, Header, ModelInfo, uvarint
@@ -37,16 +38,8 @@ from lmzip.pipeline import (
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
-def compress(data: bytes, **kw) -> bytes:
-    out = io.BytesIO()
-    compress_stream(io.BytesIO(data), out, CompressOptions(**kw))
-    return out.getvalue()
-
-
-def decompress(archive: bytes, **kw) -> bytes:
-    out = io.BytesIO()
-    decompress_stream(io.BytesIO(archive), out, DecompressOptions(**kw))
-    return out.getvalue()
+compress = lmzip.compress
+decompress = lmzip.decompress
 
 
 SAMPLES = {

@@ -15,11 +15,12 @@ import ctypes
 import numpy as np
 import torch
 
+from lmzip import defaults
 from lmzip.engine.loader import LoadedModel, ModelIdentity, load_model
 from lmzip.engine.model import ExactLlama, Frequencies, KVCache, frequencies
 from lmzip.tokens import ByteTokenizer
 
-DEFAULT_WINDOW = 1024
+DEFAULT_WINDOW = defaults.WINDOW
 SEGMENT = 256  # positions per extend when scoring (scripts/tradeoff.py --segment compares others)
 PREFILL_TOKEN_BUDGET = 1024  # sequences x SEGMENT per batch: small working sets stay in cache
 LOGIT_ROWS = 64  # rows of vocabulary-wide work at a time (measured: 64 beats 256)
