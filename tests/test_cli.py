@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lmzip import cli as cli_module
 from lmzip import fileio
+from lmzip import files as files_module
 from lmzip.cli import cli, parse_size
 
 TEXT = b"The quick brown fox jumps over the lazy dog.\n" * 400
@@ -287,7 +287,7 @@ def test_permission_denied(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
         return real_open(path, *args, **kw)
 
-    monkeypatch.setattr(cli_module, "open", deny, raising=False)
+    monkeypatch.setattr(files_module, "open", deny, raising=False)
     r = invoke(NO_LM, "a.txt")
     assert r.exit_code == 1
     assert_one_error_line(r.stderr, "lmzip: a.txt: Permission denied")
