@@ -217,6 +217,10 @@ class ArchiveInfo:
     compressed_size: int
     crc: int  # CRC32 of the whole original stream
     codec_counts: dict[str, int] = field(default_factory=dict)  # chunks per codec
+    # Archive bytes per coder (model, escapes, zstd, stored, span_tables, container) and
+    # original bytes per span kind of the spans records (text, run, binary): lmzip.spans.breakdown
+    coder_bytes: dict[str, int] = field(default_factory=dict)
+    span_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str | None:
@@ -684,11 +688,10 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
         pass
     if not seekable:
         reader = ArchiveReader(src)
-        for _ in reader.records():
-            pass
+        payloads = {rec.index: payload for rec, payload in reader.records() if rec.codec == Codec.SPANS}
         assert reader.crc is not None
         layout = reader.layout
-        return _info(reader.header, reader.model, layout, reader.position, reader.crc)
+        return _info(reader.header, reader.model, layout, reader.position, reader.crc, payloads)
 
     start = src.tell()
     size = src.seek(0, os.SEEK_END) - start
@@ -728,9 +731,21 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
             if mcrc != zlib.crc32(body):
                 raise CorruptChunkError(f"record {i}: model identity CRC mismatch (corrupt archive)")
             model = _parse_model_body(i, body)
-    return _info(header, model, layout, size, crc)
+    payloads = {}  # spans records: their payloads hold the span tables (at most a chunk + 64 bytes each)
+    for i, rec in enumerate(layout.records):
+        if rec.kind == "spans":
+            src.seek(start + rec.offset + rec.size - rec.payload_length)
+            payloads[i] = _Reader(src).read(rec.payload_length, f"record {i}")
+    return _info(header, model, layout, size, crc, payloads)
 
 
-def _info(header: Header, model: ModelInfo | None, layout: _Layout, size: int, crc: int) -> ArchiveInfo:
+def _info(
+    header: Header, model: ModelInfo | None, layout: _Layout, size: int, crc: int, payloads: dict[int, bytes]
+) -> ArchiveInfo:
+    from lmzip.spans import breakdown  # spans.py builds on this module
+
     chunks = _chunk_infos(layout)
-    return ArchiveInfo(header, model, layout.records, chunks, layout.original, size, crc, _counts(layout))
+    coders, span_bytes = breakdown(layout.records, payloads, size)
+    info = ArchiveInfo(header, model, layout.records, chunks, layout.original, size, crc, _counts(layout))
+    info.coder_bytes, info.span_bytes = coders, span_bytes
+    return info

@@ -21,9 +21,11 @@ Byte layout: docs/FORMAT.md, "spans (4)".
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lmzip.coder import TOTAL, RangeDecoder, RangeEncoder
 from lmzip.container import uvarint
@@ -405,3 +407,51 @@ def insert_escapes(pieces: Sequence[bytes], points: Sequence[Sequence[tuple[int,
             at = offset
         out += piece[at:]
     return bytes(out)
+
+
+# ---------------------------------------------------------------- where the bytes went (info, bench)
+
+
+ESCAPE_BITS = 6  # estimated bits per escape beyond its position: offset in the token + byte value
+
+
+def escape_estimate(escapes: int, tokens: int) -> float:
+    """Estimated coder bytes of E escapes among T tokens: log2 C(E + T, E) bits for the
+    positions (what the flags cost, up to rounding) plus ESCAPE_BITS per escape. For
+    display only (floats); the coder bytes of model and escapes are one stream."""
+    if not escapes:
+        return 0.0
+    positions = (math.lgamma(escapes + tokens + 1) - math.lgamma(escapes + 1) - math.lgamma(tokens + 1)) / math.log(2)
+    return (positions + ESCAPE_BITS * escapes) / 8
+
+
+def breakdown(
+    records: Sequence[Any], payloads: Mapping[int, bytes], size: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(archive bytes per coder, original bytes per span kind) from the index's records
+    (container.RecordInfo) and the payloads of the spans records, by record number.
+    Coders: model (range-coder bytes of lm records and spans texts, escapes excluded),
+    escapes (estimated, see escape_estimate), zstd and stored (records and side
+    streams), span_tables (span tables and their count fields: where RUN spans live),
+    container (header, record framing, index, trailer)."""
+    coders = dict.fromkeys(("model", "escapes", "zstd", "stored", "span_tables", "container"), 0)
+    kinds = dict.fromkeys(KIND_NAMES, 0)
+    for i, rec in enumerate(records):
+        if rec.kind in ("lm", "zstd", "stored"):
+            coders["model" if rec.kind == "lm" else rec.kind] += rec.payload_length
+        elif rec.kind == "spans":
+            try:
+                sp = parse_payload(payloads[i], rec.original_length, rec.token_count)
+            except (CorruptChunkError, KeyError):
+                coders["model"] += rec.payload_length  # damaged: not ours to judge here
+                continue
+            esc = min(len(sp.coded), round(escape_estimate(sp.escapes, rec.token_count)))
+            coders["escapes"] += esc
+            coders["model"] += len(sp.coded) - esc
+            coders["span_tables"] += sp.head
+            if sp.side:
+                coders["stored" if sp.side_stored else "zstd"] += len(sp.side)
+            for s in sp.spans:
+                kinds[KIND_NAMES[s.kind]] += s.length
+    coders["container"] = size - sum(coders.values())
+    return coders, kinds
