@@ -35,7 +35,7 @@ TEXT, RUN, BINARY = 0, 1, 2
 KIND_NAMES = ("text", "run", "binary")
 
 RUN_MIN_NUL = 16  # a run of NUL bytes this long becomes a RUN span (no text holds NULs)
-RUN_MIN = 128  # any other byte value: only long runs (the model codes rulers of spaces or '=' cheaply)
+RUN_MIN = 1024  # any other byte value: only long runs (the model codes rulers of spaces, '*' or '=' cheaply)
 WINDOW = 64  # bytes per text-likeness window
 MIN_BINARY_IN_TEXT = 16  # a shorter BINARY span next to TEXT is coded as TEXT (escapes cover its bytes)
 MIN_TEXT_IN_BINARY = 32  # a shorter TEXT span next to BINARY joins the side stream
@@ -90,7 +90,7 @@ def _absorb(spans: list[Span], kind: int, limit: int, into: int) -> list[Span]:
 
 def segment(data: bytes) -> list[Span]:
     """The spans of a chunk, by fixed rules: runs first (NUL >= 16 bytes, any other byte
-    >= 128), then 64-byte windows of what lies between them, BINARY when at least a
+    >= 1024), then 64-byte windows of what lies between them, BINARY when at least a
     quarter of a window is control characters or invalid UTF-8; short BINARY stretches
     inside text become TEXT, short TEXT stretches inside binary become BINARY."""
     spans: list[Span] = []

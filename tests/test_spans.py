@@ -91,15 +91,15 @@ def test_segment_rules() -> None:
     assert kinds(words) == [(TEXT, 300)]
     assert kinds(words + bytes(16) + words) == [(TEXT, 300), (RUN, 16), (TEXT, 300)]
     assert kinds(words + bytes(15) + words) == [(TEXT, 615)]  # short NUL runs stay text
-    assert kinds(words + b"=" * 127 + words) == [(TEXT, 727)]  # rulers: the model codes them
-    assert kinds(words + b"=" * 128 + words) == [(TEXT, 300), (RUN, 128), (TEXT, 300)]
+    assert kinds(words + b"=" * 1023 + words) == [(TEXT, 1623)]  # rulers: the model codes them
+    assert kinds(words + b"=" * 1024 + words) == [(TEXT, 300), (RUN, 1024), (TEXT, 300)]
     assert kinds(bytes(40)) == [(RUN, 40)]  # a chunk that is one run
     rnd = RNG.randbytes(640)
     assert kinds(words + rnd + words)[1][0] == BINARY
     assert kinds(rnd) == [(BINARY, 640)]
     stray = words[:100] + b"\xff\x04" + words[100:]  # stray bytes inside text stay text
     assert kinds(stray) == [(TEXT, 302)]
-    assert [s.value for s in spans.segment(b"ab" + b"\xfe" * 200)] == [0, 0xFE]
+    assert [s.value for s in spans.segment(b"ab" + b"\xfe" * 2000)] == [0, 0xFE]
 
 
 def test_segment_split_join_inverse() -> None:
@@ -205,7 +205,7 @@ CASES = {
     "tar": make_tar({"a.txt": text(40000, 3), "dir/b.py": b"x = 1\n" * 40, "z": b""}),
     "text-run-text": text(300, 1) + bytes(500) + text(200, 2),
     "run-at-start": bytes(100) + text(400, 4),
-    "run-at-end": text(400, 5) + b"\x20" * 300,
+    "run-at-end": text(400, 5) + b"\x20" * 1300,
     "binary-inside": text(300, 6) + RNG.randbytes(300) + text(300, 7),
     "binary-at-ends": RNG.randbytes(200) + text(600, 8) + RNG.randbytes(100),
     "strays": b"".join(text(200, i) + bytes([0xFF]) for i in range(8)),
