@@ -25,6 +25,7 @@ from lmzip.pipeline import DecompressOptions, decompress_stream
 fuzz = load_script("fuzz")
 BASES = fuzz.make_bases()
 LM_BASES = [name for name in BASES if name.endswith("-lm") or name in ("multi-group", "model-later")]
+assert "spans-lm" in LM_BASES
 LIMIT = 2.0  # seconds per case; normal cases take about a millisecond
 
 
@@ -50,7 +51,7 @@ def test_bases_hold_every_record_kind() -> None:
         assert decode(archive) == original, name
         assert decode(archive, batch=1, pipe=True) == original, name
         kinds |= {r[1] for r in fuzz.layout_of(archive).records}
-    assert kinds == {0, 1, 2, 3}  # stored, zstd, lm, model identity
+    assert kinds == {0, 1, 2, 3, 4}  # stored, zstd, lm, model identity, spans
 
 
 @pytest.mark.parametrize("name", LM_BASES)
