@@ -1,9 +1,10 @@
 """Streaming compress / decompress: the API the CLI calls.
 
 Input is read in groups of `batch` chunks. Each group is encoded as a whole: the
-lm codec scores all its chunks at once, a chunk whose lm payload wins becomes an lm
-record, and every run of other consecutive chunks of the group becomes one
-stored/zstd record. Memory is bounded by a group (plus a few bytes of index per
+lm codec scores all its chunks at once (the TEXT spans of each: lmzip/spans.py), a
+chunk whose model-coded payload wins becomes an lm record (pure text) or a spans
+record (format v3: text, runs, binary), and every run of other consecutive chunks of
+the group becomes one stored/zstd record. Memory is bounded by a group (plus a few bytes of index per
 record), so pipes of any length work. Importing this module never imports torch:
 the LM codec is loaded lazily, and only when a chunk needs it.
 """

@@ -394,3 +394,24 @@ def test_cli_round_trip_default_model(tmp_path: Path) -> None:
     assert piped.stdout == archive
     back = subprocess.run([*run, "-dc"], input=archive, cwd=tmp_path, capture_output=True, timeout=600)
     assert back.returncode == 0 and back.stdout == data
+
+
+# ---------------------------------------------------------------- container rules for kind 4
+
+
+def test_container_rules_for_spans_records() -> None:
+    from lmzip.container import FormatError
+
+    w = ArchiveWriter(io.BytesIO(), Header(chunk_size=100))
+    with pytest.raises(FormatError, match="spans record before the model identity record"):
+        w.add(Codec.SPANS, b"x" * 10, b"p", 0)
+    w.add_model(_identity(FakeLM()))
+    w.add(Codec.SPANS, b"x" * 100, b"p", 0)  # T = 0 is valid for spans (not for lm)
+    with pytest.raises(FormatError, match="fields out of range"):
+        w.add(Codec.LM, b"x" * 10, b"p", 0)
+    with pytest.raises(FormatError, match="fields out of range"):
+        w.add(Codec.SPANS, b"x" * 10, b"p", 11)
+    with pytest.raises(FormatError, match="outside 1..100"):
+        w.add(Codec.SPANS, b"x" * 101, b"p", 1)  # one chunk at most
+    with pytest.raises(ValueError, match="cannot write format version 4"):
+        Header(chunk_size=100, version=4).pack()
