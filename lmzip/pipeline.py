@@ -237,7 +237,7 @@ def _plan_cost(
     start = 0
     for i in range(len(group) + 1):
         if i == len(group) or plan[i] is not None:
-            if start < i:  # the run group[start:i] (a whole group never exceeds the 64 MiB limit here)
+            if start < i:  # the run group[start:i], costed as one record (the writer splits at 64 MiB)
                 if (start, i) not in cache:
                     data = b"".join(group[start:i])
                     best = encode_plain(data)
