@@ -24,7 +24,7 @@ import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, overload
+from typing import Any, BinaryIO, overload
 
 from lmzip.errors import CorruptChunkError, FormatError
 
@@ -688,7 +688,12 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
         pass
     if not seekable:
         reader = ArchiveReader(src)
-        payloads = {rec.index: payload for rec, payload in reader.records() if rec.codec == Codec.SPANS}
+        from lmzip.spans import summarize  # spans.py builds on this module
+
+        payloads = {}  # spans records: a few numbers each, not their payloads
+        for rec, payload in reader.records():
+            if rec.codec == Codec.SPANS:
+                payloads[rec.index] = summarize(payload, rec.original_length, rec.token_count)
         assert reader.crc is not None
         layout = reader.layout
         return _info(reader.header, reader.model, layout, reader.position, reader.crc, payloads)
@@ -731,16 +736,19 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
             if mcrc != zlib.crc32(body):
                 raise CorruptChunkError(f"record {i}: model identity CRC mismatch (corrupt archive)")
             model = _parse_model_body(i, body)
-    payloads = {}  # spans records: their payloads hold the span tables (at most a chunk + 64 bytes each)
+    from lmzip.spans import summarize
+
+    payloads = {}  # spans records: their span tables (payloads read one at a time, at most a chunk + 64 bytes)
     for i, rec in enumerate(layout.records):
         if rec.kind == "spans":
             src.seek(start + rec.offset + rec.size - rec.payload_length)
-            payloads[i] = _Reader(src).read(rec.payload_length, f"record {i}")
+            body = _Reader(src).read(rec.payload_length, f"record {i}")
+            payloads[i] = summarize(body, rec.original_length, rec.token_count)
     return _info(header, model, layout, size, crc, payloads)
 
 
 def _info(
-    header: Header, model: ModelInfo | None, layout: _Layout, size: int, crc: int, payloads: dict[int, bytes]
+    header: Header, model: ModelInfo | None, layout: _Layout, size: int, crc: int, payloads: dict[int, Any]
 ) -> ArchiveInfo:
     from lmzip.spans import breakdown  # spans.py builds on this module
 

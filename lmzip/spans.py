@@ -425,11 +425,31 @@ def escape_estimate(escapes: int, tokens: int) -> float:
     return (positions + ESCAPE_BITS * escapes) / 8
 
 
+@dataclass(frozen=True)
+class Summary:
+    """What `breakdown` needs of one spans payload (None: it does not parse)."""
+
+    coded: int
+    escapes: int
+    head: int
+    side: int
+    side_stored: bool
+    kinds: tuple[int, int, int]
+
+
+def summarize(payload: bytes, original_length: int, tokens: int) -> Summary | None:
+    try:
+        sp = parse_payload(payload, original_length, tokens)
+    except CorruptChunkError:
+        return None
+    return Summary(len(sp.coded), sp.escapes, sp.head, len(sp.side), sp.side_stored, totals(sp.spans))
+
+
 def breakdown(
-    records: Sequence[Any], payloads: Mapping[int, bytes], size: int
+    records: Sequence[Any], payloads: Mapping[int, Summary | None], size: int
 ) -> tuple[dict[str, int], dict[str, int]]:
     """(archive bytes per coder, original bytes per span kind) from the index's records
-    (container.RecordInfo) and the payloads of the spans records, by record number.
+    (container.RecordInfo) and the summaries of the spans records, by record number.
     Coders: model (range-coder bytes of lm records and spans texts, escapes excluded),
     escapes (estimated, see escape_estimate), zstd and stored (records and side
     streams), span_tables (span tables and their count fields: where RUN spans live),
@@ -440,18 +460,17 @@ def breakdown(
         if rec.kind in ("lm", "zstd", "stored"):
             coders["model" if rec.kind == "lm" else rec.kind] += rec.payload_length
         elif rec.kind == "spans":
-            try:
-                sp = parse_payload(payloads[i], rec.original_length, rec.token_count)
-            except (CorruptChunkError, KeyError):
+            sp = payloads.get(i)
+            if sp is None:
                 coders["model"] += rec.payload_length  # damaged: not ours to judge here
                 continue
-            esc = min(len(sp.coded), round(escape_estimate(sp.escapes, rec.token_count)))
+            esc = min(sp.coded, round(escape_estimate(sp.escapes, rec.token_count)))
             coders["escapes"] += esc
-            coders["model"] += len(sp.coded) - esc
+            coders["model"] += sp.coded - esc
             coders["span_tables"] += sp.head
             if sp.side:
-                coders["stored" if sp.side_stored else "zstd"] += len(sp.side)
-            for s in sp.spans:
-                kinds[KIND_NAMES[s.kind]] += s.length
+                coders["stored" if sp.side_stored else "zstd"] += sp.side
+            for name, n in zip(KIND_NAMES, sp.kinds, strict=True):
+                kinds[name] += n
     coders["container"] = size - sum(coders.values())
     return coders, kinds
