@@ -231,6 +231,8 @@ def test_tar_takes_spans_records() -> None:
     assert info.span_bytes["run"] > 10_000 and info.span_bytes["binary"] == 0
     assert sum(info.coder_bytes.values()) == len(archive)
     assert info.coder_bytes["model"] > 0 and info.coder_bytes["span_tables"] > 0
+    piped = info_of(Pipe(archive))  # info on a pipe reads every record: the same figures
+    assert (piped.coder_bytes, piped.span_bytes) == (info.coder_bytes, info.span_bytes)
     # smaller than zstd alone, and than the same archive without spans records
     no_spans = FakeLM()
     no_spans.encode_texts = None  # type: ignore[assignment,method-assign]
