@@ -4,8 +4,8 @@ Input is read in groups of `batch` chunks. Each group is encoded as a whole: the
 lm codec scores all its chunks at once (the TEXT spans of each: lmzip/spans.py), a
 chunk whose model-coded payload wins becomes an lm record (pure text) or a spans
 record (format v3: text, runs, binary), and every run of other consecutive chunks of
-the group becomes one stored/zstd record. Memory is bounded by a group (plus a few bytes of index per
-record), so pipes of any length work. Importing this module never imports torch:
+the group becomes one stored/zstd record. Memory is bounded by a group (plus a few
+bytes of index per record), so pipes of any length work. Importing this module never imports torch:
 the LM codec is loaded lazily, and only when a chunk needs it.
 """
 
