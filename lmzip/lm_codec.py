@@ -1,7 +1,10 @@
 """The LM codec: chunk bytes -> tokens -> engine frequencies -> range-coded payload, and back.
 
 Compression scores whole chunks at once (prefill); decompression advances every chunk
-of a group by one token per engine step, each with its own range decoder.
+of a group by one token per engine step, each with its own range decoder. Texts of
+spans records (format v3) may hold bytes without a single-byte token: escapes, coded
+between the tokens in the same stream (lmzip/spans.py, EscapeCoder) and decoded per
+slot between engine steps, so lm and spans records share one lock-step batch.
 """
 
 from __future__ import annotations
