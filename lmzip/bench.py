@@ -22,6 +22,7 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
+import hashlib
 import io
 import json
 import lzma
@@ -139,6 +140,7 @@ FIELDS = (
     "ideal_bpb",
     "payload_bytes",
     "chunks",
+    "coder_bytes",
 )
 
 
@@ -155,6 +157,7 @@ class Result:
     ideal_bytes: float | None = None  # model cross-entropy (lm chunks) + payloads of other chunks
     payload_bytes: int | None = None  # sum of the chunk payloads (archive minus container overhead)
     chunks: dict[str, int] | None = None  # chunks per codec inside the archive
+    coder_bytes: dict[str, int] | None = None  # archive bytes per coder (ArchiveInfo.coder_bytes)
 
     @property
     def ratio(self) -> float | None:
@@ -190,6 +193,7 @@ class Result:
             "ideal_bpb": r(self.ideal_bpb, 4),
             "payload_bytes": self.payload_bytes,
             "chunks": self.chunks,
+            "coder_bytes": self.coder_bytes,
         }
 
 
@@ -263,15 +267,19 @@ class MeasuredCodec:
         self._inner = inner
         self._scored: list[tuple[int, float]] = []
         self.chunk_bits: list[float | None] = []
+        self.text_bits: dict[bytes, float] = {}  # spans-capable codecs: sha1 of a scored text -> bits
         self.ideal_ok = hasattr(inner, "engine")
         if self.ideal_ok:
             inner.engine = _ScoreTap(inner.engine, self._scored)
+        if getattr(inner, "encode_texts", None) is not None:
+            self.encode_texts = self._encode_texts
 
     def __getattr__(self, name: str) -> Any:  # identity, numerics_version, context_window, ...
         return getattr(self._inner, name)
 
     def reset(self) -> None:
         self.chunk_bits = []
+        self.text_bits = {}
         self.ideal_ok = isinstance(getattr(self._inner, "engine", None), _ScoreTap)
 
     def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
@@ -287,6 +295,18 @@ class MeasuredCodec:
 
     def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
         return self._inner.decode_chunks(items)
+
+    def _encode_texts(self, texts: list[bytes]) -> list[tuple[bytes, int, int]]:
+        self._scored.clear()
+        out = self._inner.encode_texts(texts)
+        coded = [r for r in out if r[1]]  # a text with tokens is one scored sequence
+        if len(coded) != len(self._scored) or any(n != r[1] for (n, _), r in zip(self._scored, coded, strict=False)):
+            self.ideal_ok = False
+        scores = iter(self._scored)
+        for t, r in zip(texts, out, strict=True):
+            if r[1]:
+                self.text_bits[hashlib.sha1(t).digest()] = next(scores, (0, 0.0))[1]
+        return out
 
 
 class LmSession:
@@ -367,11 +387,19 @@ def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession |
     if use_lm:
         if codec is None:  # empty input: nothing to code
             ideal = 0.0
-        elif codec.ideal_ok and len(codec.chunk_bits) == len(kinds):
+        elif codec.ideal_ok and (codec.text_bits or len(codec.chunk_bits) == len(kinds)):
             bits = 0.0
-            for kind, size, lm_bits in zip(kinds, payloads, codec.chunk_bits, strict=True):
+            for i, (kind, size) in enumerate(zip(kinds, payloads, strict=True)):
+                lm_bits: float | None = None
+                if kind == "lm" and codec.text_bits:
+                    e = info.chunks[i]
+                    chunk = data[e.original_offset : e.original_offset + e.original_length]
+                    lm_bits = codec.text_bits.get(hashlib.sha1(chunk).digest())
+                elif kind == "lm":
+                    lm_bits = codec.chunk_bits[i]
                 if kind == "lm" and lm_bits is None:
                     break
+                # spans records: their payload (the model's share of it is not split out here)
                 bits += lm_bits if kind == "lm" else 8 * size  # type: ignore[operator]
             else:
                 ideal = bits / 8
@@ -386,6 +414,7 @@ def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession |
         ideal_bytes=ideal,
         payload_bytes=sum(payloads),
         chunks=chunks,
+        coder_bytes=dict(info.coder_bytes),
     )
 
 
@@ -555,6 +584,9 @@ def print_table(results: Sequence[Result], model_load_s: float | None = None) ->
             )
         elif r.codec == LMZIP:
             notes.append(f"{r.file}: model cross-entropy unavailable")
+        if r.codec in (LMZIP, LMZIP_NO_LM) and r.coder_bytes:
+            parts = ", ".join(f"{k} {v:,}" for k, v in r.coder_bytes.items() if v)
+            notes.append(f"{r.file}: {_label(r.codec)} bytes by coder: {parts} (escapes estimated)")
     # Piped output: rich would squeeze the table into 80 columns; let it take its width.
     console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(table)

@@ -1,4 +1,4 @@
-"""Byte layout of the .lmz format, version 2 (specified in docs/FORMAT.md), with bounds-checked parsing.
+"""Byte layout of the .lmz format, version 3 (2 is read too; see docs/FORMAT.md), with bounds-checked parsing.
 
 Everything a reader allocates is bounded by limits checked *before* the read:
 a record never holds more than MAX_RECORD_SIZE original bytes (an lm record at
@@ -25,14 +25,15 @@ import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, overload
+from typing import Any, BinaryIO, overload
 
 from lmzip.errors import CorruptChunkError, FormatError
 
 MAGIC = b"LMZ\x00"
 END_MAGIC = b"LMZE"
 INDEX_MARK = 0x4C  # "L": starts the index; never a record kind
-VERSION = 2
+VERSION = 3
+READ_VERSIONS = (2, 3)  # version 2: the same without spans records
 
 MAX_CHUNK_SIZE = 64 << 20
 MAX_RECORD_SIZE = 64 << 20  # original bytes in one record (rounded down to whole chunks)
@@ -61,6 +62,7 @@ class Codec(enum.IntEnum):
     STORED = 0
     ZSTD = 1
     LM = 2
+    SPANS = 4  # format v3: one chunk as TEXT / RUN / BINARY spans (lmzip/spans.py)
 
 
 _CODEC_IDS = frozenset(c.value for c in Codec)
@@ -109,11 +111,14 @@ class Header:
     chunk_size: int
     name: str | None = None  # original file name (basename only), like gzip -N
     mtime: int | None = None  # seconds since the epoch
+    version: int = VERSION  # format version (a reader also meets 2)
 
     def pack(self) -> bytes:
         check_chunk_size(self.chunk_size, ValueError)
+        if self.version not in READ_VERSIONS:
+            raise ValueError(f"cannot write format version {self.version}")
         flags = (FLAG_NAME if self.name is not None else 0) | (FLAG_MTIME if self.mtime is not None else 0)
-        out = bytearray(MAGIC + bytes([VERSION, flags]) + uvarint(self.chunk_size))
+        out = bytearray(MAGIC + bytes([self.version, flags]) + uvarint(self.chunk_size))
         if self.name is not None:
             raw = self.name.encode("utf-8", "surrogateescape")
             if _bad_file_name(raw):
@@ -239,6 +244,10 @@ class ArchiveInfo:
     compressed_size: int
     crc: int  # CRC32 of the whole original stream
     codec_counts: dict[str, int] = field(default_factory=dict)  # chunks per codec
+    # Archive bytes per coder (model, escapes, zstd, stored, span_tables, container) and
+    # original bytes per span kind of the spans records (text, run, binary): lmzip.spans.breakdown
+    coder_bytes: dict[str, int] = field(default_factory=dict)
+    span_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str | None:
@@ -351,8 +360,8 @@ def _read_header(r: _Reader) -> Header:
     if len(head) < 6:
         raise FormatError("truncated archive: header cut short")
     version, flags = head[4], head[5]
-    if version != VERSION:
-        raise FormatError(f"unsupported format version {version} (this lmzip reads version {VERSION})")
+    if version not in READ_VERSIONS:
+        raise FormatError(f"unsupported format version {version} (this lmzip reads versions 2 and {VERSION})")
     if flags & ~_KNOWN_FLAGS:
         raise FormatError(f"unsupported header flags 0x{flags:02x}")
     r.capture = bytearray(head)
@@ -372,6 +381,7 @@ def _read_header(r: _Reader) -> Header:
     if name is not None and _bad_file_name(name):
         raise FormatError("stored file name in header is not a plain file name")
     return Header(
+        version=version,
         chunk_size=chunk_size,
         name=None if name is None else name.decode("utf-8", "surrogateescape"),
         mtime=mtime,
@@ -409,9 +419,9 @@ class _Fields:
 
     def pack(self) -> bytes:
         out = bytes([self.kind]) + uvarint(self.length)
-        if self.kind in (Codec.ZSTD, Codec.LM):
+        if self.kind in (Codec.ZSTD, Codec.LM, Codec.SPANS):
             out += uvarint(self.payload)
-        if self.kind == Codec.LM:
+        if self.kind in (Codec.LM, Codec.SPANS):
             out += uvarint(self.tokens)
         return out
 
@@ -440,8 +450,8 @@ def _read_fields(r: _Reader, kind: int, i: int) -> _Fields:
     plen = r.varint(what) if kind != Codec.STORED else orig
     if plen > orig + MAX_OVERHEAD:
         raise FormatError(f"record {i}: payload length {plen} impossible for {orig} bytes")
-    tokens = r.varint(what) if kind == Codec.LM else 0
-    if kind == Codec.LM and not 1 <= tokens <= orig:
+    tokens = r.varint(what) if kind in (Codec.LM, Codec.SPANS) else 0
+    if (kind == Codec.LM and not 1 <= tokens <= orig) or tokens > orig:
         raise FormatError(f"record {i}: token count {tokens} impossible for {orig} bytes")
     return _Fields(kind, orig, plen, tokens)
 
@@ -454,6 +464,7 @@ class _Layout:
 
     def __init__(self, header: Header, keep: bool = True) -> None:
         self.chunk_size = header.chunk_size
+        self.version = header.version
         self.records: list[RecordInfo] = []  # stays empty unless `keep` (memory O(1) in records)
         self.keep = keep
         self.count = 0  # records added
@@ -472,13 +483,16 @@ class _Layout:
             info = RecordInfo(self.offset, f.size, "model", self.original, 0, f.length, 0, self.chunks, 0)
         else:
             codec = Codec(f.kind)
+            if codec == Codec.SPANS and self.version < 3:
+                raise FormatError(f"record {i}: unknown record kind {f.kind} in a version {self.version} archive")
             if self.short:
                 raise FormatError(f"record {i}: data after the short last chunk")
-            limit = self.chunk_size * (1 if codec == Codec.LM else max_record_chunks(self.chunk_size))
+            one = codec in (Codec.LM, Codec.SPANS)
+            limit = self.chunk_size * (1 if one else max_record_chunks(self.chunk_size))
             if not 1 <= f.length <= limit:
                 raise FormatError(f"record {i}: original length {f.length} outside 1..{limit}")
-            if codec == Codec.LM and not self.model:
-                raise FormatError(f"record {i}: lm record before the model identity record")
+            if one and not self.model:
+                raise FormatError(f"record {i}: {codec.name.lower()} record before the model identity record")
             count = -(-f.length // self.chunk_size)
             info = RecordInfo(
                 self.offset,
@@ -658,10 +672,11 @@ class ArchiveWriter:
         codec = Codec(codec)
         if codec == Codec.STORED and payload != original:
             raise ValueError("a stored payload is the original data")
-        if codec != Codec.LM and token_count:
+        if codec not in (Codec.LM, Codec.SPANS) and token_count:
             raise ValueError("token count on a non-lm record")
         f = _Fields(codec, len(original), len(payload), token_count)
-        if len(payload) > len(original) + MAX_OVERHEAD or (codec == Codec.LM and not 1 <= token_count <= len(original)):
+        bad_tokens = not 1 <= token_count <= len(original) if codec == Codec.LM else token_count > len(original)
+        if len(payload) > len(original) + MAX_OVERHEAD or bad_tokens:
             raise FormatError(f"record {len(self._layout.records)}: fields out of range")
         self._record(f, zlib.crc32(original), payload)
 
@@ -843,21 +858,41 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
             if mcrc != zlib.crc32(body):
                 raise CorruptChunkError(f"record {i}: model identity CRC mismatch (corrupt archive)")
             model = _parse_model_body(i, body)
-    return _info(header, model, layout, size, crc)
+    from lmzip.spans import summarize
+
+    payloads = {}  # spans records: their span tables (payloads read one at a time, at most a chunk + 64 bytes)
+    for i, rec in enumerate(layout.records):
+        if rec.kind == "spans":
+            src.seek(start + rec.offset + rec.size - rec.payload_length)
+            body = _Reader(src).read(rec.payload_length, f"record {i}")
+            payloads[i] = summarize(body, rec.original_length, rec.token_count)
+    return _info(header, model, layout, size, crc, payloads)
 
 
-def _info(header: Header, model: ModelInfo | None, layout: _Layout, size: int, crc: int) -> ArchiveInfo:
+def _info(
+    header: Header, model: ModelInfo | None, layout: _Layout, size: int, crc: int, payloads: dict[int, Any]
+) -> ArchiveInfo:
+    from lmzip.spans import breakdown  # spans.py builds on this module
+
     chunks = _chunk_infos(layout)
-    return ArchiveInfo(header, model, layout.records, chunks, layout.original, size, crc, _counts(layout))
+    coders, span_bytes = breakdown(layout.records, payloads, size)
+    info = ArchiveInfo(header, model, layout.records, chunks, layout.original, size, crc, _counts(layout))
+    info.coder_bytes, info.span_bytes = coders, span_bytes
+    return info
 
 
 def read_infos(src: BinaryIO) -> list[ArchiveInfo]:
     """The info of every archive in src (concatenated archives: see `members`), found by
-    walking the records in order; payloads are skipped (seeked over where src can)."""
+    walking the records in order; payloads are skipped (seeked over where src can), but
+    for spans records, which are summarized as they pass (a few numbers each)."""
+    from lmzip.spans import summarize  # spans.py builds on this module
+
     infos = []
     for reader in members(src, keep_records=True):
-        for _ in reader.entries():
-            pass
+        payloads = {}
+        for rec, payload in reader.entries():
+            if rec.codec == Codec.SPANS:
+                payloads[rec.index] = summarize(payload.read(), rec.original_length, rec.token_count)
         assert reader.crc is not None
-        infos.append(_info(reader.header, reader.model, reader.layout, reader.position, reader.crc))
+        infos.append(_info(reader.header, reader.model, reader.layout, reader.position, reader.crc, payloads))
     return infos

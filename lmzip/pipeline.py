@@ -1,10 +1,11 @@
 """Streaming compress / decompress: the API the CLI calls.
 
 Input is read in groups of `batch` chunks. Each group is encoded as a whole: the
-lm codec scores all its chunks at once, a chunk whose lm payload wins becomes an lm
-record, and every run of other consecutive chunks of the group becomes one
-stored/zstd record. Memory is bounded by a group (plus a few bytes of index per
-record), so pipes of any length work. Importing this module never imports torch:
+lm codec scores all its chunks at once (the TEXT spans of each: lmzip/spans.py), a
+chunk whose model-coded payload wins becomes an lm record (pure text) or a spans
+record (format v3: text, runs, binary), and every run of other consecutive chunks of
+the group becomes one stored/zstd record. Memory is bounded by a group (plus a few
+bytes of index per record), so pipes of any length work. Importing this module never imports torch:
 the LM codec is loaded lazily, and only when a chunk needs it.
 """
 
@@ -17,9 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from lmzip import defaults
-from lmzip.codecs import decode_plain, decode_plain_into, encode_plain, lm_saving
+from lmzip import defaults, spans
+from lmzip.codecs import decode_plain, decode_plain_into, encode_plain, lm_saving, zstd_compress
 from lmzip.container import (
+    MAX_OVERHEAD,
     ArchiveInfo,
     ArchiveReader,
     ArchiveWriter,
@@ -171,18 +173,114 @@ def _lm_choices(group: list[bytes], lm_results: list[tuple[bytes, int] | None], 
     return [s > 0 for s in savings]
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """One chunk coded with the model: an lm record (pure text) or a spans record."""
+
+    codec: Codec
+    payload: bytes
+    tokens: int
+
+
+def _candidates(codec: LMCodec | None, group: list[bytes]) -> list[_Candidate | None]:
+    """The model-coded record each chunk could become: lm when the chunk is one TEXT span
+    without escapes (the very payload of format v2), else spans (lmzip/spans.py)."""
+    if codec is None:
+        return [None] * len(group)
+    if getattr(codec, "encode_texts", None) is None:  # an LM codec without spans support: lm records only
+        lm = codec.encode_chunks(group)
+        if len(lm) != len(group):
+            raise LmzipError("lm codec returned the wrong number of chunks")
+        return [None if r is None else _Candidate(Codec.LM, r[0], r[1]) for r in lm]
+    plans = [spans.segment(data) for data in group]
+    parts = [spans.split(data, plan) for data, plan in zip(group, plans, strict=True)]
+    todo = [i for i, (text, _) in enumerate(parts) if text]
+    coded = codec.encode_texts([parts[i][0] for i in todo]) if todo else []
+    if len(coded) != len(todo):
+        raise LmzipError("lm codec returned the wrong number of texts")
+    by_chunk = dict(zip(todo, coded, strict=True))
+    out: list[_Candidate | None] = []
+    for i, (data, plan) in enumerate(zip(group, plans, strict=True)):
+        payload, tokens, escapes = by_chunk.get(i, (b"", 0, 0))
+        if len(plan) == 1 and plan[0].kind == spans.TEXT and not escapes and tokens:
+            out.append(_Candidate(Codec.LM, payload, tokens))
+            continue
+        binary = parts[i][1]
+        side = encode_plain(binary).payload if binary else b""
+        body = spans.pack_payload(plan, escapes, payload, side)
+        out.append(_Candidate(Codec.SPANS, body, tokens) if len(body) <= len(data) + MAX_OVERHEAD else None)
+    return out
+
+
+def _choose(group: list[bytes], cands: list[_Candidate | None], model_cost: int) -> list[_Candidate | None]:
+    """Per chunk: the model-coded record to write, or None (a stored/zstd run). Plans:
+    (a) lm records picked as format v2 picks them (`_lm_choices`), (b) the same rule over
+    lm and spans candidates, (c) none. When (a) and (b) differ, the smallest in exact
+    bytes wins, (a) on ties: a group never costs more than without spans records."""
+    alone = [0] * len(group)  # each chunk's own stored/zstd size, computed once
+    for i, (data, c) in enumerate(zip(group, cands, strict=True)):
+        if c is not None and len(c.payload) < len(data):
+            alone[i] = min(len(data), len(zstd_compress(data)))
+
+    def pick(pool: list[_Candidate | None]) -> list[_Candidate | None]:
+        savings = [alone[i] - len(c.payload) - LM_RECORD_COST if c and alone[i] else -1 for i, c in enumerate(pool)]
+        if sum(x for x in savings if x > 0) <= model_cost:
+            return [None] * len(group)
+        return [c if x > 0 else None for c, x in zip(pool, savings, strict=True)]
+
+    plans = [pick([c if c is not None and c.codec == Codec.LM else None for c in cands]), pick(cands)]
+    if plans[1] == plans[0]:
+        return plans[0]
+    plans.append([None] * len(group))
+    cache: dict[tuple[int, int], int] = {}
+    costs = [_plan_cost(group, plan, model_cost, cache) for plan in plans]
+    return plans[costs.index(min(costs))]
+
+
+def _record_cost(kind: int, original: int, payload: int, tokens: int = 0) -> int:
+    """Bytes of a data record and its index entry."""
+    fields = 1 + len(uvarint(original))
+    if kind != Codec.STORED:
+        fields += len(uvarint(payload))
+    if kind in (Codec.LM, Codec.SPANS):
+        fields += len(uvarint(tokens))
+    return 2 * fields + 4 + payload
+
+
+def _plan_cost(
+    group: list[bytes], plan: list[_Candidate | None], model_cost: int, cache: dict[tuple[int, int], int]
+) -> int:
+    """Exact bytes the group's records (and the model identity record, if it needs one) take."""
+    total = model_cost if any(plan) else 0
+    start = 0
+    for i in range(len(group) + 1):
+        if i == len(group) or plan[i] is not None:
+            if start < i:  # the run group[start:i], costed as one record (the writer splits at 64 MiB)
+                if (start, i) not in cache:
+                    data = b"".join(group[start:i])
+                    best = encode_plain(data)
+                    cache[start, i] = _record_cost(best.codec, len(data), len(best.payload))
+                total += cache[start, i]
+            if i < len(group):
+                c = plan[i]
+                assert c is not None
+                total += _record_cost(c.codec, len(group[i]), len(c.payload), c.tokens)
+            start = i + 1
+    return total
+
+
 def _segments(
-    group: list[bytes], lm_results: list[tuple[bytes, int] | None], use_lm: list[bool], run_limit: int
-) -> Iterator[tuple[list[bytes], tuple[bytes, int] | None]]:
-    """The records of a group: ([chunk], (payload, tokens)) for an lm record, (chunks,
+    group: list[bytes], chosen: list[_Candidate | None], run_limit: int
+) -> Iterator[tuple[list[bytes], _Candidate | None]]:
+    """The records of a group: ([chunk], candidate) for an lm or spans record, (chunks,
     None) for a run of up to run_limit consecutive other chunks."""
     run: list[bytes] = []
-    for data, lm, chosen in zip(group, lm_results, use_lm, strict=True):
-        if chosen and lm is not None:
+    for data, cand in zip(group, chosen, strict=True):
+        if cand is not None:
             if run:
                 yield run, None
                 run = []
-            yield [data], lm
+            yield [data], cand
         else:
             run.append(data)
             if len(run) >= run_limit:
@@ -212,25 +310,23 @@ def compress_stream(
     stats = Stats()
     crc = 0
     for group in itertools.chain([first] if first else [], groups):
-        lm_results = codec.encode_chunks(group) if codec else [None] * len(group)
-        if len(lm_results) != len(group):
-            raise LmzipError("lm codec returned the wrong number of chunks")
+        cands = _candidates(codec, group)
         for data in group:
             crc = zlib.crc32(data, crc)
-        use_lm = [False] * len(group)
+        chosen: list[_Candidate | None] = [None] * len(group)
         if codec is not None:
             model_cost = 0
             if not writer.has_model:  # the model record and its index entry: 2 kind bytes, 2 B, CRC, body
                 body = len(_identity(codec).pack_body())
                 model_cost = 2 + 2 * len(uvarint(body)) + 4 + body
-            use_lm = _lm_choices(group, lm_results, model_cost)
-        for chunks, lm in _segments(group, lm_results, use_lm, run_limit):
-            if lm is not None:
+            chosen = _choose(group, cands, model_cost)
+        for chunks, cand in _segments(group, chosen, run_limit):
+            if cand is not None:
                 if not writer.has_model:
                     assert codec is not None
                     writer.add_model(_identity(codec))
-                writer.add(Codec.LM, chunks[0], lm[0], lm[1])
-                stats.chunks["lm"] += 1
+                writer.add(cand.codec, chunks[0], cand.payload, cand.tokens)
+                stats.chunks[cand.codec.name.lower()] += 1
             else:
                 data = b"".join(chunks)
                 best = encode_plain(data)
@@ -286,31 +382,69 @@ class _Decoder:
         return self.codec
 
     def decode(self, group: list[tuple[Record, bytes]]) -> list[bytes]:
-        lm_recs = [rec for rec, _ in group if rec.codec == Codec.LM]
+        parsed: dict[int, spans.SpansPayload] = {}
+        for rec, payload in group:
+            if rec.codec == Codec.SPANS:
+                try:
+                    parsed[rec.index] = spans.parse_payload(payload, rec.original_length, rec.token_count)
+                except CorruptChunkError as e:
+                    raise CorruptChunkError(f"{rec.label}: {e}") from None
+        # (record, payload, tokens, escapes) of every text the model decodes, in archive order
+        texts = []
+        for rec, payload in group:
+            if rec.codec == Codec.LM:
+                texts.append((rec, payload, rec.token_count, 0))
+            elif rec.codec == Codec.SPANS:
+                sp = parsed[rec.index]
+                if rec.token_count or sp.escapes:
+                    texts.append((rec, sp.coded, rec.token_count, sp.escapes))
+        lm_recs = [t[0] for t in texts]
         lm_out: Iterator[bytes] = iter(())
         if lm_recs:
             codec = self.lm_codec()
-            items = [(p, rec.token_count) for rec, p in group if rec.codec == Codec.LM]
             try:
-                decoded = codec.decode_chunks(items)
+                if any(t[0].codec == Codec.SPANS for t in texts):
+                    decode_texts = getattr(codec, "decode_texts", None)
+                    if decode_texts is None:
+                        raise LmzipError("this LM codec cannot decode spans records")
+                    decoded = decode_texts([t[1:] for t in texts])
+                else:
+                    decoded = codec.decode_chunks([(t[1], t[2]) for t in texts])
             except LmzipError:
                 raise
             except Exception as e:  # garbage that passed the checks: report, don't crash
                 first, last = lm_recs[0].first_chunk, lm_recs[-1].first_chunk
                 raise CorruptChunkError(f"chunks {first}-{last}: lm decoding failed ({type(e).__name__}: {e})") from e
-            if len(decoded) != len(items):
+            if len(decoded) != len(texts):
                 raise CorruptChunkError("lm codec returned the wrong number of chunks")
             lm_out = iter(decoded)
         out = []
         for rec, payload in group:
             try:
-                data = next(lm_out) if rec.codec == Codec.LM else decode_plain(rec.codec, payload, rec.original_length)
+                if rec.codec == Codec.LM:
+                    data = next(lm_out)
+                elif rec.codec == Codec.SPANS:
+                    sp = parsed[rec.index]
+                    text = next(lm_out) if rec.token_count or sp.escapes else b""
+                    data = _join_spans(sp, text)
+                else:
+                    data = decode_plain(rec.codec, payload, rec.original_length)
             except CorruptChunkError as e:
                 raise CorruptChunkError(f"{rec.label}: {e}") from None
             if len(data) != rec.original_length or zlib.crc32(data) != rec.crc:
                 raise CorruptChunkError(f"{rec.label}: CRC mismatch")
             out.append(data)
         return out
+
+
+def _join_spans(sp: spans.SpansPayload, text: bytes) -> bytes:
+    """A spans record's chunk from its parsed payload and its decoded text."""
+    if len(text) != sp.text_length:
+        raise CorruptChunkError("spans text has the wrong length")
+    binary = b""
+    if sp.binary_length:
+        binary = sp.side if sp.side_stored else decode_plain(Codec.ZSTD, sp.side, sp.binary_length)
+    return spans.join(sp.spans, text, binary)
 
 
 def decompress_stream(
@@ -389,7 +523,7 @@ def _decompress_member(
     group: list[tuple[Record, bytes]] = []
     lm_count = pending = 0
     for rec, body in reader.entries():
-        if rec.codec != Codec.LM and rec.original_length > STREAM_RECORD_BYTES:
+        if rec.codec not in (Codec.LM, Codec.SPANS) and rec.original_length > STREAM_RECORD_BYTES:
             flush(group)  # output stays in order
             lm_count = pending = 0
             stats.original_bytes += _stream_record(rec, body, emit_piece)
@@ -400,7 +534,7 @@ def _decompress_member(
             flush(group)
             lm_count = pending = 0
         group.append((rec, body.read()))
-        lm_count += rec.codec == Codec.LM
+        lm_count += rec.codec in (Codec.LM, Codec.SPANS)
         pending += rec.original_length
         if lm_count >= group_lm:
             flush(group)

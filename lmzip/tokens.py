@@ -80,7 +80,15 @@ class ByteTokenizer:
         """Token ids that decode to exactly ``data``, or None when that is impossible."""
         return self.encode_batch([data])[0]
 
-    def encode_batch(self, chunks: list[bytes]) -> list[list[int] | None]:
+    @property
+    def escapable(self) -> list[bool]:
+        """Per byte value: True when no single-byte token spells it (an escape in TEXT spans)."""
+        return [t < 0 for t in self.byte_token]
+
+    def encode_batch(self, chunks: list[bytes], byte_fallback: bool = False) -> list[list[int] | None]:
+        """Token ids per chunk, or None for a chunk that cannot be spelled exactly. With
+        `byte_fallback`, a valid-UTF-8 piece the tokenizer does not reproduce is spelled
+        with single-byte tokens instead (None only when a byte has no such token)."""
         pieces: list[list[tuple[bool, str]]] = []
         texts: list[str] = []
         for data in chunks:
@@ -103,12 +111,17 @@ class ByteTokenizer:
             usable = True
             for ok, part in parts:
                 if ok:
-                    ids.extend(next(encoded).ids)
+                    got = next(encoded).ids
+                    raw = part.encode("utf-8")
+                    if byte_fallback and self.decode(got) != raw:
+                        got = [self.byte_token[b] for b in raw]
+                    ids.extend(got)
                     continue
                 for ch in part:
                     token = self.byte_token[ord(ch) - 0xDC00]
                     if token < 0:
                         usable = False
                     ids.append(token)
+            usable = usable and all(i >= 0 for i in ids)
             out.append(ids if usable and self.decode(ids) == data else None)
         return out

@@ -1,7 +1,7 @@
 """Fuzz the .lmz decoder: the container parser and the whole decode path.
 
-Starts from valid archives (stored/zstd only, and with a fake LM codec so lm and
-model identity records are present) and mutates them: truncation at every offset,
+Starts from valid archives (stored/zstd only, and with a fake LM codec so lm, spans
+and model identity records are present) and mutates them: truncation at every offset,
 a flipped byte at every offset, then random bit flips, byte changes, insertions,
 deletions, huge varints, wrong versions, structure-aware record/index/header field
 edits (with their CRCs recomputed so the edit reaches the checks behind them),
@@ -88,6 +88,8 @@ def make_bases() -> dict[str, tuple[bytes, bytes]]:
     """name -> (original, archive): small valid archives of several shapes."""
     rng = random.Random(1)
     mixed = text(1200, 1) + rng.randbytes(400) + bytes(600) + text(700, 2) + b"\xff\xfe" * 50 + b"!"
+    binary = random.Random(2).randbytes(300)
+    spans_data = text(3000, 11) + bytes(200) + text(3000, 12) + b"\xff" + binary + text(2000, 13) + b"\xff\0"
     specs: dict[str, tuple[bytes, dict]] = {
         "empty": (b"", {"use_lm": False}),
         "empty-named": (b"", {"use_lm": False, "name": "e.txt", "mtime": 0}),
@@ -103,6 +105,8 @@ def make_bases() -> dict[str, tuple[bytes, bytes]]:
         "zeros-chunk-1": (bytes(100), {"chunk_size": 1, "use_lm": False}),  # zstd runs of 32 one-byte chunks
         "max-chunk": (text(300, 6), {"chunk_size": MAX_CHUNK_SIZE, "use_lm": False}),
         "max-chunk-lm": (text(1000, 7), {"chunk_size": MAX_CHUNK_SIZE}),
+        # format v3 spans records: TEXT (with 0xFF escapes), RUN and BINARY spans; lm records beside them
+        "spans-lm": (spans_data, {"chunk_size": 2048, "batch": 2}),
     }
     bases = {name: (data, compress(data, **kw)) for name, (data, kw) in specs.items()}
     data, archive = bases["text-lm"]
@@ -181,7 +185,7 @@ def layout_of(archive: bytes) -> Layout:
     records = []
     for r in info.records:
         kind = archive[r.offset]
-        n_fields = {0: 1, 1: 2, 2: 3, 3: 1}[kind]
+        n_fields = {0: 1, 1: 2, 2: 3, 3: 1, 4: 3}[kind]
         values, pos = [], r.offset + 1
         for _ in range(n_fields):
             v, pos = _varint_at(archive, pos)
@@ -378,7 +382,7 @@ class Mutator:
         if blob != self.bases[name][1]:  # structure-aware edits need the intact base
             return self.mutate(rng.choice(["cut", "flip", "byte", "insert", "delete", "varint"]), name, blob)
         if kind == "version":
-            v = rng.choice([0, 1, 3, 0x7F, 0xFF])
+            v = rng.choice([0, 1, 2, 4, 0x7F, 0xFF])  # 2: a v2 archive cannot hold spans records
             out = blob[:4] + bytes([v]) + blob[5:]
             return (fix_header_crc(out) if rng.random() < 0.5 else out), f"version:{v}", set()
         if kind == "header":

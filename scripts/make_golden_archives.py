@@ -14,7 +14,12 @@ writer picks codecs. Then commit the new archives and MANIFEST.json with that ch
 
 Originals: prose.txt (English written for this fixture) and code_py.txt (a frozen copy
 of the start of lmzip/coder.py) are committed as they are; binary.bin (pseudo-random
-bytes from a fixed seed, then zero bytes) and empty.bin are rewritten by this script.
+bytes from a fixed seed, then zero bytes), mixed.tar (a tar of text with a stray byte
+and a binary member: spans records) and empty.bin are rewritten by this script.
+
+tests/golden/archives/v2/ keeps the format version 2 archives of the same originals (all
+but mixed.tar) with their MANIFEST.json: this build must still decode them, and no
+longer writes them, so this script leaves them alone.
 Every archive is made by the real CLI with the default model (`lmzip -c ARGS FILE`),
 then decoded again as a check. prose and code must come out with lm records, or the
 script fails: a golden archive that never exercises the model pins nothing.
@@ -46,7 +51,10 @@ FIXTURES: dict[str, tuple[str, list[str], bool]] = {
     "code": ("code_py.txt", [], True),
     "binary": ("binary.bin", [], False),
     "empty": ("empty.bin", [], False),
+    # format v3: a tar of text with NUL padding, a stray byte without a token and a binary member
+    "mixed": ("mixed.tar", ["--chunk-size", "2048"], True),
 }
+NEEDS = {"mixed": "spans"}  # the record kind a fixture must come out with (default: lm)
 
 
 def binary_original() -> bytes:
@@ -76,8 +84,9 @@ def build(name: str) -> tuple[bytes, dict]:
         raise SystemExit(f"{name}: the archive does not decode to its original")
     info = read_archive_info(io.BytesIO(archive))
     counts = {k: v for k, v in info.codec_counts.items() if v}
-    if needs_lm and not counts.get("lm"):
-        raise SystemExit(f"{name}: the LM won no chunk ({counts}); the fixture would not exercise the model")
+    kind = NEEDS.get(name, "lm")
+    if needs_lm and not counts.get(kind):
+        raise SystemExit(f"{name}: no {kind} record ({counts}); the fixture would not exercise the model")
     entry = {
         "original": original_name,
         "archive": original_name + ".lmz",
@@ -99,9 +108,30 @@ def build(name: str) -> tuple[bytes, dict]:
     return archive, entry
 
 
+def mixed_original() -> bytes:
+    """A deterministic GNU tar (mtime 0, uid/gid 0, mode 644): prose.txt with a stray 0x04,
+    a short note, and 300 seeded pseudo-random bytes."""
+    import tarfile
+
+    prose = (GOLDEN / "prose.txt").read_bytes()
+    members = {
+        "a/prose.txt": prose[:700] + b"\x04" + prose[700:1400],
+        "a/random.bin": random.Random(BINARY_SEED + 1).randbytes(300),
+        "b/note.txt": b"Spans records code text, runs and binary apart.\n",
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name in sorted(members):
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime, ti.mode, ti.uid, ti.gid = len(members[name]), 0, 0o644, 0, 0
+            tf.addfile(ti, io.BytesIO(members[name]))
+    return buf.getvalue()
+
+
 def write_originals() -> None:
     (GOLDEN / "binary.bin").write_bytes(binary_original())
     (GOLDEN / "empty.bin").write_bytes(b"")
+    (GOLDEN / "mixed.tar").write_bytes(mixed_original())
 
 
 def versions() -> dict:
@@ -125,6 +155,9 @@ def main() -> int:
         ok = True
         if binary_original() != (GOLDEN / "binary.bin").read_bytes():
             print("binary.bin: MISMATCH with its seed")
+            ok = False
+        if mixed_original() != (GOLDEN / "mixed.tar").read_bytes():
+            print("mixed.tar: MISMATCH with its recipe")
             ok = False
         for key, want in versions().items():
             if key != "lmzip_version" and manifest[key] != want:

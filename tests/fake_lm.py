@@ -39,30 +39,69 @@ class FakeLM:
             if b"\xff\xfe" in c:  # pretend this cannot be tokenized byte-exactly
                 out.append(None)
                 continue
-            nibbles, tokens, i = [], 0, 0
-            while i < len(c):
-                k = next((k for k, w in enumerate(VOCAB) if c.startswith(w, i)), None)
-                if k is None:
-                    nibbles += [ESCAPE, c[i] >> 4, c[i] & 15]
-                    i += 1
-                else:
-                    nibbles.append(k)
-                    i += len(VOCAB[k])
-                tokens += 1
-            nibbles += [0] * (len(nibbles) % 2)
-            out.append((bytes(a << 4 | b for a, b in zip(nibbles[::2], nibbles[1::2], strict=True)), tokens))
+            out.append(self._encode(c))
         return out
+
+    @staticmethod
+    def _encode(c: bytes) -> tuple[bytes, int]:
+        nibbles, tokens, i = [], 0, 0
+        while i < len(c):
+            k = next((k for k, w in enumerate(VOCAB) if c.startswith(w, i)), None)
+            if k is None:
+                nibbles += [ESCAPE, c[i] >> 4, c[i] & 15]
+                i += 1
+            else:
+                nibbles.append(k)
+                i += len(VOCAB[k])
+            tokens += 1
+        nibbles += [0] * (len(nibbles) % 2)
+        return bytes(a << 4 | b for a, b in zip(nibbles[::2], nibbles[1::2], strict=True)), tokens
 
     def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
         self.decode_calls.append(len(items))
+        return [self._decode(payload, tokens) for payload, tokens in items]
+
+    @staticmethod
+    def _decode(payload: bytes, tokens: int) -> bytes:
+        nibbles = iter([n for b in payload for n in (b >> 4, b & 15)])
+        data = bytearray()
+        for _ in range(tokens):  # StopIteration / IndexError on garbage, as a real decoder might fail
+            n = next(nibbles)
+            data += bytes([next(nibbles) << 4 | next(nibbles)]) if n == ESCAPE else VOCAB[n]
+        return bytes(data)
+
+    # Spans records (format v3): any bytes; 0xFF plays the byte without a token (an escape).
+
+    def encode_texts(self, texts: list[bytes]) -> list[tuple[bytes, int, int]]:
+        """(payload, tokens, escapes): 4 bytes per escape (its position), then the chunk
+        code of the text without its 0xFF bytes."""
+        self.encode_calls.append(len(texts))
         out = []
-        for payload, tokens in items:
-            nibbles = iter([n for b in payload for n in (b >> 4, b & 15)])
+        for t in texts:
+            positions = [i for i, b in enumerate(t) if b == 0xFF]
+            clean = t.replace(b"\xff", b"")
+            coded, tokens = self._encode(clean) if clean else (b"", 0)
+            head = b"".join((p - k).to_bytes(4, "big") for k, p in enumerate(positions))
+            out.append((head + coded, tokens, len(positions)))
+        return out
+
+    def decode_texts(self, items: list[tuple[bytes, int, int]]) -> list[bytes]:
+        self.decode_calls.append(len(items))
+        out = []
+        for payload, tokens, escapes in items:
+            head, body = payload[: 4 * escapes], payload[4 * escapes :]
+            if len(head) < 4 * escapes:
+                raise IndexError("escape positions cut short")
+            clean = self._decode(body, tokens)
             data = bytearray()
-            for _ in range(tokens):  # StopIteration / IndexError on garbage, as a real decoder might fail
-                n = next(nibbles)
-                data += bytes([next(nibbles) << 4 | next(nibbles)]) if n == ESCAPE else VOCAB[n]
-            out.append(bytes(data))
+            at = 0
+            for k in range(escapes):
+                p = int.from_bytes(head[4 * k : 4 * k + 4], "big")
+                if not at <= p <= len(clean):
+                    raise ValueError("escape position out of range")
+                data += clean[at:p] + b"\xff"
+                at = p
+            out.append(bytes(data + clean[at:]))
         return out
 
 

@@ -203,6 +203,8 @@ def test_ideal_bytes_from_engine_frequencies() -> None:
     # 3 lm chunks of 1024 tokens at 4 bits each, plus the stored chunk's payload
     assert res.ideal_bytes == pytest.approx(3 * 512 + 1024)
     assert res.payload_bytes == 3 * 2 + 1024
+    assert res.coder_bytes is not None and sum(res.coder_bytes.values()) == res.compressed_bytes
+    assert res.coder_bytes["model"] == 3 * 2 and res.coder_bytes["stored"] == 1024
     archive = bench.lmzip_archive(data, opts, lambda _o: session.codec)
     assert res.compressed_bytes == len(archive)
     # A second file through the same (cached) codec starts afresh.

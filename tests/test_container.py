@@ -79,7 +79,7 @@ def test_bad_varints(raw: bytes, message: str) -> None:
 def test_header_round_trip(mtime: int) -> None:
     header = Header(chunk_size=16384, name="a.txt", mtime=mtime)
     raw = header.pack()
-    assert raw[:6] == b"LMZ\x00\x02\x03" and raw[6:9] == uvarint(16384)
+    assert raw[:6] == b"LMZ\x00\x03\x03" and raw[6:9] == uvarint(16384)
     assert ArchiveReader(io.BytesIO(raw)).header == header
     assert len(Header(chunk_size=16384).pack()) == 13
 
@@ -87,7 +87,7 @@ def test_header_round_trip(mtime: int) -> None:
 def test_version_1_is_refused() -> None:
     v1 = b"LMZ\x00\x01\x00" + struct.pack("<I", 16384) + b"\x00" * 30
     for read in (decompress, lambda a: read_archive_info(io.BytesIO(a))):
-        with pytest.raises(FormatError, match=r"unsupported format version 1 \(this lmzip reads version 2\)"):
+        with pytest.raises(FormatError, match=r"unsupported format version 1 \(this lmzip reads versions 2 and 3\)"):
             read(v1)
 
 

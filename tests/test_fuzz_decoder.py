@@ -25,6 +25,7 @@ from lmzip.errors import LmzipError
 fuzz = load_script("fuzz")
 BASES = fuzz.make_bases()
 LM_BASES = [name for name in BASES if name.endswith("-lm") or name in ("multi-group", "model-later")]
+assert "spans-lm" in LM_BASES
 LIMIT = 10.0  # seconds per case: a hang guard, not a speed test (cases take about a millisecond)
 
 
@@ -50,7 +51,7 @@ def test_bases_hold_every_record_kind() -> None:
         assert decode(archive) == original, name
         assert decode(archive, batch=1, pipe=True) == original, name
         kinds |= {r[1] for r in fuzz.layout_of(archive).records}
-    assert kinds == {0, 1, 2, 3}  # stored, zstd, lm, model identity
+    assert kinds == {0, 1, 2, 3, 4}  # stored, zstd, lm, model identity, spans
 
 
 @pytest.mark.parametrize("name", LM_BASES)
@@ -75,7 +76,7 @@ def test_one_changed_byte_everywhere() -> None:
 
 def test_wrong_versions_and_trailing_bytes() -> None:
     for name, (_, archive) in BASES.items():
-        for v in (0, 1, 3, 255):
+        for v in (0, 1, 4, 255):
             with pytest.raises(LmzipError, match="unsupported format version"):
                 decode(archive[:4] + bytes([v]) + archive[5:])
             with pytest.raises(LmzipError, match="unsupported format version"):

@@ -6,6 +6,9 @@ A failure here after a NUMERICS_VERSION or format version bump is expected: rege
 Otherwise it means archives written by earlier builds no longer decode, or the writer no
 longer produces the same bytes.
 
+tests/golden/archives/v2/ holds the format version 2 archives of the same originals (with
+their own MANIFEST.json): they must keep decoding (they are never written again).
+
 Every CLI call passes `--threads 1`: thread count must not change any byte (the archives
 were made with the default thread count), and one thread is much faster on a busy machine.
 """
@@ -28,6 +31,8 @@ from lmzip.pipeline import read_archive_info
 GOLDEN = Path(__file__).resolve().parent / "golden" / "archives"
 MANIFEST = json.loads((GOLDEN / "MANIFEST.json").read_text())
 ARCHIVES: dict[str, dict] = MANIFEST["archives"]
+V2_MANIFEST = json.loads((GOLDEN / "v2" / "MANIFEST.json").read_text())
+V2_ARCHIVES: dict[str, dict] = V2_MANIFEST["archives"]
 ENGINE = ("--threads", "1")
 REGENERATE = "regenerate with scripts/make_golden_archives.py"
 
@@ -45,6 +50,7 @@ def needs_model(when: bool) -> list[pytest.MarkDecorator]:
 # Decoding needs the model only when the archive has lm records; compressing needs it for
 # any non-empty input (the LM scores every chunk unless --no-lm).
 DECODE = [pytest.param(n, id=n, marks=needs_model(e["model"] is not None)) for n, e in ARCHIVES.items()]
+DECODE_V2 = [pytest.param(n, id=n, marks=needs_model(e["model"] is not None)) for n, e in V2_ARCHIVES.items()]
 ENCODE = [pytest.param(n, id=n, marks=needs_model(e["original_size"] > 0)) for n, e in ARCHIVES.items()]
 WITH_MODEL = [n for n, e in ARCHIVES.items() if e["model"] is not None]
 
@@ -97,6 +103,25 @@ def test_golden_archives_are_for_this_build() -> None:
 # ---------------------------------------------------------------- (a) decode, (b) re-encode
 
 
+@pytest.mark.parametrize("name", DECODE_V2)
+def test_golden_v2_archive_decodes(name: str, tmp_path: Path) -> None:
+    entry = V2_ARCHIVES[name]
+    data = (GOLDEN / "v2" / entry["archive"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == entry["archive_sha256"], f"{name}: v2 archive changed"
+    assert data[4] == 2 and V2_MANIFEST["format_version"] == 2
+    info = read_archive_info(io.BytesIO(data))
+    assert {k: v for k, v in info.codec_counts.items() if v} == entry["codec_counts"]
+    p = lmzip("-dc", "--", str(GOLDEN / "v2" / entry["archive"]), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == (GOLDEN / entry["original"]).read_bytes()
+    assert hashlib.sha256(p.stdout).hexdigest() == entry["original_sha256"]
+
+
+def test_v3_fixtures_hold_spans_records() -> None:
+    assert ARCHIVES["mixed"]["codec_counts"].get("spans", 0) >= 1
+    assert set(V2_ARCHIVES) == {"prose", "code", "binary", "empty"}
+
+
 @pytest.mark.parametrize("name", DECODE)
 def test_golden_archive_decodes(name: str, tmp_path: Path) -> None:
     p = lmzip("-dc", "--", str(GOLDEN / ARCHIVES[name]["archive"]), cwd=tmp_path)
@@ -130,7 +155,7 @@ def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
 
 def with_format_version(data: bytes, version: int) -> bytes:
     """The archive with header byte 4 (format version) replaced and the header CRC fixed."""
-    assert data[:4] == b"LMZ\x00" and data[4] == VERSION and data[5] == 0  # no name/mtime in the fixtures
+    assert data[:4] == b"LMZ\x00" and data[4] in (2, VERSION) and data[5] == 0  # no name/mtime in the fixtures
     _, crc_at = _uvarint(data, 6)  # chunk size, then the header CRC
     out = bytearray(data)
     out[4] = version
@@ -178,7 +203,7 @@ def _decompress_fails_cleanly(data: bytes, tmp_path: Path) -> str:
     return line
 
 
-@pytest.mark.parametrize("version", [VERSION - 1, VERSION + 1], ids=lambda v: f"v{v}")
+@pytest.mark.parametrize("version", [1, VERSION + 1], ids=lambda v: f"v{v}")
 @pytest.mark.parametrize("name", list(ARCHIVES))
 def test_other_format_version_refused(name: str, version: int, tmp_path: Path) -> None:
     patched = with_format_version(archive(name), version)
