@@ -79,7 +79,8 @@ class ChunkReport:
     """One chunk as compression sees it.
 
     `ids`/`freqs`: its tokens and their coder frequencies (None when the tokenizer
-    refuses the bytes: binary data, which compression stores or zstd-compresses).
+    chunk is not plain text: binary spans, runs or escapes, which compression codes as a
+    spans record or stores/zstd-compresses; explain shows such chunks whole).
     `guesses`: [tokens, top, 2] int32 (token id, frequency) when asked for.
     """
 
@@ -92,7 +93,8 @@ class ChunkReport:
     freqs: np.ndarray | None = None
     guesses: np.ndarray | None = None
     lm_bytes: int | None = None  # the range coder's payload for the chunk
-    codec: str = ""  # what compression writes for it: "lm", "zstd" or "stored"
+    spans_bytes: int | None = None  # the spans record's payload, for a chunk that is not plain text
+    codec: str = ""  # what compression writes for it: "lm", "spans", "zstd" or "stored"
 
     @property
     def is_text(self) -> bool:
@@ -217,35 +219,56 @@ def explain(
 
     `progress(n)` is called with the bytes of each chunk once it is scored.
     """
-    from lmzip.container import uvarint
-    from lmzip.pipeline import _identity, _lm_choices
+    from lmzip import spans
+    from lmzip.container import Codec, uvarint
+    from lmzip.pipeline import _Candidate, _candidates, _choose, _identity
 
     engine = codec.engine
+    escapable = getattr(engine.tokenizer, "escapable", None)
     chunks = []
     for index, offset in enumerate(range(0, len(data), chunk_size)):
         piece = data[offset : offset + chunk_size]
         plain = encode_plain(piece)
         chunks.append(ChunkReport(index, offset, piece, plain.codec.name.lower(), len(plain.payload)))
-    tokenized = engine.tokenizer.encode_batch([c.data for c in chunks]) if chunks else []
-    for chunk, ids in zip(chunks, tokenized, strict=True):
+
+    def plain_text(piece: bytes) -> bool:
+        """A chunk that is one TEXT span without escapes: what an lm record holds."""
+        plan = spans.segment(piece)
+        if len(plan) != 1 or plan[0].kind != spans.TEXT:
+            return False
+        return escapable is None or not any(escapable[b] for b in set(piece))
+
+    texts = [c for c in chunks if plain_text(c.data)]
+    tokenized = engine.tokenizer.encode_batch([c.data for c in texts]) if texts else []
+    for chunk, ids in zip(texts, tokenized, strict=True):
         if ids:
             cums, freqs, guesses = _score_chunk(engine, ids, top)
             chunk.ids, chunk.freqs, chunk.guesses = ids, freqs, guesses
             chunk.lm_bytes = _payload_bytes(cums, freqs)
-        elif ids is not None:  # empty: cannot happen for a non-empty chunk
-            chunk.ids, chunk.freqs = [], np.zeros(0, dtype=np.int64)
         if progress:
             progress(len(chunk.data))
-    # Which chunks become lm records: the pipeline's own rule, group by group (the first
-    # group with lm records also pays for the model identity record).
+    # What each chunk becomes: the pipeline's own choice, group by group (lm, spans or a
+    # stored/zstd run; the first group with model records also pays for the model
+    # identity record). Chunks that are not plain text are coded as spans once more here.
     body = len(_identity(codec).pack_body())
     model_cost = 2 + 2 * len(uvarint(body)) + 4 + body  # as compress_stream counts it
     has_model = False
     for group in _groups(chunks, max(1, codec.batch)):
-        results = [(b"\0" * c.lm_bytes, len(c.ids or ())) if c.lm_bytes is not None else None for c in group]
-        chosen = _lm_choices([c.data for c in group], results, 0 if has_model else model_cost)
-        for c, lm in zip(group, chosen, strict=True):
-            c.codec = "lm" if lm else c.plain_codec
+        cands: list[_Candidate | None] = []
+        for c in group:
+            if c.ids is not None and c.lm_bytes is not None:
+                cands.append(_Candidate(Codec.LM, b"\0" * c.lm_bytes, len(c.ids)))
+            elif c.ids is None and not plain_text(c.data):
+                (cand,) = _candidates(codec, [c.data])
+                cands.append(cand)
+                c.spans_bytes = len(cand.payload) if cand is not None else None
+                if progress:
+                    progress(len(c.data))
+            else:
+                cands.append(None)
+        chosen = _choose([c.data for c in group], cands, 0 if has_model else model_cost)
+        for c, cand in zip(group, chosen, strict=True):
+            c.codec = cand.codec.name.lower() if cand is not None else c.plain_codec
         has_model = has_model or any(chosen)
     return Explanation(
         name=name,
@@ -289,8 +312,9 @@ _NEWLINES = re.compile("(\r?\n)")
 
 def _chunk_note(c: ChunkReport) -> str:
     return (
-        f"[chunk {c.index}: bytes {c.offset}-{c.offset + len(c.data) - 1}, not text "
-        f"(the tokenizer refuses it): {c.codec}, {c.plain_bytes} bytes]"
+        f"[chunk {c.index}: bytes {c.offset}-{c.offset + len(c.data) - 1}, not plain text "
+        f"(binary spans, runs or escapes): {c.codec}, "
+        f"{c.spans_bytes if c.codec == 'spans' else c.plain_bytes} bytes]"
     )
 
 
@@ -345,10 +369,17 @@ def summary(exp: Explanation) -> list[str]:
         f"total {exp.text_bits:.1f} bits = {exp.text_bits / 8:.1f} bytes for {exp.tokens} tokens "
         f"({bpb:.3f} bits/byte of text); lm payload {exp.lm_payload} bytes in {len(exp.lm_chunks)} chunk(s)",
     ]
-    if others:
+    spanned = [c for c in others if c.codec == "spans"]
+    plain = [c for c in others if c.codec != "spans"]
+    if spanned:
         out.append(
-            f"{len(others)} chunk(s) to zstd/stored: {sum(c.plain_bytes for c in others)} bytes "
-            f"({sum(not c.is_text for c in others)} not text)"
+            f"{len(spanned)} chunk(s) as spans records (text, runs and binary spans): "
+            f"{sum(c.spans_bytes or 0 for c in spanned)} bytes of payload"
+        )
+    if plain:
+        out.append(
+            f"{len(plain)} chunk(s) to zstd/stored: {sum(c.plain_bytes for c in plain)} bytes "
+            f"({sum(not c.is_text for c in plain)} not plain text)"
         )
     return out
 

@@ -43,7 +43,6 @@ from lmzip.pipeline import CompressOptions, compress_stream
 WINDOW = 64  # the CLI's smallest: 100-token chunks slide it
 CHUNK = 400
 BATCH = 3  # chunks per group: the first group pays for the model record
-REFUSED = b"\x00"  # the tiny tokenizer spells every byte; chunks holding this are refused here
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,12 +71,6 @@ def tiny(tmp_path_factory) -> Tiny:
         mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
         loaded = load_model(str(model_dir))
     engine = Engine(loaded, window=WINDOW)
-    refuse = engine.tokenizer.encode_batch
-
-    def encode_batch(chunks: list[bytes]) -> list[list[int] | None]:
-        return [None if REFUSED in c else ids for c, ids in zip(chunks, refuse(chunks), strict=True)]
-
-    engine.tokenizer.encode_batch = encode_batch  # type: ignore[method-assign]
     return Tiny(model_dir, root / "cache", LMCodec(engine, batch=BATCH))
 
 
@@ -128,11 +121,17 @@ def test_codecs_and_payloads_equal_the_archive(tiny: Tiny) -> None:
     assert exp.lm_payload == sum(lm.values())
     # The model's code length is the payload within the coder's final bytes.
     assert abs(exp.lm_bits / 8 - exp.lm_payload) <= 4 * len(lm)
-    # Every other chunk is inside a zstd/stored record.
-    firsts = sorted(first for kind, first, _ in records if kind != "lm")
+    # The chunk that is not plain text is what the archive made of it: a spans record of
+    # that size, or a chunk inside a zstd/stored record; so is every other chunk.
+    kinds = {first: kind for kind, first, _ in records}
+    sizes = {first: size for kind, first, size in records if kind == "spans"}
     for c in exp.chunks:
-        if c.codec != "lm":
-            assert any(f <= c.index for f in firsts) and c.index not in lm
+        if c.codec in ("lm", "spans"):
+            assert kinds[c.index] == c.codec
+        else:
+            assert c.index not in lm and c.index not in sizes
+            assert kinds[max(f for f in kinds if f <= c.index)] in ("zstd", "stored")
+    assert {c.index: c.spans_bytes for c in exp.chunks if c.codec == "spans"} == sizes
 
 
 def test_top_guesses_are_the_rows_highest_frequencies(tiny: Tiny) -> None:
@@ -188,13 +187,13 @@ def test_terminal_output(tiny: Tiny) -> None:
     totals = [float(r.split(" │ ", 1)[0]) for r in body]
     others = sum(8 * c.plain_bytes for c in exp.chunks if not c.is_text)
     assert sum(totals) == pytest.approx(exp.text_bits + others, abs=0.05 * len(totals))
-    shown = "\n".join(r.split(" │ ", 1)[1] for r in body if "not text" not in r)
+    shown = "\n".join(r.split(" │ ", 1)[1] for r in body if "not plain text" not in r)
     assert training_text(seed=5, sentences=60)[:60].split("\n")[0][:40] in shown
-    assert re.search(r"\[chunk 4: bytes 1600-1999, not text .*: (zstd|stored), \d+ bytes\]", text)
+    assert re.search(r"\[chunk 4: bytes 1600-1999, not plain text .*: (zstd|stored|spans), \d+ bytes\]", text)
     assert rows[-3].startswith(f"sample.txt: {len(data)} bytes in {len(exp.chunks)} chunk(s) of {CHUNK}")
     assert rows[-2].startswith(f"total {exp.text_bits:.1f} bits") and f"lm payload {exp.lm_payload} bytes" in rows[-2]
     plain = exp.chunks[3].plain_bytes + exp.chunks[4].plain_bytes
-    assert rows[-1] == f"2 chunk(s) to zstd/stored: {plain} bytes (1 not text)"
+    assert rows[-1] == f"2 chunk(s) to zstd/stored: {plain} bytes (1 not plain text)"
     assert "\x1b[" not in text  # no color codes without a terminal
 
 
