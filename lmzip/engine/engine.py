@@ -175,7 +175,11 @@ class LockstepDecoder:
             return self.model.find(self._active_logits(), targets)
 
     def find_mixed(
-        self, targets: torch.Tensor, spreads: torch.Tensor, starts: torch.Tensor, cand: torch.Tensor,
+        self,
+        targets: torch.Tensor,
+        spreads: torch.Tensor,
+        starts: torch.Tensor,
+        cand: torch.Tensor,
         boosts: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(token, mixed CF, mixed f, model f) per active slot: ``find`` on the model's table

@@ -291,7 +291,11 @@ def token_bounds(
 
 
 def mixed_find(
-    logits: torch.Tensor, targets: torch.Tensor, spreads: torch.Tensor, starts: torch.Tensor, cand: torch.Tensor,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    spreads: torch.Tensor,
+    starts: torch.Tensor,
+    cand: torch.Tensor,
     boosts: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(token, mixed low, mixed f, model f) per row of logits [M, V] for the targets, with

@@ -285,7 +285,11 @@ class Frequencies:
 
 
 def mixed_find_reference(
-    freqs: Frequencies, targets: torch.Tensor, spreads: torch.Tensor, starts: torch.Tensor, cand: torch.Tensor,
+    freqs: Frequencies,
+    targets: torch.Tensor,
+    spreads: torch.Tensor,
+    starts: torch.Tensor,
+    cand: torch.Tensor,
     boosts: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """kernels.c mixed_find over whole rows: cum_mix(t) = floor(CF(t) * S / 2**24) + t + boosts below t."""
@@ -694,8 +698,13 @@ class ExactLlama:
         return frequencies(logits).find(targets)
 
     def mixed_find(
-        self, logits: torch.Tensor, targets: torch.Tensor, spreads: torch.Tensor, starts: torch.Tensor,
-        cand: torch.Tensor, boosts: torch.Tensor,
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        spreads: torch.Tensor,
+        starts: torch.Tensor,
+        cand: torch.Tensor,
+        boosts: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(token, mixed CF, mixed f, model f) per row, the model's table mixed with boosts (lmzip/memory.py)."""
         if self.kernels == "c":
