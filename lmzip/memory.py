@@ -203,16 +203,22 @@ class NGramTable:
 
 
 class StateMap:
-    """Adaptive probabilities (q16) per context, lpaq style: p += (y - p) / (n + 2)."""
+    """Adaptive probabilities per context, lpaq style: p += (y - p) / (n + 2), kept in
+    units of 2**-28 (``q16`` gives them in units of 2**-16, within [32, ONE - 32])."""
+
+    SHIFT = 12  # 2**-28 units -> q16
 
     def __init__(self, contexts: int, start: int) -> None:
-        self.p = [start] * contexts
+        self.p = [start << self.SHIFT] * contexts
         self.n = [0] * contexts
+
+    def q16(self, ctx: int) -> int:
+        return self.p[ctx] >> self.SHIFT
 
     def update(self, ctx: int, hit: bool) -> None:
         n = self.n[ctx]
-        self.p[ctx] += ((ONE if hit else 0) - self.p[ctx]) // (n + 2)
-        self.p[ctx] = min(ONE - 32, max(32, self.p[ctx]))
+        p = self.p[ctx] + (((ONE << self.SHIFT) if hit else 0) - self.p[ctx]) // (n + 2)
+        self.p[ctx] = min((ONE - 32) << self.SHIFT, max(32 << self.SHIFT, p))
         if n < STATEMAP_LIMIT:
             self.n[ctx] = n + 1
 
@@ -324,7 +330,7 @@ class FileMemory:
                 predicted = cs.tokens[cs.match_pos] if cs.match_pos < len(cs.tokens) else -1
         bucket = match_bucket(cs.match_len) if predicted >= 0 else 0
         conf_ctx = bucket * 2 + (0 if cs.match_shared else 1)
-        q_match = self.confidence.p[conf_ctx] if predicted >= 0 else 0
+        q_match = self.confidence.q16(conf_ctx) if predicted >= 0 else 0
         mix_set = bucket * (len(NGRAM_ORDERS) + 1) + order
         w = self.mixer.weights(mix_set)
         total = sum(w)

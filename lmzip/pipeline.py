@@ -68,6 +68,7 @@ class CompressOptions:
     mtime: int | None = None
     use_lm: bool = True
     window: int | None = None  # LM context window in tokens; None = the engine's default
+    memory_block: int | None = None  # file-wide memory block (positions); None = default, 0 = no memory
     codec_factory: Callable[[CompressOptions], LMCodec] | None = None  # None: load_lm_codec
 
 
@@ -78,6 +79,8 @@ class DecompressOptions:
     threads: int | None = None
     batch: int = 32
     window: int | None = None  # set from the archive header
+    memory_block: int | None = None  # set from the archive's model record (0: no memory)
+    memory_group: int = 0  # likewise
     codec_factory: Callable[[DecompressOptions], LMCodec] | None = None
 
 
@@ -92,14 +95,17 @@ def load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
     """The LM codec the options ask for (the codec_factory's, if set)."""
     if options.codec_factory is not None:
         return options.codec_factory(options)  # type: ignore[arg-type]
-    from lmzip.lm_codec import load_lm_codec  # torch is imported only here
+    from lmzip.lm_codec import DEFAULT_MEMORY_BLOCK, load_lm_codec  # torch is imported only here
 
+    block = options.memory_block
     return load_lm_codec(
         model=options.model,
         device=options.device,
         threads=options.threads,
         batch=options.batch,
         window=options.window,
+        memory_block=DEFAULT_MEMORY_BLOCK if block is None else block,
+        memory_group=getattr(options, "memory_group", 0),
     )
 
 
@@ -118,6 +124,8 @@ def _identity(codec: LMCodec) -> ModelInfo:
         tokenizer_hash=bytes(ident.tokenizer_hash),
         numerics_version=pick("numerics_version"),
         context_window=pick("context_window"),
+        memory_group=pick("memory_group") if pick("memory_block") else 0,
+        memory_block=pick("memory_block"),
     )
 
 
@@ -205,6 +213,9 @@ def compress_stream(
                 body = len(_identity(codec).pack_body())
                 model_cost = 2 + 2 * len(uvarint(body)) + 4 + body
             use_lm = _lm_choices(group, lm_results, model_cost)
+            finish = getattr(codec, "finish_group", None)
+            if finish is not None:  # file-wide memory: code the chosen chunks with it
+                lm_results = finish(use_lm)
         for chunks, lm in _segments(group, lm_results, use_lm, run_limit):
             if lm is not None:
                 if not writer.has_model:
@@ -226,9 +237,10 @@ def compress_stream(
 
 
 def _describe(m: ModelInfo) -> str:
+    memory = f", memory group {m.memory_group} block {m.memory_block}" if m.memory_block else ""
     return (
         f"hash {m.model_hash[:6].hex()}, tokenizer {m.tokenizer_hash[:6].hex()}, "
-        f"numerics v{m.numerics_version}, window {m.context_window}"
+        f"numerics v{m.numerics_version}, window {m.context_window}{memory}"
     )
 
 
@@ -244,10 +256,23 @@ class _Decoder:
         if self.codec is None:
             m = self.reader.model
             assert m is not None  # the reader rejects an lm record before the model record
-            opts = dataclasses.replace(self.options, model=self.options.model or m.name, window=m.context_window)
+            opts = dataclasses.replace(
+                self.options,
+                model=self.options.model or m.name,
+                window=m.context_window,
+                memory_block=m.memory_block,
+                memory_group=m.memory_group,
+            )
             codec = load_codec(opts)
             mine = _identity(codec)
-            keys = ("model_hash", "tokenizer_hash", "numerics_version", "context_window")
+            keys = (
+                "model_hash",
+                "tokenizer_hash",
+                "numerics_version",
+                "context_window",
+                "memory_group",
+                "memory_block",
+            )
             if any(getattr(m, k) != getattr(mine, k) for k in keys):
                 raise ModelMismatchError(
                     f"archive needs model {m.name!r} ({_describe(m)}); loaded {mine.name!r} ({_describe(mine)})"
@@ -324,10 +349,16 @@ def decompress_stream(
     group: list[tuple[Record, bytes]] = []
     lm_count = pending = 0
     for rec, payload in reader.records():
+        # File-wide memory: a memory group's lm records decode together (their chunks
+        # share the memory block by block), and one group's records before the next's.
+        memory_group = reader.model.memory_group if reader.model is not None else 0
+        if memory_group and group and rec.first_chunk // memory_group != group[0][0].first_chunk // memory_group:
+            flush(group)
+            lm_count = pending = 0
         group.append((rec, payload))
         lm_count += rec.codec == Codec.LM
         pending += rec.original_length
-        if lm_count >= group_lm or pending >= group_bytes:
+        if not memory_group and (lm_count >= group_lm or pending >= group_bytes):
             flush(group)
             lm_count = pending = 0
     flush(group)
