@@ -5,7 +5,10 @@ xz -9e, zstd -19 and, when the `brotli` module is importable, brotli -q 11. The
 baselines use Python's modules at those settings (see `BASELINES`); sizes match the
 command-line tools within a few header bytes (gzip: the stored name; zstd: identical).
 
-lmzip's row also carries the model's ideal code length (`ideal_bytes`): for every chunk
+lmzip's row also carries the model's ideal code length (`ideal_bytes`) and, with the
+file-wide memory on (numerics v5), the mixed ideal code length beside it
+(`mixed_ideal_bytes`: the same sum over the mixed tables the lm records are coded
+with), so the memory's gain shows per file. `ideal_bytes`: for every chunk
 stored with the LM codec, the cross-entropy of its tokens under the engine's integer
 frequencies, sum(-log2(freq / 2**24)) / 8, and for every other chunk its payload size.
 Beside `payload_bytes` (all chunk payloads) and `compressed_bytes` (the archive) it
@@ -136,6 +139,8 @@ FIELDS = (
     "roundtrip_ok",
     "ideal_bytes",
     "ideal_bpb",
+    "mixed_ideal_bytes",
+    "mixed_ideal_bpb",
     "payload_bytes",
     "chunks",
 )
@@ -152,6 +157,7 @@ class Result:
     roundtrip_ok: bool
     # lmzip only
     ideal_bytes: float | None = None  # model cross-entropy (lm chunks) + payloads of other chunks
+    mixed_ideal_bytes: float | None = None  # the same with the memory-mixed tables (None: no memory)
     payload_bytes: int | None = None  # sum of the chunk payloads (archive minus container overhead)
     chunks: dict[str, int] | None = None  # chunks per codec inside the archive
 
@@ -171,6 +177,12 @@ class Result:
             return None
         return 8 * self.ideal_bytes / self.original_bytes
 
+    @property
+    def mixed_ideal_bpb(self) -> float | None:
+        if self.mixed_ideal_bytes is None or not self.original_bytes:
+            return None
+        return 8 * self.mixed_ideal_bytes / self.original_bytes
+
     def as_dict(self) -> dict[str, Any]:
         def r(x: float | None, n: int) -> float | None:
             return None if x is None else round(x, n)
@@ -187,6 +199,8 @@ class Result:
             "roundtrip_ok": self.roundtrip_ok,
             "ideal_bytes": r(self.ideal_bytes, 2),
             "ideal_bpb": r(self.ideal_bpb, 4),
+            "mixed_ideal_bytes": r(self.mixed_ideal_bytes, 2),
+            "mixed_ideal_bpb": r(self.mixed_ideal_bpb, 4),
             "payload_bytes": self.payload_bytes,
             "chunks": self.chunks,
         }
@@ -202,6 +216,7 @@ class BenchOptions:
     threads: int | None = None
     batch: int = 32
     window: int | None = None  # None: the engine's default
+    memory_block: int | None = None  # None: the default; 0: no file-wide memory
 
     def compress_options(self, codec_factory: Callable[..., Any] | None = None) -> Any:
         """What `lmzip -c` would run with these settings."""
@@ -215,6 +230,7 @@ class BenchOptions:
             batch=self.batch,
             use_lm=self.use_lm,
             window=self.window,
+            memory_block=self.memory_block,
             codec_factory=codec_factory,
         )
 
@@ -262,6 +278,7 @@ class MeasuredCodec:
         self._inner = inner
         self._scored: list[tuple[int, float]] = []
         self.chunk_bits: list[float | None] = []
+        self.mixed_bits: list[float | None] = []  # per chunk, once finish_group has coded its group
         self.ideal_ok = hasattr(inner, "engine")
         if self.ideal_ok:
             inner.engine = _ScoreTap(inner.engine, self._scored)
@@ -271,6 +288,7 @@ class MeasuredCodec:
 
     def reset(self) -> None:
         self.chunk_bits = []
+        self.mixed_bits = []
         self.ideal_ok = isinstance(getattr(self._inner, "engine", None), _ScoreTap)
 
     def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
@@ -282,6 +300,11 @@ class MeasuredCodec:
         scores = iter(self._scored)
         for r in out:
             self.chunk_bits.append(None if r is None else next(scores, (0, 0.0))[1])
+        return out
+
+    def finish_group(self, use_lm: list[bool]) -> list[tuple[bytes, int] | None]:
+        out = self._inner.finish_group(use_lm)
+        self.mixed_bits.extend(self._inner.last_mixed_bits)
         return out
 
     def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
@@ -377,6 +400,15 @@ def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession |
                 bits += lm_bits if kind == "lm" else 8 * size  # type: ignore[operator]
             else:
                 ideal = bits / 8
+    mixed: float | None = None
+    if use_lm and codec is not None and ideal is not None and len(codec.mixed_bits) == len(kinds):
+        mixed = (
+            sum(
+                (m or 0.0) if kind == "lm" else 8 * size
+                for kind, size, m in zip(kinds, payloads, codec.mixed_bits, strict=True)
+            )
+            / 8
+        )
     return Result(
         file,
         LMZIP if opts.use_lm else LMZIP_NO_LM,
@@ -386,6 +418,7 @@ def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession |
         t_d,
         unpacked == data,
         ideal_bytes=ideal,
+        mixed_ideal_bytes=mixed,
         payload_bytes=sum(payloads),
         chunks=chunks,
     )
@@ -549,10 +582,16 @@ def print_table(results: Sequence[Result], model_load_s: float | None = None) ->
             "ok" if r.roundtrip_ok else "[bold red]FAILED[/]",
         )
         if r.codec == LMZIP and r.ideal_bytes is not None and r.payload_bytes is not None:
+            coded = r.mixed_ideal_bytes if r.mixed_ideal_bytes is not None else r.ideal_bytes
             notes.append(
                 f"{r.file}: model cross-entropy {r.ideal_bytes:,.1f} B"
                 + (f" ({r.ideal_bpb:.3f} bits/byte)" if r.ideal_bpb is not None else "")
-                + f"; chunk payloads {r.payload_bytes:,} B (coder {r.payload_bytes - r.ideal_bytes:+,.1f} B)"
+                + (
+                    f"; with file-wide memory {r.mixed_ideal_bytes:,.1f} B ({r.mixed_ideal_bpb:.3f} bits/byte)"
+                    if r.mixed_ideal_bytes is not None and r.mixed_ideal_bpb is not None
+                    else ""
+                )
+                + f"; chunk payloads {r.payload_bytes:,} B (coder {r.payload_bytes - coded:+,.1f} B)"
                 + f"; archive {r.compressed_bytes:,} B (container {r.compressed_bytes - r.payload_bytes:+,} B)"
             )
         elif r.codec == LMZIP:
@@ -590,6 +629,7 @@ def run_bench(files: Sequence[str], settings: Any, codecs: str | None, fmt: str 
         threads=settings.threads,
         batch=settings.batch,
         window=settings.window,
+        memory_block=getattr(settings, "memory_block", None),
     )
     session = LmSession(opts) if opts.use_lm and LMZIP in names else None
     results = bench_files(files, opts, error, session=session)

@@ -55,6 +55,7 @@ class Settings:
     batch: int = 32
     chunk_size: int = 16384
     window: int = 1024
+    memory_block: int = 64  # file-wide memory block in positions; 0: no memory (numerics v4 archives)
     use_lm: bool = True
 
 
@@ -258,6 +259,7 @@ def _compress_options(s: Settings, name: str | None, mtime: int | None) -> Any:
         mtime=mtime,
         use_lm=s.use_lm,
         window=s.window,
+        memory_block=s.memory_block,
     )
 
 
@@ -579,6 +581,13 @@ def _compress_only_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "no_lm",
         is_flag=True,
         help="Fast mode without the model: each chunk stored or zstd-compressed.",
+    )(f)
+    f = click.option(
+        "--memory-block",
+        type=click.IntRange(0, 1 << 20),
+        default=64,
+        show_default=True,
+        help="File-wide memory: chunks of a --batch group share it every N positions (0: off).",
     )(f)
     f = click.option(
         "--window",

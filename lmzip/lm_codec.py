@@ -33,7 +33,7 @@ class LMCodec:
     batch: int  # slots of the lock-step decoder; chunks per group when compressing
     memory_block: int = 0  # 0: no file-wide memory (numerics v4)
     memory_group: int = 0  # chunks per memory group (the archive's; compression: batch)
-    chunk_bits: list[tuple[float, float]] = field(default_factory=list)  # (model, mixed) ideal bits per chunk coded
+    last_mixed_bits: list[float | None] = field(default_factory=list)  # per chunk of the last finish_group
     _memory: mem.FileMemory | None = None
     _pending: tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]], list[int]] | None = None
 
@@ -82,12 +82,13 @@ class LMCodec:
         seqs = [(tokenized[i], sc[0].tolist(), sc[1].tolist()) for i, sc in chosen]
         mixed = mem.encode_group(self.memory, seqs) if seqs else []
         out: list[tuple[bytes, int] | None] = [None] * len(use_lm)
-        for (i, sc), (cums, freqs) in zip(chosen, mixed, strict=True):
+        self.last_mixed_bits = [None] * len(use_lm)
+        for (i, _), (cums, freqs) in zip(chosen, mixed, strict=True):
+            f = np.array(freqs, dtype=np.int64)
             enc = RangeEncoder()
-            enc.encode_many(np.array(cums, dtype=np.int64), np.array(freqs, dtype=np.int64))
+            enc.encode_many(np.array(cums, dtype=np.int64), f)
             out[i] = (enc.finish(), len(freqs))
-            lm_bits = float(-np.log2(sc[1] / mem.TOTAL).sum())
-            self.chunk_bits.append((lm_bits, float(-np.log2(np.array(freqs) / mem.TOTAL).sum())))
+            self.last_mixed_bits[i] = float(mem.FREQ_BITS * len(f) - np.log2(f.astype(np.float64)).sum())
         return out
 
     def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
