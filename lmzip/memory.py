@@ -86,6 +86,18 @@ def match_bucket(length: int) -> int:
     return 15
 
 
+NGRAM_CONFIDENCES = 13
+
+
+def ngram_confidence(dist: dict[int, int], order: int) -> int:
+    """0: no n-gram prediction; else 1 + 6 * (order >= 3) + level of the top probability (0..5)."""
+    if not dist:
+        return 0
+    top = max(dist.values())
+    level = sum(top >= x for x in (ONE // 4, ONE // 2, 3 * ONE // 4, 7 * ONE // 8, 15 * ONE // 16))
+    return 1 + 6 * (order >= 3) + level
+
+
 # ---------------------------------------------------------------------------
 # Mixing arithmetic: the integer frequency table of a position
 # ---------------------------------------------------------------------------
@@ -264,6 +276,8 @@ class ChunkState:
     match_pos: int = -1  # position of the predicted token (in the chunk or the shared history)
     match_len: int = 0
     absorbed: int = 0  # tokens already in the shared models
+    pending: dict[int, dict[int, int]] = field(default_factory=dict)  # n-gram counts of the tokens not yet absorbed
+    hashes: list[int] = field(default_factory=list)  # context hashes (orders 1..4) of the next token
     events: list[tuple[int, int, int, tuple[int, int, int], int]] = field(default_factory=list)
 
 
@@ -289,38 +303,36 @@ class FileMemory:
         self.match_table = array("i", bytes(4 << MATCH_BITS))  # hash -> history position + 1
         self.ngrams = [NGramTable(k) for k in NGRAM_ORDERS]
         self.confidence = StateMap(16 * 2, ONE // 2)  # match bucket x (match in own chunk)
-        self.mixer = Mixer(16 * (len(NGRAM_ORDERS) + 1))
+        self.mixer = Mixer(16 * NGRAM_CONFIDENCES)
         self._recent: list[int] = []  # last tokens absorbed (for hashing contexts across chunks: none)
 
     # -- prediction ------------------------------------------------------------
 
-    def _ngram(self, ctx: list[int]) -> tuple[dict[int, int], int]:
-        """Interpolated sparse n-gram distribution (token -> q16) and the highest order found."""
+    def _ngram(self, cs: ChunkState) -> tuple[dict[int, int], int]:
+        """Interpolated sparse n-gram distribution (token -> q16) and the highest order found:
+        the shared counts plus the chunk's own counts not yet absorbed."""
         dist: dict[int, int] = {}
         found = 0
-        h = 0
-        hashes = []
-        for k in range(1, NGRAM_ORDERS[-1] + 1):
-            if k > len(ctx):
-                break
-            h = _hash_step(h, ctx[-k])
-            hashes.append(h)
+        hashes = cs.hashes
         for i, table in enumerate(self.ngrams):
             if table.order > len(hashes):
                 break
-            pairs = table.lookup(hashes[table.order - 1] + table.order)
-            if not pairs:
+            h = hashes[table.order - 1] + table.order
+            counts = dict(table.lookup(h))
+            own = cs.pending.get(h)
+            if own:
+                for t, c in own.items():
+                    counts[t] = counts.get(t, 0) + c
+            if not counts:
                 break
             found = i + 1
-            n = sum(c for _, c in pairs)
-            d = len(pairs)
-            counts = dict(pairs)
+            n = sum(counts.values())
+            d = len(counts)
             dist = {t: (counts.get(t, 0) * ONE + d * dist.get(t, 0)) // (n + d) for t in set(dist) | set(counts)}
         return dist, found
 
     def predict(self, cs: ChunkState) -> Prediction:
-        ctx = cs.tokens[-NGRAM_ORDERS[-1] :]
-        dist, order = self._ngram(ctx)
+        dist, order = self._ngram(cs)
         predicted = -1
         if cs.match_len:
             if cs.match_shared:
@@ -331,7 +343,7 @@ class FileMemory:
         bucket = match_bucket(cs.match_len) if predicted >= 0 else 0
         conf_ctx = bucket * 2 + (0 if cs.match_shared else 1)
         q_match = self.confidence.q16(conf_ctx) if predicted >= 0 else 0
-        mix_set = bucket * (len(NGRAM_ORDERS) + 1) + order
+        mix_set = bucket * NGRAM_CONFIDENCES + ngram_confidence(dist, order)
         w = self.mixer.weights(mix_set)
         total = sum(w)
         boost: dict[int, int] = {}
@@ -359,8 +371,17 @@ class FileMemory:
         p_m = (pred.q_match << 8) if pred.predicted == token else 0
         cs.events.append((pred.mix_set, pred.bucket, int(pred.predicted >= 0) + int(pred.predicted == token),
                           (lm_freq, p_ng, p_m), mixed_freq))  # fmt: skip
+        for k, h in enumerate(cs.hashes):  # the chunk's own counts, until the barrier absorbs them
+            key = h + k + 1
+            own = cs.pending.setdefault(key, {})
+            own[token] = own.get(token, 0) + 1
         cs.tokens.append(token)
         n = len(cs.tokens)
+        h = 0
+        cs.hashes = []
+        for t in cs.tokens[-1 : -NGRAM_ORDERS[-1] - 1 : -1]:
+            h = _hash_step(h, t)
+            cs.hashes.append(h)
         if pred.predicted >= 0 and pred.predicted == token:
             cs.match_pos += 1
             cs.match_len = min(MATCH_MAX, cs.match_len + 1)
@@ -407,6 +428,7 @@ class FileMemory:
             for i in range(cs.absorbed, len(toks)):
                 self._absorb(toks, i)
             cs.absorbed = len(toks)
+            cs.pending.clear()
             for mix_set, bucket, outcome, probs, mixed in cs.events:
                 if outcome:
                     self.confidence.update(bucket, outcome == 2)
