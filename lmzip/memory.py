@@ -224,6 +224,11 @@ class StateMap:
         self.p = [start << self.SHIFT] * contexts
         self.n = [0] * contexts
 
+    def copy(self) -> StateMap:
+        other = StateMap(0, 0)
+        other.p, other.n = self.p[:], self.n[:]
+        return other
+
     def q16(self, ctx: int) -> int:
         return self.p[ctx] >> self.SHIFT
 
@@ -248,6 +253,11 @@ class Mixer:
         top = max(th)
         table = exp_table()
         return [table[top - x] for x in th]
+
+    def copy(self) -> Mixer:
+        other = Mixer(0)
+        other.theta = [row[:] for row in self.theta]
+        return other
 
     def update(self, s: int, probs: tuple[int, ...], mixed: int) -> None:
         """probs: each input's probability of the coded token and ``mixed`` the coded
@@ -278,6 +288,9 @@ class ChunkState:
     absorbed: int = 0  # tokens already in the shared models
     pending: dict[int, dict[int, int]] = field(default_factory=dict)  # n-gram counts of the tokens not yet absorbed
     hashes: list[int] = field(default_factory=list)  # context hashes (orders 1..4) of the next token
+    # the shared adaptive parameters as of the last barrier plus this chunk's own updates since
+    mixer: Mixer | None = None
+    confidence: StateMap | None = None
     events: list[tuple[int, int, int, tuple[int, int, int], int]] = field(default_factory=list)
 
 
@@ -332,6 +345,8 @@ class FileMemory:
         return dist, found
 
     def predict(self, cs: ChunkState) -> Prediction:
+        if cs.mixer is None or cs.confidence is None:
+            cs.mixer, cs.confidence = self.mixer.copy(), self.confidence.copy()
         dist, order = self._ngram(cs)
         predicted = -1
         if cs.match_len:
@@ -342,9 +357,9 @@ class FileMemory:
                 predicted = cs.tokens[cs.match_pos] if cs.match_pos < len(cs.tokens) else -1
         bucket = match_bucket(cs.match_len) if predicted >= 0 else 0
         conf_ctx = bucket * 2 + (0 if cs.match_shared else 1)
-        q_match = self.confidence.q16(conf_ctx) if predicted >= 0 else 0
+        q_match = cs.confidence.q16(conf_ctx) if predicted >= 0 else 0
         mix_set = bucket * NGRAM_CONFIDENCES + ngram_confidence(dist, order)
-        w = self.mixer.weights(mix_set)
+        w = cs.mixer.weights(mix_set)
         total = sum(w)
         boost: dict[int, int] = {}
         if dist:
@@ -369,8 +384,11 @@ class FileMemory:
         """Record the coded token: private match model now, shared updates at the barrier."""
         p_ng = pred.ngram.get(token, 0) << 8
         p_m = (pred.q_match << 8) if pred.predicted == token else 0
-        cs.events.append((pred.mix_set, pred.bucket, int(pred.predicted >= 0) + int(pred.predicted == token),
-                          (lm_freq, p_ng, p_m), mixed_freq))  # fmt: skip
+        event = (pred.mix_set, pred.bucket, int(pred.predicted >= 0) + int(pred.predicted == token),
+                 (lm_freq, p_ng, p_m), mixed_freq)  # fmt: skip
+        cs.events.append(event)
+        assert cs.mixer is not None and cs.confidence is not None  # set by predict
+        self._learn(cs.mixer, cs.confidence, event)
         for k, h in enumerate(cs.hashes):  # the chunk's own counts, until the barrier absorbs them
             key = h + k + 1
             own = cs.pending.setdefault(key, {})
@@ -429,11 +447,18 @@ class FileMemory:
                 self._absorb(toks, i)
             cs.absorbed = len(toks)
             cs.pending.clear()
-            for mix_set, bucket, outcome, probs, mixed in cs.events:
-                if outcome:
-                    self.confidence.update(bucket, outcome == 2)
-                self.mixer.update(mix_set, probs, mixed)
+            for event in cs.events:
+                self._learn(self.mixer, self.confidence, event)
             cs.events.clear()
+        for cs in chunks:
+            cs.mixer = cs.confidence = None
+
+    @staticmethod
+    def _learn(mixer: Mixer, confidence: StateMap, event: tuple[int, int, int, tuple[int, int, int], int]) -> None:
+        mix_set, bucket, outcome, probs, mixed = event
+        if outcome:
+            confidence.update(bucket, outcome == 2)
+        mixer.update(mix_set, probs, mixed)
 
     def _absorb(self, toks: list[int], i: int) -> None:
         token = toks[i]

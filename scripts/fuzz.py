@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fake_lm import FakeLM, text  # noqa: E402
+from fake_lm import FakeIdentity, FakeLM, text  # noqa: E402
 from fake_pipe import Pipe  # noqa: E402
 
 from lmzip import cli  # noqa: E402
@@ -61,7 +61,16 @@ from lmzip.pipeline import CompressOptions, DecompressOptions, compress_stream, 
 
 
 def fake_factory(options: object) -> FakeLM:
+    """The fake LM; for decoding an archive with file-wide memory (numerics v5), one that
+    claims the archive's memory group and block (the fake ignores them otherwise)."""
+    block = getattr(options, "memory_block", 0)
+    if block:
+        return FakeLM(FakeIdentity(numerics_version=5, memory_group=options.memory_group, memory_block=block))  # type: ignore[attr-defined]
     return FakeLM()
+
+
+def memory_factory(options: object) -> FakeLM:
+    return FakeLM(FakeIdentity(numerics_version=5, memory_group=3, memory_block=16))
 
 
 def compress(data: bytes, **kw: object) -> bytes:
@@ -90,6 +99,9 @@ def make_bases() -> dict[str, tuple[bytes, bytes]]:
         "zeros-chunk-1": (bytes(100), {"chunk_size": 1, "use_lm": False}),  # zstd runs of 32 one-byte chunks
         "max-chunk": (text(300, 6), {"chunk_size": MAX_CHUNK_SIZE, "use_lm": False}),
         "max-chunk-lm": (text(1000, 7), {"chunk_size": MAX_CHUNK_SIZE}),
+        # numerics v5: the model record carries a memory group (3 chunks) and block; decoding
+        # hands the codec one memory group at a time
+        "memory-lm": (mixed, {"chunk_size": 200, "batch": 3, "codec_factory": memory_factory}),
     }
     return {name: (data, compress(data, **kw)) for name, (data, kw) in specs.items()}
 

@@ -16,7 +16,6 @@ import io
 import random
 
 import pytest
-from fake_lm import FakeLM, factory
 from script_modules import load_script
 
 from lmzip.errors import LmzipError
@@ -31,7 +30,7 @@ LIMIT = 2.0  # seconds per case; normal cases take about a millisecond
 def decode(blob: bytes, batch: int = 32, pipe: bool = False) -> bytes:
     out = io.BytesIO()
     src = fuzz.Pipe(blob) if pipe else io.BytesIO(blob)
-    decompress_stream(src, out, DecompressOptions(batch=batch, codec_factory=factory(FakeLM())))
+    decompress_stream(src, out, DecompressOptions(batch=batch, codec_factory=fuzz.fake_factory))
     return out.getvalue()
 
 

@@ -200,3 +200,27 @@ def test_pipeline_round_trip_with_memory(tiny, batch, monkeypatch):  # noqa: F81
         io.BytesIO(out.getvalue()), back, pipeline.DecompressOptions(batch=batch, codec_factory=factory)
     )
     assert back.getvalue() == data
+
+
+def test_decompression_hands_the_codec_one_memory_group_at_a_time():
+    """With numerics v5 the pipeline groups lm records by the archive's memory group
+    (3 chunks here), whatever --batch the decoder runs with."""
+    from fake_lm import FakeIdentity, FakeLM, text
+
+    from lmzip import pipeline
+
+    ident = FakeIdentity(numerics_version=5, memory_group=3, memory_block=16)
+    enc = FakeLM(ident)
+    data = text(2000, 3)
+    out = io.BytesIO()
+    pipeline.compress_stream(
+        io.BytesIO(data), out, pipeline.CompressOptions(chunk_size=200, batch=3, codec_factory=lambda o: enc)
+    )
+    for batch in (1, 2, 32):
+        dec = FakeLM(ident)
+        back = io.BytesIO()
+        pipeline.decompress_stream(
+            io.BytesIO(out.getvalue()), back, pipeline.DecompressOptions(batch=batch, codec_factory=lambda o, d=dec: d)
+        )
+        assert back.getvalue() == data
+        assert dec.decode_calls == [3, 3, 3, 1]
