@@ -279,6 +279,7 @@ class MeasuredCodec:
         self._scored: list[tuple[int, float]] = []
         self.chunk_bits: list[float | None] = []
         self.mixed_bits: list[float | None] = []  # per chunk, once finish_group has coded its group
+        self._last: list[tuple[bytes, int] | None] = []
         self.ideal_ok = hasattr(inner, "engine")
         if self.ideal_ok:
             inner.engine = _ScoreTap(inner.engine, self._scored)
@@ -294,6 +295,7 @@ class MeasuredCodec:
     def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
         self._scored.clear()
         out = self._inner.encode_chunks(chunks)
+        self._last = out
         coded = [r for r in out if r is not None]
         if len(coded) != len(self._scored) or any(n != r[1] for (n, _), r in zip(self._scored, coded, strict=False)):
             self.ideal_ok = False
@@ -303,8 +305,12 @@ class MeasuredCodec:
         return out
 
     def finish_group(self, use_lm: list[bool]) -> list[tuple[bytes, int] | None]:
-        out = self._inner.finish_group(use_lm)
-        self.mixed_bits.extend(self._inner.last_mixed_bits)
+        finish = getattr(self._inner, "finish_group", None)
+        if finish is None:  # a codec without file-wide memory: its payloads stand
+            self.mixed_bits.extend([None] * len(use_lm))
+            return self._last
+        out = finish(use_lm)
+        self.mixed_bits.extend(getattr(self._inner, "last_mixed_bits", [None] * len(use_lm)))
         return out
 
     def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
@@ -401,14 +407,13 @@ def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession |
             else:
                 ideal = bits / 8
     mixed: float | None = None
-    if use_lm and codec is not None and ideal is not None and len(codec.mixed_bits) == len(kinds):
-        mixed = (
-            sum(
-                (m or 0.0) if kind == "lm" else 8 * size
-                for kind, size, m in zip(kinds, payloads, codec.mixed_bits, strict=True)
-            )
-            / 8
-        )
+    rows = (
+        list(zip(kinds, payloads, codec.mixed_bits, strict=True))
+        if codec and len(codec.mixed_bits) == len(kinds)
+        else []
+    )
+    if use_lm and ideal is not None and rows and all(m is not None for k, _, m in rows if k == "lm"):
+        mixed = sum((m or 0.0) if kind == "lm" else 8 * size for kind, size, m in rows) / 8
     return Result(
         file,
         LMZIP if opts.use_lm else LMZIP_NO_LM,

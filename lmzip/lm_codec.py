@@ -36,6 +36,7 @@ class LMCodec:
     last_mixed_bits: list[float | None] = field(default_factory=list)  # per chunk of the last finish_group
     _memory: mem.FileMemory | None = None
     _pending: tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]], list[int]] | None = None
+    _plain: list[tuple[bytes, int] | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.memory_block and not self.memory_group:
@@ -48,6 +49,11 @@ class LMCodec:
     @property
     def numerics_version(self) -> int:
         return NUMERICS_MEMORY if self.memory_block else NUMERICS_VERSION
+
+    def reset_memory(self) -> None:
+        """Forget the file-wide memory (each archive starts with an empty one)."""
+        self._memory = None
+        self._pending = None
 
     @property
     def memory(self) -> mem.FileMemory:
@@ -68,8 +74,8 @@ class LMCodec:
             enc = RangeEncoder()
             enc.encode_many(cums, freqs)
             out[i] = (enc.finish(), len(freqs))
-        if self.memory_block:
-            self._pending = (tokenized, scored, todo)
+        self._pending = (tokenized, scored, todo)
+        self._plain = out
         return out
 
     def finish_group(self, use_lm: list[bool]) -> list[tuple[bytes, int] | None]:
@@ -78,6 +84,9 @@ class LMCodec:
         assert self._pending is not None, "finish_group follows encode_chunks"
         tokenized, scored, todo = self._pending
         self._pending = None
+        if not self.memory_block:  # numerics v4: the model's own payloads
+            self.last_mixed_bits = [None] * len(use_lm)
+            return self._plain
         chosen = [(i, sc) for i, sc in zip(todo, scored, strict=True) if use_lm[i]]
         seqs = [(tokenized[i], sc[0].tolist(), sc[1].tolist()) for i, sc in chosen]
         mixed = mem.encode_group(self.memory, seqs) if seqs else []

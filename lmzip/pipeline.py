@@ -92,9 +92,14 @@ class Stats:
 
 
 def load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
-    """The LM codec the options ask for (the codec_factory's, if set)."""
+    """The LM codec the options ask for (the codec_factory's, if set), its file-wide
+    memory empty: a factory may hand out one codec for several archives."""
     if options.codec_factory is not None:
-        return options.codec_factory(options)  # type: ignore[arg-type]
+        codec = options.codec_factory(options)  # type: ignore[arg-type]
+        reset = getattr(codec, "reset_memory", None)
+        if reset is not None:
+            reset()
+        return codec
     from lmzip.lm_codec import DEFAULT_MEMORY_BLOCK, load_lm_codec  # torch is imported only here
 
     block = options.memory_block

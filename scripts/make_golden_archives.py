@@ -43,10 +43,15 @@ BINARY_SEED = 20240611
 FIXTURES: dict[str, tuple[str, list[str], bool]] = {
     # small chunks so that several lm chunks decode in lock step
     "prose": ("prose.txt", ["--chunk-size", "1024"], True),
+    # numerics v4 (no file-wide memory): what lmzip wrote before v5, still written and read
+    "prose-v4": ("prose.txt", ["--chunk-size", "1024", "--memory-block", "0"], True),
     "code": ("code_py.txt", [], True),
     "binary": ("binary.bin", [], False),
     "empty": ("empty.bin", [], False),
 }
+
+
+ARCHIVE_NAMES = {"prose-v4": "prose-v4.txt.lmz"}  # archives not named after their original
 
 
 def binary_original() -> bytes:
@@ -80,7 +85,7 @@ def build(name: str) -> tuple[bytes, dict]:
         raise SystemExit(f"{name}: the LM won no chunk ({counts}); the fixture would not exercise the model")
     entry = {
         "original": original_name,
-        "archive": original_name + ".lmz",
+        "archive": ARCHIVE_NAMES.get(name, original_name + ".lmz"),
         "args": args,
         "original_size": len(original),
         "original_sha256": hashlib.sha256(original).hexdigest(),
@@ -94,6 +99,8 @@ def build(name: str) -> tuple[bytes, dict]:
             "model_hash": info.model.model_hash.hex(),
             "numerics_version": info.model.numerics_version,
             "context_window": info.model.context_window,
+            "memory_group": info.model.memory_group,
+            "memory_block": info.model.memory_block,
         },
     }
     return archive, entry
@@ -108,8 +115,14 @@ def versions() -> dict:
     import lmzip
     from lmzip.container import VERSION
     from lmzip.engine.numerics import NUMERICS_VERSION
+    from lmzip.lm_codec import NUMERICS_MEMORY
 
-    return {"lmzip_version": lmzip.__version__, "format_version": VERSION, "numerics_version": NUMERICS_VERSION}
+    return {
+        "lmzip_version": lmzip.__version__,
+        "format_version": VERSION,
+        "numerics_version": NUMERICS_VERSION,
+        "memory_numerics_version": NUMERICS_MEMORY,
+    }
 
 
 def main() -> int:
