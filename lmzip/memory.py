@@ -70,7 +70,12 @@ def exp_table() -> tuple[int, ...]:
     from lmzip.engine.numerics import _fix_exp_neg  # integer Taylor series, no libm
 
     fix = 96
-    return tuple((_fix_exp_neg(x, 256) + (1 << (fix - 17))) >> (fix - 16) for x in range(2 * MIX_THETA_MAX + 1))
+    step = _fix_exp_neg(1, 256)  # exp(-1/256) in 2**-96; powers of it by exact fixed-point products
+    out, value = [], 1 << fix
+    for _ in range(2 * MIX_THETA_MAX + 1):
+        out.append((value + (1 << (fix - 17))) >> (fix - 16))
+        value = value * step >> fix
+    return tuple(out)
 
 
 def match_bucket(length: int) -> int:
