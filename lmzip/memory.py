@@ -45,6 +45,7 @@ MIN_LM_SPREAD = 1 << 16  # S never drops below this: the model keeps some mass o
 HISTORY_BITS = 22  # shared token history ring: 4 Mi tokens (16 MiB)
 MATCH_BITS = 20  # match hash table: 1 Mi positions (4 MiB)
 MATCH_MIN = 3  # tokens of context hashed to find a match
+MATCH_ORDERS = (MATCH_MIN,)  # context lengths looked up, longest first (one hash table each)
 MATCH_MAX = 65535  # match length saturates here
 NGRAM_ORDERS = (1, 2, 3, 4)
 NGRAM_BITS = 18  # slots per order (each: check + 4 token/count pairs: 9 int32 = 36 B)
@@ -318,7 +319,8 @@ class FileMemory:
         self.vocab = vocab
         self.block = block
         self.history = History()
-        self.match_table = array("i", bytes(4 << MATCH_BITS))  # hash -> history position + 1
+        # per match order: hash of that many tokens -> history position after them
+        self.match_tables = [array("i", bytes(4 << MATCH_BITS)) for _ in MATCH_ORDERS]
         self.ngrams = [NGramTable(k) for k in NGRAM_ORDERS]
         self.confidence = StateMap(16 * 2, ONE // 2)  # match bucket x (match in own chunk)
         self.mixer = Mixer(16 * NGRAM_CONFIDENCES)
@@ -410,28 +412,35 @@ class FileMemory:
             cs.match_len = min(MATCH_MAX, cs.match_len + 1)
         else:
             cs.match_len = 0
-        if n >= MATCH_MIN:
-            h = 0
-            for t in cs.tokens[n - MATCH_MIN :]:
-                h = _hash_step(h, t)
-            if not cs.match_len:
-                self._find_match(cs, h)
-            cs.own[h] = n
+        hashes = []
+        for i, order in enumerate(MATCH_ORDERS):
+            if n >= order:
+                h = 0
+                for t in cs.tokens[n - order :]:
+                    h = _hash_step(h, t)
+                hashes.append((i, order, h))
+        for i, order, h in hashes:
+            if cs.match_len:
+                break
+            self._find_match(cs, i, order, h)
+        for _, order, h in hashes:
+            cs.own[h + order] = n
 
-    def _find_match(self, cs: ChunkState, h: int) -> None:
-        """Start a match: the chunk's own last occurrence first, else the shared history;
-        its length is the verified common suffix (at most 32 tokens looked at)."""
+    def _find_match(self, cs: ChunkState, table: int, order: int, h: int) -> None:
+        """Start a match on the last ``order`` tokens: the chunk's own last occurrence
+        first, else the shared history; its length is the verified common suffix (at most
+        32 tokens looked at), at least ``order``."""
         toks = cs.tokens
         n = len(toks)
-        pos = cs.own.get(h, 0)
+        pos = cs.own.get(h + order, 0)
         if pos and pos < n:
             length = 0
             while length < 32 and pos - 1 - length >= 0 and toks[pos - 1 - length] == toks[n - 1 - length]:
                 length += 1
-            if length >= MATCH_MIN:
+            if length >= order:
                 cs.match_shared, cs.match_pos, cs.match_len = False, pos, length
                 return
-        hp = self.match_table[h & ((1 << MATCH_BITS) - 1)]
+        hp = self.match_tables[table][h & ((1 << MATCH_BITS) - 1)]
         if hp:
             length = 0
             while length < 32 and length < n:
@@ -439,7 +448,7 @@ class FileMemory:
                 if got is None or got != toks[n - 1 - length]:
                     break
                 length += 1
-            if length >= MATCH_MIN:
+            if length >= order:
                 cs.match_shared, cs.match_pos, cs.match_len = True, hp, length
 
     # -- barrier: the block's tokens enter the shared models -------------------
@@ -475,11 +484,12 @@ class FileMemory:
             if k in NGRAM_ORDERS:
                 self.ngrams[NGRAM_ORDERS.index(k)].update(h + k, token)
         self.history.append(token)
-        if i + 1 >= MATCH_MIN:
-            hm = 0
-            for t in toks[i + 1 - MATCH_MIN : i + 1]:
-                hm = _hash_step(hm, t)
-            self.match_table[hm & ((1 << MATCH_BITS) - 1)] = self.history.total  # position after them, +1 - 1
+        for table, order in zip(self.match_tables, MATCH_ORDERS, strict=True):
+            if i + 1 >= order:
+                hm = 0
+                for t in toks[i + 1 - order : i + 1]:
+                    hm = _hash_step(hm, t)
+                table[hm & ((1 << MATCH_BITS) - 1)] = self.history.total  # the position after them
 
 
 def mixed_find_reference(cf_row: list[int], b: Boosts, target: int) -> tuple[int, int, int]:
