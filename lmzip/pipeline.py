@@ -114,7 +114,7 @@ def load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
     )
 
 
-def _identity(codec: LMCodec) -> ModelInfo:
+def _identity(codec: LMCodec, group: int = 0) -> ModelInfo:
     """What pins the codec's predictions. numerics_version and context_window may live
     on the identity or on the codec itself."""
     ident = codec.identity
@@ -129,7 +129,8 @@ def _identity(codec: LMCodec) -> ModelInfo:
         tokenizer_hash=bytes(ident.tokenizer_hash),
         numerics_version=pick("numerics_version"),
         context_window=pick("context_window"),
-        memory_group=pick("memory_group") if pick("memory_block") else 0,
+        # with memory: the writer's chunks per group (``group``), else the codec's own
+        memory_group=(group or pick("memory_group")) if pick("memory_block") else 0,
         memory_block=pick("memory_block"),
     )
 
@@ -215,7 +216,7 @@ def compress_stream(
         if codec is not None:
             model_cost = 0
             if not writer.has_model:  # the model record and its index entry: 2 kind bytes, 2 B, CRC, body
-                body = len(_identity(codec).pack_body())
+                body = len(_identity(codec, batch).pack_body())
                 model_cost = 2 + 2 * len(uvarint(body)) + 4 + body
             use_lm = _lm_choices(group, lm_results, model_cost)
             finish = getattr(codec, "finish_group", None)
@@ -225,7 +226,7 @@ def compress_stream(
             if lm is not None:
                 if not writer.has_model:
                     assert codec is not None
-                    writer.add_model(_identity(codec))
+                    writer.add_model(_identity(codec, batch))
                 writer.add(Codec.LM, chunks[0], lm[0], lm[1])
                 stats.chunks["lm"] += 1
             else:
@@ -270,14 +271,8 @@ class _Decoder:
             )
             codec = load_codec(opts)
             mine = _identity(codec)
-            keys = (
-                "model_hash",
-                "tokenizer_hash",
-                "numerics_version",
-                "context_window",
-                "memory_group",
-                "memory_block",
-            )
+            # the memory group is the archive's layout (decompress_stream groups by it), not the codec's
+            keys = ("model_hash", "tokenizer_hash", "numerics_version", "context_window", "memory_block")
             if any(getattr(m, k) != getattr(mine, k) for k in keys):
                 raise ModelMismatchError(
                     f"archive needs model {m.name!r} ({_describe(m)}); loaded {mine.name!r} ({_describe(mine)})"
