@@ -324,7 +324,6 @@ class FileMemory:
         self.ngrams = [NGramTable(k) for k in NGRAM_ORDERS]
         self.confidence = StateMap(16 * 2, ONE // 2)  # match bucket x (match in own chunk)
         self.mixer = Mixer(16 * NGRAM_CONFIDENCES)
-        self._recent: list[int] = []  # last tokens absorbed (for hashing contexts across chunks: none)
 
     # -- prediction ------------------------------------------------------------
 
