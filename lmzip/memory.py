@@ -320,7 +320,9 @@ class FileMemory:
         self.block = block
         self.history = History()
         # per match order: hash of that many tokens -> history position after them
-        self.match_tables = [array("i", bytes(4 << MATCH_BITS)) for _ in MATCH_ORDERS]
+        self.match_tables = [
+            array("q", bytes(8 << MATCH_BITS)) for _ in MATCH_ORDERS
+        ]  # int64: positions of files of any length
         self.ngrams = [NGramTable(k) for k in NGRAM_ORDERS]
         self.confidence = StateMap(16 * 2, ONE // 2)  # match bucket x (match in own chunk)
         self.mixer = Mixer(16 * NGRAM_CONFIDENCES)
