@@ -316,6 +316,8 @@ class FileMemory:
     def __init__(self, vocab: int, block: int) -> None:
         if block < 1:
             raise ValueError("memory block must be at least 1")
+        if not 0 < vocab < TOTAL - MIN_LM_SPREAD:
+            raise ValueError(f"vocabulary of {vocab} tokens leaves no room for boosts")
         self.vocab = vocab
         self.block = block
         self.history = History()
