@@ -48,8 +48,8 @@ MATCH_MIN = 3  # tokens of context hashed to find a match
 MATCH_ORDERS = (MATCH_MIN,)  # context lengths looked up, longest first (one hash table each)
 MATCH_MAX = 65535  # match length saturates here
 NGRAM_ORDERS = (1, 2, 3, 4)
-NGRAM_BITS = 18  # slots per order (each: check + 4 token/count pairs: 9 int32 = 36 B)
-NGRAM_WAYS = 4
+NGRAM_BITS = 17  # slots per order (each: check + 16 token/count pairs: 33 int32 = 132 B)
+NGRAM_WAYS = 16
 NGRAM_COUNT_MAX = 1023  # counts of a slot are halved when one passes this
 STATEMAP_LIMIT = 1023  # adaptation rate of match confidence: 1/(n+2), n capped here
 MIX_INPUTS = 3  # language model, n-gram, match
