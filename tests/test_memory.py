@@ -260,3 +260,19 @@ def test_memory_golden_vector():
         for cums, freqs in _code(memory, group):
             h.update(repr((cums, freqs)).encode())
     assert h.hexdigest() == MEMORY_GOLDEN
+
+
+def test_reference_decoder_reads_kernel_archives(tiny):  # noqa: F811
+    """Decoding through the torch reference (model.mixed_find_reference: CUDA, or no C
+    compiler) gives what the C kernel's encoder side coded."""
+    from test_engine import WINDOW
+
+    from lmzip.engine.engine import Engine
+    from lmzip.lm_codec import LMCodec
+
+    chunks = _chunks()[:4]
+    enc = LMCodec(tiny.engine, batch=4, memory_block=8)
+    enc.encode_chunks(chunks)
+    items = enc.finish_group([True] * 4)
+    ref = Engine(tiny.loaded, window=WINDOW, kernels="torch")
+    assert LMCodec(ref, batch=4, memory_block=8, memory_group=4).decode_chunks(items) == chunks  # type: ignore[arg-type]

@@ -295,15 +295,17 @@ def mixed_find_reference(
     """kernels.c mixed_find over whole rows: cum_mix(t) = floor(CF(t) * S / 2**24) + t + boosts below t."""
     table = freqs.table()  # [M, V]
     rows, vocab = table.shape
-    cf = torch.zeros(rows, vocab + 1, dtype=torch.int64, device=table.device)
+    dev = table.device
+    cf = torch.zeros(rows, vocab + 1, dtype=torch.int64, device=dev)
     torch.cumsum(table, dim=1, out=cf[:, 1:])
-    extra = torch.zeros(rows, vocab + 1, dtype=torch.int64, device=table.device)
+    extra = torch.zeros(rows, vocab + 1, dtype=torch.int64, device=dev)
     for r in range(rows):
         lo, hi = int(starts[r]), int(starts[r + 1])
-        extra[r, cand[lo:hi].long() + 1] += boosts[lo:hi].long()
-    cum = ((cf * spreads.view(rows, 1).long()) >> numerics.FREQ_BITS) + torch.arange(vocab + 1) + extra.cumsum(1)
-    tok = torch.searchsorted(cum, targets.view(rows, 1).long(), right=True)[:, 0] - 1
-    r = torch.arange(rows)
+        extra[r, cand[lo:hi].long().to(dev) + 1] += boosts[lo:hi].long().to(dev)
+    spread = spreads.view(rows, 1).long().to(dev)
+    cum = ((cf * spread) >> numerics.FREQ_BITS) + torch.arange(vocab + 1, device=dev) + extra.cumsum(1)
+    tok = torch.searchsorted(cum, targets.view(rows, 1).long().to(dev), right=True)[:, 0] - 1
+    r = torch.arange(rows, device=dev)
     low = cum[r, tok]
     return tok, low, cum[r, tok + 1] - low, table[r, tok]
 
