@@ -15,16 +15,18 @@ and S = 2**24 - V - B::
 
 Every token gets f_mix >= 1 and the table sums to exactly 2**24. Coding a token needs
 only its own (CF, f) and the candidates' boosts; decoding walks the model's table once
-(kernels.c ``mixed_bounds``, or ``mixed_find_reference`` here).
+(kernels.c ``mixed_find``, model.mixed_find_reference, or ``mixed_find_reference`` here).
 
 Sharing memory across the chunks of a group while they decode in lock step: a chunk's
 prediction uses the *shared* state (everything of earlier groups, plus the tokens of
 every chunk of the current group before the last completed block of ``block``
-positions) and its own *private* state (its own tokens so far: a match model over the
-chunk itself). At each barrier (after positions k*block - 1 of every chunk) the
+positions) and its own *private* state: its own tokens so far (a match index over the
+chunk, its n-gram counts not yet absorbed) and private copies of the adaptive
+parameters with its own updates applied at once. At each barrier (after positions k*block - 1 of every chunk) the
 tokens of the finished block enter the shared models chunk by chunk in chunk order,
 each chunk's tokens in position order, and the adaptive parameters (match confidence,
-mixer weights) are updated from the events the block recorded, in the same order.
+mixer weights) are updated from the events the block recorded, in the same order;
+the private copies restart from the shared ones.
 
 Fixed-point scalings: probabilities q16 (1.0 = 2**16) inside the models; boosts and
 frequencies in units of 2**-24; mixer parameters in 1/256 nat.
