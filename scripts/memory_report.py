@@ -1,6 +1,7 @@
 """Measure the file-wide memory's acceptance targets and write docs/memory.md.
 
     python scripts/memory_report.py [--files urls.10K,alice29.txt] [--threads 1] [--resume]
+    python scripts/memory_report.py --render      # rewrite the docs from docs/memory.json
 
 For each file of ../shared/corpus it runs `lmzip bench` (lmzip/bench.py: the archive
 `lmzip -c` writes, decoded again and compared) with xz -9e beside it, and reports the
@@ -86,6 +87,38 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+README_INTRO = """### File-wide memory (numerics v5)
+
+The model sees 1,024 tokens of its own chunk; lmzip also remembers the whole file. A
+match model and hashed token n-grams (orders 1-4), mixed with the model's integer
+frequencies by an online mixer, boost the tokens the file has shown before, in exact
+integer arithmetic (docs/DESIGN.md, "File-wide memory", also for the ratio against
+group size and block). The chunks of a `--batch` group still decode in lock step: they
+share what they learn every 16 positions (`--memory-block`, stored in the archive).
+`lmzip bench` shows the model's ideal code length beside the mixed one.
+`--memory-block 0` writes numerics v4 archives (no memory); both decode.
+
+Measured with `python scripts/memory_report.py` (archives written by `lmzip -c`, every
+round trip verified; bits per byte of the archive, and the ideal code lengths of the
+model alone and of the mixed tables the archive is coded with):
+
+"""
+
+
+def write_docs(out: Path, rows: list[dict[str, Any]], files: str | None) -> None:
+    """docs/memory.md and docs/readme_parts/memory13.md from the measured rows."""
+    text = table(rows)
+    print(text, flush=True)
+    command = "python scripts/memory_report.py" + (f" --files {files}" if files else "")
+    (out / "memory.md").write_text(
+        f"# File-wide memory: measured targets\n\nMade by `{command}` (lmzip bench: archive written by"
+        " `lmzip -c`, decoded and compared; ideal code lengths from the same run).\n\n" + text
+    )
+    parts = out / "readme_parts"
+    parts.mkdir(exist_ok=True)
+    (parts / "memory13.md").write_text(README_INTRO + text)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", help="comma-separated paths under ../shared/corpus (default: the targets' files)")
@@ -94,14 +127,18 @@ def main() -> int:
     ap.add_argument("--memory-block", type=int)
     ap.add_argument("--resume", action="store_true", help="keep rows of docs/memory.json with the same settings")
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
+    ap.add_argument("--render", action="store_true", help="only rewrite the docs from docs/memory.json")
     args = ap.parse_args()
     if not CORPUS.is_dir():
         print(f"memory_report: {CORPUS} not found (the shared corpus)", file=sys.stderr)
         return 1
     names = args.files.split(",") if args.files else DEFAULT_FILES
+    store = args.out / "memory.json"
+    if args.render:
+        write_docs(args.out, json.loads(store.read_text()), args.files)
+        return 0
     settings = {"batch": args.batch, "memory_block": args.memory_block}
     opts = BenchOptions(codecs=["lmzip", "xz"], threads=args.threads, batch=args.batch, memory_block=args.memory_block)
-    store = args.out / "memory.json"
     rows: list[dict[str, Any]] = []
     if args.resume and store.is_file():
         rows = [r for r in json.loads(store.read_text()) if r["settings"] == settings and r["file"] in names]
@@ -116,21 +153,7 @@ def main() -> int:
         rows.append(row(name, results, settings))
         rows.sort(key=lambda r: names.index(r["file"]))
         store.write_text(json.dumps(rows, indent=1) + "\n")
-        text = table(rows)
-        print(text, flush=True)
-        (args.out / "memory.md").write_text(
-            "# File-wide memory: measured targets\n\nMade by `python scripts/memory_report.py"
-            + (f" --files {args.files}" if args.files else "")
-            + "` (lmzip bench: archive written by `lmzip -c`, decoded and compared; ideal"
-            " code lengths from the same run).\n\n" + text
-        )
-        parts = args.out / "readme_parts"
-        parts.mkdir(exist_ok=True)
-        (parts / "memory13.md").write_text(
-            "### File-wide memory\n\nMeasured with `python scripts/memory_report.py` (every round trip"
-            " verified; bits per byte of the archive; the ideal columns are the model alone and the"
-            " mixed tables the archive is coded with):\n\n" + text
-        )
+        write_docs(args.out, rows, args.files)
     return 0
 
 
