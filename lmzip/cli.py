@@ -55,7 +55,7 @@ class Settings:
     batch: int = 32
     chunk_size: int = 16384
     window: int = 1024
-    memory_block: int = 16  # file-wide memory block in positions; 0: no memory (numerics v4 archives)
+    memory_block: int = 12  # file-wide memory block in positions; 0: no memory (numerics v4 archives)
     use_lm: bool = True
 
 
@@ -585,7 +585,7 @@ def _compress_only_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--memory-block",
         type=click.IntRange(0, 1 << 20),
-        default=16,
+        default=12,
         show_default=True,
         help="File-wide memory: chunks of a --batch group share it every N positions (0: off).",
     )(f)

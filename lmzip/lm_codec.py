@@ -24,7 +24,7 @@ from lmzip.engine.loader import ModelIdentity, load_model
 from lmzip.engine.numerics import NUMERICS_VERSION
 
 NUMERICS_MEMORY = 5  # numerics version of archives whose lm records use file-wide memory
-DEFAULT_MEMORY_BLOCK = 16  # positions per memory block (Apache_2k: 8 -> 0.143, 16 -> 0.144, 64 -> 0.155 bpb)
+DEFAULT_MEMORY_BLOCK = 12  # positions per memory block (docs/DESIGN.md: ratio against group and block)
 
 
 @dataclass

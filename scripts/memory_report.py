@@ -37,6 +37,7 @@ DEFAULT_FILES = [
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from lmzip.bench import BenchOptions, LmSession, bench_files  # noqa: E402
+from lmzip.lm_codec import DEFAULT_MEMORY_BLOCK  # noqa: E402
 
 
 def target(name: str) -> tuple[str, float | None, float | None]:
@@ -68,9 +69,9 @@ def row(name: str, results: list[Any], settings: dict[str, Any]) -> dict[str, An
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| file | bytes | xz -9e | lmzip | bits/byte | model alone (ideal) | with memory (ideal) "
+        "| file | memory block | bytes | xz -9e | lmzip | bits/byte | model alone (ideal) | with memory (ideal) "
         "| vs xz | target | met |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
         desc, max_bpb, max_xz = target(r["file"])
@@ -81,7 +82,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             return "-" if x is None else f"{x:.3f}"
 
         out.append(
-            f"| {r['file']} | {r['bytes']:,} | {r['xz']:,} | {r['lmzip']:,} | {f(r['bpb'])} | {f(r['model_bpb'])} "
+            f"| {r['file']} | {r['settings']['memory_block'] or DEFAULT_MEMORY_BLOCK} "
+            f"| {r['bytes']:,} | {r['xz']:,} | {r['lmzip']:,} | {f(r['bpb'])} | {f(r['model_bpb'])} "
             f"| {f(r['mixed_bpb'])} | {vs_xz:.2f}x | {desc} | {'yes' if met else 'no'} |"
         )
     return "\n".join(out) + "\n"
@@ -94,7 +96,7 @@ match model and hashed token n-grams (orders 1-4), mixed with the model's intege
 frequencies by an online mixer, boost the tokens the file has shown before, in exact
 integer arithmetic (docs/DESIGN.md, "File-wide memory", also for the ratio against
 group size and block). The chunks of a `--batch` group still decode in lock step: they
-share what they learn every 16 positions (`--memory-block`, stored in the archive).
+share what they learn every 12 positions (`--memory-block`, stored in the archive).
 `lmzip bench` shows the model's ideal code length beside the mixed one.
 `--memory-block 0` writes numerics v4 archives (no memory); both decode.
 
