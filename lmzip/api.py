@@ -89,7 +89,17 @@ class _SharedCodec:
         self.identity = codec.identity
 
     def __getattr__(self, name: str) -> Any:  # numerics_version, context_window, ...
-        return getattr(self._codec, name)
+        attr = getattr(self._codec, name)  # AttributeError where the codec lacks it, as without the wrapper
+        if name == "fresh":  # the same engine with an empty file-wide memory, behind the same lock:
+            return lambda: _SharedCodec(attr(), self._lock)  # streams sharing a Compressor never share a memory
+        if name in ("encode_texts", "decode_texts", "finish_group"):  # spans records, file-wide memory
+
+            def locked(*args: Any, **kwargs: Any) -> Any:
+                with self._lock:
+                    return attr(*args, **kwargs)
+
+            return locked
+        return attr
 
     def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
         with self._lock:
@@ -124,6 +134,7 @@ class Compressor:
         device: str = "cpu",
         threads: int | None = None,
         batch: int = defaults.BATCH,
+        memory_block: int | None = None,
         codec_factory: CodecFactory | None = None,
     ) -> None:
         lv = defaults.level_settings(level, chunk_size=chunk_size, window=window, use_lm=use_lm)
@@ -136,6 +147,7 @@ class Compressor:
             device=device,
             threads=threads,
             batch=batch,
+            memory_block=memory_block,
             codec_factory=self._codec,
         )
         self._factory = codec_factory
@@ -153,6 +165,7 @@ class Compressor:
             device=options.device,
             threads=options.threads,
             batch=options.batch,
+            memory_block=options.memory_block,
             codec_factory=options.codec_factory,
         )
 

@@ -5,7 +5,10 @@ xz -9e, zstd -19 and, when the `brotli` module is importable, brotli -q 11. The
 baselines use Python's modules at those settings (see `BASELINES`); sizes match the
 command-line tools within a few header bytes (gzip: the stored name; zstd: identical).
 
-lmzip's row also carries the model's ideal code length (`ideal_bytes`): for every chunk
+lmzip's row also carries the model's ideal code length (`ideal_bytes`) and, with the
+file-wide memory on (numerics v5), the mixed ideal code length beside it
+(`mixed_ideal_bytes`: the same sum over the mixed tables the lm records are coded
+with), so the memory's gain shows per file. `ideal_bytes`: for every chunk
 stored with the LM codec, the cross-entropy of its tokens under the engine's integer
 frequencies, sum(-log2(freq / 2**24)) / 8, and for every other chunk its payload size.
 Beside `payload_bytes` (all chunk payloads) and `compressed_bytes` (the archive) it
@@ -138,6 +141,8 @@ FIELDS = (
     "roundtrip_ok",
     "ideal_bytes",
     "ideal_bpb",
+    "mixed_ideal_bytes",
+    "mixed_ideal_bpb",
     "payload_bytes",
     "chunks",
     "coder_bytes",
@@ -155,6 +160,7 @@ class Result:
     roundtrip_ok: bool
     # lmzip only
     ideal_bytes: float | None = None  # model cross-entropy (lm chunks) + payloads of other chunks
+    mixed_ideal_bytes: float | None = None  # the same with the memory-mixed tables (None: no memory)
     payload_bytes: int | None = None  # sum of the chunk payloads (archive minus container overhead)
     chunks: dict[str, int] | None = None  # chunks per codec inside the archive
     coder_bytes: dict[str, int] | None = None  # archive bytes per coder (ArchiveInfo.coder_bytes)
@@ -175,6 +181,12 @@ class Result:
             return None
         return 8 * self.ideal_bytes / self.original_bytes
 
+    @property
+    def mixed_ideal_bpb(self) -> float | None:
+        if self.mixed_ideal_bytes is None or not self.original_bytes:
+            return None
+        return 8 * self.mixed_ideal_bytes / self.original_bytes
+
     def as_dict(self) -> dict[str, Any]:
         def r(x: float | None, n: int) -> float | None:
             return None if x is None else round(x, n)
@@ -191,6 +203,8 @@ class Result:
             "roundtrip_ok": self.roundtrip_ok,
             "ideal_bytes": r(self.ideal_bytes, 2),
             "ideal_bpb": r(self.ideal_bpb, 4),
+            "mixed_ideal_bytes": r(self.mixed_ideal_bytes, 2),
+            "mixed_ideal_bpb": r(self.mixed_ideal_bpb, 4),
             "payload_bytes": self.payload_bytes,
             "chunks": self.chunks,
             "coder_bytes": self.coder_bytes,
@@ -207,6 +221,7 @@ class BenchOptions:
     threads: int | None = None
     batch: int = defaults.BATCH
     window: int | None = None  # None: defaults.WINDOW
+    memory_block: int | None = None  # None: the default; 0: no file-wide memory
 
     def compress_options(self, codec_factory: Callable[..., Any] | None = None) -> Any:
         """What `lmzip -c` would run with these settings."""
@@ -220,6 +235,7 @@ class BenchOptions:
             batch=self.batch,
             use_lm=self.use_lm,
             window=self.window,
+            memory_block=self.memory_block,
             codec_factory=codec_factory,
         )
 
@@ -268,11 +284,15 @@ class MeasuredCodec:
         self._scored: list[tuple[int, float]] = []
         self.chunk_bits: list[float | None] = []
         self.text_bits: dict[bytes, float] = {}  # spans-capable codecs: sha1 of a scored text -> bits
+        self.mixed_bits: dict[bytes, float] = {}  # file-wide memory: sha1 of an lm chunk -> its mixed bits
+        self._texts: list[bytes] = []  # the texts of the last encode_texts call
         self.ideal_ok = hasattr(inner, "engine")
         if self.ideal_ok:
             inner.engine = _ScoreTap(inner.engine, self._scored)
         if getattr(inner, "encode_texts", None) is not None:
             self.encode_texts = self._encode_texts
+        if getattr(inner, "finish_group", None) is None:
+            self.finish_group = None  # type: ignore[assignment]  # the pipeline asks with getattr
 
     def __getattr__(self, name: str) -> Any:  # identity, numerics_version, context_window, ...
         return getattr(self._inner, name)
@@ -280,6 +300,7 @@ class MeasuredCodec:
     def reset(self) -> None:
         self.chunk_bits = []
         self.text_bits = {}
+        self.mixed_bits = {}
         self.ideal_ok = isinstance(getattr(self._inner, "engine", None), _ScoreTap)
 
     def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
@@ -293,11 +314,27 @@ class MeasuredCodec:
             self.chunk_bits.append(None if r is None else next(scores, (0, 0.0))[1])
         return out
 
+    def fresh(self) -> MeasuredCodec:
+        """An empty file-wide memory for the next archive; the measuring stays."""
+        fresh = getattr(self._inner, "fresh", None)
+        if fresh is not None:
+            self._inner = fresh()  # the same (tapped) engine
+        return self
+
+    def finish_group(self, indices: list[int]) -> list[tuple[bytes, int]]:
+        out = self._inner.finish_group(indices)
+        for k, i in enumerate(indices):
+            bits = getattr(self._inner, "last_mixed_bits", [])[k : k + 1]
+            if bits and bits[0] is not None:
+                self.mixed_bits[hashlib.sha1(self._texts[i]).digest()] = bits[0]
+        return out
+
     def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
         return self._inner.decode_chunks(items)
 
     def _encode_texts(self, texts: list[bytes]) -> list[tuple[bytes, int, int]]:
         self._scored.clear()
+        self._texts = list(texts)
         out = self._inner.encode_texts(texts)
         coded = [r for r in out if r[1]]  # a text with tokens is one scored sequence
         if len(coded) != len(self._scored) or any(n != r[1] for (n, _), r in zip(self._scored, coded, strict=False)):
@@ -403,6 +440,17 @@ def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession |
                 bits += lm_bits if kind == "lm" else 8 * size  # type: ignore[operator]
             else:
                 ideal = bits / 8
+    mixed: float | None = None
+    if use_lm and ideal is not None and codec is not None and codec.mixed_bits:
+        total = 0.0
+        for e, kind, size in zip(info.chunks, kinds, payloads, strict=True):
+            chunk = data[e.original_offset : e.original_offset + e.original_length]
+            m = codec.mixed_bits.get(hashlib.sha1(chunk).digest()) if kind == "lm" else 8.0 * size
+            if m is None:
+                break
+            total += m
+        else:
+            mixed = total / 8
     return Result(
         file,
         LMZIP if opts.use_lm else LMZIP_NO_LM,
@@ -412,6 +460,7 @@ def bench_lmzip(data: bytes, file: str, opts: BenchOptions, session: LmSession |
         t_d,
         unpacked == data,
         ideal_bytes=ideal,
+        mixed_ideal_bytes=mixed,
         payload_bytes=sum(payloads),
         chunks=chunks,
         coder_bytes=dict(info.coder_bytes),
@@ -576,10 +625,16 @@ def print_table(results: Sequence[Result], model_load_s: float | None = None) ->
             "ok" if r.roundtrip_ok else "[bold red]FAILED[/]",
         )
         if r.codec == LMZIP and r.ideal_bytes is not None and r.payload_bytes is not None:
+            coded = r.mixed_ideal_bytes if r.mixed_ideal_bytes is not None else r.ideal_bytes
             notes.append(
                 f"{r.file}: model cross-entropy {r.ideal_bytes:,.1f} B"
                 + (f" ({r.ideal_bpb:.3f} bits/byte)" if r.ideal_bpb is not None else "")
-                + f"; chunk payloads {r.payload_bytes:,} B (coder {r.payload_bytes - r.ideal_bytes:+,.1f} B)"
+                + (
+                    f"; with file-wide memory {r.mixed_ideal_bytes:,.1f} B ({r.mixed_ideal_bpb:.3f} bits/byte)"
+                    if r.mixed_ideal_bytes is not None and r.mixed_ideal_bpb is not None
+                    else ""
+                )
+                + f"; chunk payloads {r.payload_bytes:,} B (coder {r.payload_bytes - coded:+,.1f} B)"
                 + f"; archive {r.compressed_bytes:,} B (container {r.compressed_bytes - r.payload_bytes:+,} B)"
             )
         elif r.codec == LMZIP:
@@ -622,6 +677,7 @@ def run_bench(files: Sequence[str], settings: Any, codecs: str | None, fmt: str 
         threads=settings.threads,
         batch=settings.batch,
         window=lv.window,
+        memory_block=getattr(settings, "memory_block", None),
     )
     session = LmSession(opts) if opts.use_lm and LMZIP in names else None
     results = bench_files(files, opts, error, session=session)

@@ -143,6 +143,12 @@ def _compress_only_options(f: Callable[..., Any]) -> Callable[..., Any]:
         help="Fast mode without the model: each chunk stored or zstd-compressed.",
     )(f)
     f = click.option(
+        "--memory-block",
+        type=click.IntRange(0, 1 << 20),
+        help="File-wide memory: the lm chunks of a --batch group share it every N positions "
+        "(default 12; 0: off, numerics v4 archives).",
+    )(f)
+    f = click.option(
         "--window",
         type=click.IntRange(64, 8192),
         help=f"LM context window in tokens (default: the level's, {defaults.WINDOW} at -{defaults.LEVEL}; "

@@ -53,9 +53,13 @@ KIND_MODEL = 3  # record kind of the model identity record (data records use Cod
 _CRC = struct.Struct("<I")
 _TRAILER = struct.Struct("<III4s")  # data CRC, index size, tail CRC, end magic
 TRAILER_SIZE = _TRAILER.size  # 16
-# model identity body: 2 hashes, numerics and window (varints), name length (varint), name
+# model identity body: 2 hashes, numerics and window (varints), from numerics v5 on the
+# memory group and block (varints), name length (varint), name
 MIN_MODEL_BODY = 2 * HASH_SIZE + 3
-MAX_MODEL_BODY = 2 * HASH_SIZE + 5 + 5 + 2 + MAX_MODEL_NAME
+MAX_MODEL_BODY = 2 * HASH_SIZE + 5 + 5 + 5 + 5 + 2 + MAX_MODEL_NAME
+MEMORY_NUMERICS = 5  # numerics versions from this one on carry the memory fields
+MAX_MEMORY_GROUP = 1 << 16  # chunks per memory group
+MAX_MEMORY_BLOCK = 1 << 20  # positions per memory block
 
 
 class Codec(enum.IntEnum):
@@ -139,6 +143,8 @@ class ModelInfo:
     tokenizer_hash: bytes
     numerics_version: int
     context_window: int
+    memory_group: int = 0  # numerics >= 5: chunks per memory group (lm records sharing memory block by block)
+    memory_block: int = 0  # numerics >= 5: positions per memory block
 
     def pack_body(self) -> bytes:
         if len(self.model_hash) != HASH_SIZE or len(self.tokenizer_hash) != HASH_SIZE:
@@ -148,11 +154,19 @@ class ModelInfo:
         name = self.name.encode("utf-8")
         if len(name) > MAX_MODEL_NAME:
             raise ValueError(f"model name longer than {MAX_MODEL_NAME} bytes")
+        memory = b""
+        if self.numerics_version >= MEMORY_NUMERICS:
+            if not (1 <= self.memory_group <= MAX_MEMORY_GROUP and 1 <= self.memory_block <= MAX_MEMORY_BLOCK):
+                raise ValueError("memory group or block out of range")
+            memory = uvarint(self.memory_group) + uvarint(self.memory_block)
+        elif self.memory_group or self.memory_block:
+            raise ValueError(f"memory fields need numerics version {MEMORY_NUMERICS} or later")
         return (
             bytes(self.model_hash)
             + bytes(self.tokenizer_hash)
             + uvarint(self.numerics_version)
             + uvarint(self.context_window)
+            + memory
             + uvarint(len(name))
             + name
         )
@@ -391,7 +405,13 @@ def _read_header(r: _Reader) -> Header:
 def _parse_model_body(i: int, body: bytes) -> ModelInfo:
     r = _Reader(io.BytesIO(body), f"record {i}: model identity malformed ({{}} cut short)")
     mhash, thash = r.read(HASH_SIZE, "hash"), r.read(HASH_SIZE, "hash")
-    numerics, window, n = r.varint("model record"), r.varint("model record"), r.varint("model record")
+    numerics, window = r.varint("model record"), r.varint("model record")
+    group = block = 0
+    if numerics >= MEMORY_NUMERICS:
+        group, block = r.varint("model record"), r.varint("model record")
+        if not (1 <= group <= MAX_MEMORY_GROUP and 1 <= block <= MAX_MEMORY_BLOCK):
+            raise FormatError(f"record {i}: memory group {group} or block {block} out of range")
+    n = r.varint("model record")
     if numerics > _U32 or window > _U32 or n > MAX_MODEL_NAME:
         raise FormatError(f"record {i}: model identity field out of range")
     name = r.read(n, "name")
@@ -401,7 +421,7 @@ def _parse_model_body(i: int, body: bytes) -> ModelInfo:
         decoded = name.decode("utf-8")
     except UnicodeDecodeError:
         raise FormatError(f"record {i}: model name is not UTF-8") from None
-    return ModelInfo(decoded, mhash, thash, numerics, window)
+    return ModelInfo(decoded, mhash, thash, numerics, window, group, block)
 
 
 # ---------------------------------------------------------------- record layout rules

@@ -58,6 +58,7 @@ class Settings:
     level: int = defaults.LEVEL
     chunk_size: int | None = None  # None: the level's
     window: int | None = None  # None: the level's
+    memory_block: int | None = None  # file-wide memory block in positions; 0: none; None: the default
     use_lm: bool = True  # False (--no-lm) overrides the level
     # The Compressor / Decompressor of this run: the model loads once for all its files.
     engines: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -234,6 +235,7 @@ def _compressor(s: Settings) -> Compressor:
             device=s.device,
             threads=s.threads,
             batch=s.batch,
+            memory_block=s.memory_block,
         )
     return s.engines["compressor"]
 

@@ -5,30 +5,62 @@ of a group by one token per engine step, each with its own range decoder. Texts 
 spans records (format v3) may hold bytes without a single-byte token: escapes, coded
 between the tokens in the same stream (lmzip/spans.py, EscapeCoder) and decoded per
 slot between engine steps, so lm and spans records share one lock-step batch.
+
+With file-wide memory (numerics v5, ``memory_block`` > 0) the model's tables for lm
+records are mixed with lmzip/memory.py's online models. Which chunks of a group become
+lm records is decided on the model's own payloads (``encode_texts``); ``finish_group``
+then codes the chosen ones with the memory, in the order the decoder replays: the
+group's lm chunks start together and share the memory block by block (see memory.py).
+Spans records' texts are coded without the memory.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from lmzip import defaults
+from lmzip import memory as mem
 from lmzip.coder import RangeDecoder, RangeEncoder
 from lmzip.container import ModelInfo
-from lmzip.engine.engine import Engine
+from lmzip.engine.engine import Engine, LockstepDecoder
 from lmzip.engine.loader import ModelIdentity, load_model
 from lmzip.engine.numerics import NUMERICS_VERSION
 from lmzip.errors import CorruptChunkError, LmzipError
 from lmzip.spans import EscapeCoder, escapes_by_point, insert_escapes, strip_escapes
 from lmzip.threads import choose_threads
 
+NUMERICS_MEMORY = 5  # numerics version of archives whose lm records use file-wide memory
+DEFAULT_MEMORY_BLOCK = 12  # positions per memory block (docs/DESIGN.md: ratio against group and block)
+
 
 @dataclass
 class LMCodec:
     engine: Engine
-    batch: int
+    batch: int  # slots of the lock-step decoder; chunks per group when compressing
     threads: int | None = None  # set in every thread that calls the codec (OpenMP counts are per thread)
+    memory_block: int = 0  # 0: no file-wide memory (numerics v4)
+    memory_group: int = 0  # chunks per memory group (the archive's; compression: batch)
+    last_mixed_bits: list[float | None] = field(default_factory=list)  # per text of the last finish_group
+    _memory: mem.FileMemory | None = None
+    _pending: tuple[list[list[int]], dict[int, tuple[np.ndarray, np.ndarray]], list[bytes]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory_block and not self.memory_group:
+            self.memory_group = self.batch
+
+    def fresh(self) -> LMCodec:
+        """A codec on the same engine with an empty file-wide memory: one per archive."""
+        return dataclasses.replace(self, last_mixed_bits=[], _memory=None, _pending=None)
+
+    @property
+    def memory(self) -> mem.FileMemory:
+        if self._memory is None:
+            self._memory = mem.FileMemory(self.engine.vocab_size, self.memory_block)
+        return self._memory
 
     def _set_threads(self) -> None:
         if self.threads and torch.get_num_threads() != self.threads:
@@ -40,7 +72,7 @@ class LMCodec:
 
     @property
     def numerics_version(self) -> int:
-        return NUMERICS_VERSION
+        return NUMERICS_MEMORY if self.memory_block else NUMERICS_VERSION
 
     @property
     def context_window(self) -> int:
@@ -101,10 +133,36 @@ class LMCodec:
                 esc = EscapeCoder(values, len(escapes), 0)
                 esc.encode_point(enc, 0, [(0, v) for _, v in escapes], 0)
             out.append((enc.finish(), len(ids), len(escapes)))
+        self._pending = (seqs, scored, [payload for payload, _, _ in out])
+        return out
+
+    def finish_group(self, indices: list[int]) -> list[tuple[bytes, int]]:
+        """(payload, token count) of the texts ``indices`` (of the last ``encode_texts``
+        call; texts without escapes, in chunk order) coded as lm records with the
+        file-wide memory, which then holds them. Without memory: their own payloads."""
+        assert self._pending is not None, "finish_group follows encode_texts"
+        seqs, scored, plain = self._pending
+        self._pending = None
+        self.last_mixed_bits = [None] * len(indices)
+        if not self.memory_block:  # numerics v4: the model's own payloads
+            return [(plain[i], len(seqs[i])) for i in indices]
+        group = [(seqs[i], scored[i][0].tolist(), scored[i][1].tolist()) for i in indices]
+        mixed = mem.encode_group(self.memory, group) if group else []
+        out = []
+        for k, (cums, freqs) in enumerate(mixed):
+            f = np.array(freqs, dtype=np.int64)
+            enc = RangeEncoder()
+            enc.encode_many(np.array(cums, dtype=np.int64), f)
+            out.append((enc.finish(), len(freqs)))
+            self.last_mixed_bits[k] = float(mem.FREQ_BITS * len(f) - np.log2(f.astype(np.float64)).sum())
         return out
 
     def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
-        """Decode lm records' chunks (see decode_texts)."""
+        """Decode lm records' chunks (see decode_texts). With memory, ``items`` are the lm
+        records of one memory group, in chunk order."""
+        if self.memory_block:
+            self._set_threads()
+            return self._decode_group(items)
         return self.decode_texts([(p, t, 0) for p, t in items])
 
     def decode_texts(self, items: list[tuple[bytes, int, int]]) -> list[bytes]:
@@ -167,6 +225,82 @@ class LMCodec:
             out.append(insert_escapes(pieces, points) if any(points) else b"".join(pieces))
         return out
 
+    def _decode_group(self, items: list[tuple[bytes, int]]) -> list[bytes]:
+        """One memory group: all its chunks in lock step when the slots suffice, else
+        block by block in waves of ``batch`` chunks (each wave restarts its chunks' model
+        state from their tokens so far: slower, same tables)."""
+        memory = self.memory
+        live = [i for i, (_, n) in enumerate(items) if n > 0]
+        states = [mem.ChunkState() for _ in items]
+        results: list[list[int]] = [[] for _ in items]
+        coders = {i: RangeDecoder(items[i][0]) for i in live}
+        capacity = max(1, min(self.batch, len(live)))
+        decoder = self.engine.decoder(capacity)
+        block = self.memory_block
+        if len(live) <= capacity:
+            self._wave(decoder, live, items, states, results, coders, None, block)
+        else:
+            longest = max(items[i][1] for i in live)
+            for start in range(0, longest, block):
+                todo = [i for i in live if items[i][1] > start]
+                for w in range(0, len(todo), capacity):
+                    self._wave(decoder, todo[w : w + capacity], items, states, results, coders, start + block, 0)
+                memory.barrier(states)
+        memory.barrier(states)
+        return [self.engine.tokenizer.decode(r) for r in results]
+
+    def _wave(
+        self,
+        decoder: LockstepDecoder,
+        members: list[int],
+        items: list[tuple[bytes, int]],
+        states: list[mem.ChunkState],
+        results: list[list[int]],
+        coders: dict[int, RangeDecoder],
+        stop: int | None,
+        barrier_every: int,
+    ) -> None:
+        """Decode ``members`` (all at the same position) in lock step until each has
+        ``stop`` tokens or ends; a barrier every ``barrier_every`` positions (0: none)."""
+        memory = self.memory
+        slot_item = {}
+        for slot, i in enumerate(members):
+            decoder.begin(slot, results[i])
+            slot_item[slot] = i
+        while slot_item:
+            slots = decoder.active()
+            preds = [memory.predict(states[slot_item[s]]) for s in slots]
+            starts = [0]
+            cand: list[int] = []
+            boosts: list[int] = []
+            for p in preds:
+                cand.extend(p.boosts.tokens)
+                boosts.extend(p.boosts.boosts)
+                starts.append(len(cand))
+            symbols, lows, sizes, lm_sizes = decoder.find_mixed(
+                torch.tensor([coders[slot_item[s]].target() for s in slots], dtype=torch.long),
+                torch.tensor([p.boosts.spread for p in preds], dtype=torch.long),
+                torch.tensor(starts, dtype=torch.long),
+                torch.tensor(cand, dtype=torch.long),
+                torch.tensor(boosts, dtype=torch.long),
+            )
+            pushes: dict[int, int] = {}
+            rows = zip(slots, preds, symbols.tolist(), lows.tolist(), sizes.tolist(), lm_sizes.tolist(), strict=True)
+            for s, pred, sym, low, f, lm_f in rows:
+                i = slot_item[s]
+                coders[i].consume(low, f)
+                memory.observe(states[i], pred, sym, lm_f, f)
+                results[i].append(sym)
+                if len(results[i]) == items[i][1] or len(results[i]) == stop:
+                    decoder.finish(s)
+                    del slot_item[s]
+                else:
+                    pushes[s] = sym
+            if pushes:
+                decoder.push(pushes)
+            if barrier_every and slot_item and len(results[slot_item[min(slot_item)]]) % barrier_every == 0:
+                memory.barrier(states)
+
 
 def load_lm_codec(
     model: str | None = None,
@@ -175,16 +309,20 @@ def load_lm_codec(
     batch: int = defaults.BATCH,
     window: int | None = None,
     want: ModelInfo | None = None,
+    memory_block: int = 0,
+    memory_group: int = 0,
 ) -> LMCodec:
     """The codec for `model` (a --model argument; None: the default model), or, when
     `model` is None and `want` is given, for the model with `want`'s hashes.
-    `threads`: None for lmzip.threads' default (usable CPUs less the load)."""
+    `threads`: None for lmzip.threads' default (usable CPUs less the load).
+    `memory_block` > 0: file-wide memory (numerics v5) in groups of `memory_group` chunks
+    (0: the batch, as compression groups them)."""
     check_device(device)  # before the model loads: a bad device is one line, not a traceback
     n = choose_threads(threads)
     if n:
         torch.set_num_threads(n)
     engine = Engine(load_model(model, want), window=window or defaults.WINDOW, device=device)
-    return LMCodec(engine, batch, n)
+    return LMCodec(engine, batch, n, memory_block=memory_block, memory_group=memory_group)
 
 
 def check_device(device: str) -> None:

@@ -41,7 +41,7 @@ from lmzip.container import (
     storable_name,
     uvarint,
 )
-from lmzip.errors import CorruptChunkError, LmzipError, ModelMismatchError
+from lmzip.errors import CorruptChunkError, FormatError, LmzipError, ModelMismatchError
 
 ProgressFn = Callable[[int], None]
 
@@ -67,10 +67,12 @@ DECODE_LOOKAHEAD = 4  # lm records per decompression group, in units of --batch
 # original data (one lm record may exceed it: an lm chunk is decoded whole); a stored or
 # zstd record larger than STREAM_RECORD_BYTES is decoded straight to the output in pieces
 # (container.PIECE); a compression group reads at most COMPRESS_GROUP_BYTES of input
-# (at least one chunk).
+# (at least one chunk). With file-wide memory a decompression group is one memory group
+# (a compression group), at most MAX_MEMORY_GROUP_BYTES of original data.
 DECODE_GROUP_BYTES = 16 << 20
 STREAM_RECORD_BYTES = 4 << 20
 COMPRESS_GROUP_BYTES = 64 << 20
+MAX_MEMORY_GROUP_BYTES = COMPRESS_GROUP_BYTES
 
 
 @dataclass
@@ -84,6 +86,7 @@ class CompressOptions:
     mtime: int | None = None
     use_lm: bool = True
     window: int | None = None  # LM context window in tokens; None = defaults.WINDOW
+    memory_block: int | None = None  # file-wide memory block (positions); None = default, 0 = no memory
     codec_factory: Callable[[CompressOptions], LMCodec] | None = None  # None: load_lm_codec
 
 
@@ -95,6 +98,8 @@ class DecompressOptions:
     batch: int = defaults.BATCH
     window: int | None = None  # set from the archive's model record
     archive_model: ModelInfo | None = None  # set from the archive's model record
+    memory_block: int | None = None  # set from the archive's model record (0: no memory)
+    memory_group: int = 0  # likewise
     codec_factory: Callable[[DecompressOptions], LMCodec] | None = None
 
 
@@ -106,14 +111,18 @@ class Stats:
 
 
 def load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
-    """The LM codec the options ask for (the codec_factory's, if set)."""
+    """The LM codec the options ask for (the codec_factory's, if set), its file-wide
+    memory empty: a factory may hand out one codec for several archives."""
     if options.codec_factory is not None:
-        return options.codec_factory(options)  # type: ignore[arg-type]
+        codec = options.codec_factory(options)  # type: ignore[arg-type]
+        fresh = getattr(codec, "fresh", None)  # a codec of its own memory: one per archive
+        return fresh() if fresh is not None else codec
     from lmzip.threads import prepare_openmp
 
     prepare_openmp()  # before torch loads libgomp: see lmzip/threads.py
-    from lmzip.lm_codec import load_lm_codec  # torch is imported only here
+    from lmzip.lm_codec import DEFAULT_MEMORY_BLOCK, load_lm_codec  # torch is imported only here
 
+    block = options.memory_block
     return load_lm_codec(
         model=options.model,
         device=options.device,
@@ -121,10 +130,12 @@ def load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
         batch=options.batch,
         window=options.window,
         want=getattr(options, "archive_model", None),
+        memory_block=DEFAULT_MEMORY_BLOCK if block is None else block,
+        memory_group=getattr(options, "memory_group", 0),
     )
 
 
-def _identity(codec: LMCodec) -> ModelInfo:
+def _identity(codec: LMCodec, group: int = 0) -> ModelInfo:
     """What pins the codec's predictions. numerics_version and context_window may live
     on the identity or on the codec itself."""
     ident = codec.identity
@@ -139,6 +150,9 @@ def _identity(codec: LMCodec) -> ModelInfo:
         tokenizer_hash=bytes(ident.tokenizer_hash),
         numerics_version=pick("numerics_version"),
         context_window=pick("context_window"),
+        # with memory: the writer's chunks per group (``group``), else the codec's own
+        memory_group=(group or pick("memory_group")) if pick("memory_block") else 0,
+        memory_block=pick("memory_block"),
     )
 
 
@@ -180,6 +194,7 @@ class _Candidate:
     codec: Codec
     payload: bytes
     tokens: int
+    text_index: int = -1  # which of the texts given to the codec's encode_texts (-1: none)
 
 
 def _candidates(codec: LMCodec | None, group: list[bytes]) -> list[_Candidate | None]:
@@ -203,7 +218,7 @@ def _candidates(codec: LMCodec | None, group: list[bytes]) -> list[_Candidate | 
     for i, (data, plan) in enumerate(zip(group, plans, strict=True)):
         payload, tokens, escapes = by_chunk.get(i, (b"", 0, 0))
         if len(plan) == 1 and plan[0].kind == spans.TEXT and not escapes and tokens:
-            out.append(_Candidate(Codec.LM, payload, tokens))
+            out.append(_Candidate(Codec.LM, payload, tokens, todo.index(i)))
             continue
         binary = parts[i][1]
         side = encode_plain(binary).payload if binary else b""
@@ -317,14 +332,17 @@ def compress_stream(
         if codec is not None:
             model_cost = 0
             if not writer.has_model:  # the model record and its index entry: 2 kind bytes, 2 B, CRC, body
-                body = len(_identity(codec).pack_body())
+                body = len(_identity(codec, batch).pack_body())
                 model_cost = 2 + 2 * len(uvarint(body)) + 4 + body
             chosen = _choose(group, cands, model_cost)
+            finish = getattr(codec, "finish_group", None)
+            if finish is not None:  # file-wide memory: code the chosen lm chunks with it
+                chosen = _with_memory(finish, chosen)
         for chunks, cand in _segments(group, chosen, run_limit):
             if cand is not None:
                 if not writer.has_model:
                     assert codec is not None
-                    writer.add_model(_identity(codec))
+                    writer.add_model(_identity(codec, batch))
                 writer.add(cand.codec, chunks[0], cand.payload, cand.tokens)
                 stats.chunks[cand.codec.name.lower()] += 1
             else:
@@ -341,9 +359,10 @@ def compress_stream(
 
 
 def _describe(m: ModelInfo) -> str:
+    memory = f", memory group {m.memory_group} block {m.memory_block}" if m.memory_block else ""
     return (
         f"hash {m.model_hash[:6].hex()}, tokenizer {m.tokenizer_hash[:6].hex()}, "
-        f"numerics v{m.numerics_version}, window {m.context_window}"
+        f"numerics v{m.numerics_version}, window {m.context_window}{memory}"
     )
 
 
@@ -367,12 +386,21 @@ class _Decoder:
             assert m is not None  # the reader rejects an lm record before the model record
             # The archive's name is a label: the model is the user's --model, or the one
             # with the archive's hashes (lmzip.engine.loader.find_model).
-            opts = dataclasses.replace(self.options, window=m.context_window, archive_model=m)
-            key = (m.model_hash, m.tokenizer_hash, m.numerics_version, m.context_window)
-            codec = self.codecs.get(key) or load_codec(opts)
+            opts = dataclasses.replace(
+                self.options,
+                window=m.context_window,
+                archive_model=m,
+                memory_block=m.memory_block,
+                memory_group=m.memory_group,
+            )
+            key = (m.model_hash, m.tokenizer_hash, m.numerics_version, m.context_window, m.memory_block, m.memory_group)
+            cached = self.codecs.get(key)
+            fresh = getattr(cached, "fresh", None)  # an earlier archive's codec: its engine, an empty memory
+            codec = load_codec(opts) if cached is None else fresh() if fresh is not None else cached
             self.codecs[key] = codec
             mine = _identity(codec)
-            keys = ("model_hash", "tokenizer_hash", "numerics_version", "context_window")
+            # the memory group is the archive's layout (decompress_stream groups by it), not the codec's
+            keys = ("model_hash", "tokenizer_hash", "numerics_version", "context_window", "memory_block")
             if any(getattr(m, k) != getattr(mine, k) for k in keys):
                 raise ModelMismatchError(
                     f"archive needs model '{printable_label(m.name)}' ({_describe(m)}); "
@@ -403,7 +431,9 @@ class _Decoder:
         if lm_recs:
             codec = self.lm_codec()
             try:
-                if any(t[0].codec == Codec.SPANS for t in texts):
+                if getattr(codec, "memory_block", 0):
+                    decoded = _decode_with_memory(codec, texts)
+                elif any(t[0].codec == Codec.SPANS for t in texts):
                     decode_texts = getattr(codec, "decode_texts", None)
                     if decode_texts is None:
                         raise LmzipError("this LM codec cannot decode spans records")
@@ -435,6 +465,39 @@ class _Decoder:
                 raise CorruptChunkError(f"{rec.label}: CRC mismatch")
             out.append(data)
         return out
+
+
+def _decode_with_memory(codec: LMCodec, texts: list[tuple[Record, bytes, int, int]]) -> list[bytes]:
+    """File-wide memory: the group's lm records share it, decoded together in chunk order
+    (codec.decode_chunks); spans records' texts are coded without it (decode_texts)."""
+    decoded = [b""] * len(texts)
+    lm = [i for i, t in enumerate(texts) if t[0].codec == Codec.LM]
+    sp = [i for i, t in enumerate(texts) if t[0].codec != Codec.LM]
+    if lm:
+        out = codec.decode_chunks([(texts[i][1], texts[i][2]) for i in lm])
+        for i, data in zip(lm, out, strict=True):
+            decoded[i] = data
+    if sp:
+        out = codec.decode_texts([texts[i][1:] for i in sp])  # type: ignore[attr-defined]
+        for i, data in zip(sp, out, strict=True):
+            decoded[i] = data
+    return decoded
+
+
+def _with_memory(
+    finish: Callable[[list[int]], list[tuple[bytes, int]]],
+    chosen: list[_Candidate | None],
+) -> list[_Candidate | None]:
+    """The chosen lm records coded again with the codec's file-wide memory, in chunk order
+    (the order the decoder replays); the memory then holds them. Spans records keep their
+    payloads (the memory covers lm records only). Which chunks become lm records was
+    decided on the model's own payloads: the memory only makes them smaller, as a rule."""
+    lm = [i for i, c in enumerate(chosen) if c is not None and c.codec == Codec.LM]
+    coded = finish([chosen[i].text_index for i in lm])  # type: ignore[union-attr]
+    out = list(chosen)
+    for i, (payload, tokens) in zip(lm, coded, strict=True):
+        out[i] = _Candidate(Codec.LM, payload, tokens, chosen[i].text_index)  # type: ignore[union-attr]
+    return out
 
 
 def _join_spans(sp: spans.SpansPayload, text: bytes) -> bytes:
@@ -522,7 +585,24 @@ def _decompress_member(
 
     group: list[tuple[Record, bytes]] = []
     lm_count = pending = 0
+    # File-wide memory (numerics v5): a memory group's lm records decode together (their
+    # chunks share the memory block by block), one group after another. Such a group is at
+    # most MAX_MEMORY_GROUP_BYTES of original data (the reader checks the model record), so
+    # it is decoded whole, large stored/zstd records included, instead of by the budget.
+    memory_group = 0
     for rec, body in reader.entries():
+        if not memory_group and reader.model is not None and reader.model.memory_block:
+            memory_group = reader.model.memory_group  # set by the model record, before any lm record
+            if memory_group * reader.header.chunk_size > MAX_MEMORY_GROUP_BYTES:
+                raise FormatError(
+                    f"memory group of {memory_group} chunks of {reader.header.chunk_size} bytes "
+                    f"exceeds {MAX_MEMORY_GROUP_BYTES} bytes"
+                )
+        if memory_group:
+            if group and rec.first_chunk // memory_group != group[0][0].first_chunk // memory_group:
+                flush(group)
+            group.append((rec, body.read()))
+            continue
         if rec.codec not in (Codec.LM, Codec.SPANS) and rec.original_length > STREAM_RECORD_BYTES:
             flush(group)  # output stays in order
             lm_count = pending = 0

@@ -76,7 +76,16 @@ from lmzip.pipeline import (  # noqa: E402
 
 
 def fake_factory(options: object) -> FakeLM:
+    """The fake LM; for decoding an archive with file-wide memory (numerics v5), one that
+    claims the archive's memory group and block (the fake ignores them otherwise)."""
+    block = getattr(options, "memory_block", 0)
+    if block:
+        return FakeLM(FakeIdentity(numerics_version=5, memory_group=options.memory_group, memory_block=block))  # type: ignore[attr-defined]
     return FakeLM()
+
+
+def memory_factory(options: object) -> FakeLM:
+    return FakeLM(FakeIdentity(numerics_version=5, memory_group=3, memory_block=16))
 
 
 def compress(data: bytes, **kw: Any) -> bytes:
@@ -107,6 +116,9 @@ def make_bases() -> dict[str, tuple[bytes, bytes]]:
         "max-chunk-lm": (text(1000, 7), {"chunk_size": MAX_CHUNK_SIZE}),
         # format v3 spans records: TEXT (with 0xFF escapes), RUN and BINARY spans; lm records beside them
         "spans-lm": (spans_data, {"chunk_size": 2048, "batch": 2}),
+        # numerics v5: the model record carries a memory group (3 chunks) and block; decoding
+        # hands the codec one memory group at a time
+        "memory-lm": (mixed, {"chunk_size": 200, "batch": 3, "codec_factory": memory_factory}),
     }
     bases = {name: (data, compress(data, **kw)) for name, (data, kw) in specs.items()}
     data, archive = bases["text-lm"]

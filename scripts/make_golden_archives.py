@@ -48,6 +48,8 @@ BINARY_SEED = 20240611
 FIXTURES: dict[str, tuple[str, list[str], bool]] = {
     # small chunks so that several lm chunks decode in lock step
     "prose": ("prose.txt", ["--chunk-size", "1024"], True),
+    # numerics v4 (no file-wide memory): what lmzip wrote before v5, still written and read
+    "prose-v4": ("prose.txt", ["--chunk-size", "1024", "--memory-block", "0"], True),
     "code": ("code_py.txt", [], True),
     "binary": ("binary.bin", [], False),
     "empty": ("empty.bin", [], False),
@@ -55,6 +57,9 @@ FIXTURES: dict[str, tuple[str, list[str], bool]] = {
     "mixed": ("mixed.tar", ["--chunk-size", "2048"], True),
 }
 NEEDS = {"mixed": "spans"}  # the record kind a fixture must come out with (default: lm)
+
+
+ARCHIVE_NAMES = {"prose-v4": "prose-v4.txt.lmz"}  # archives not named after their original
 
 
 def binary_original() -> bytes:
@@ -89,7 +94,7 @@ def build(name: str) -> tuple[bytes, dict]:
         raise SystemExit(f"{name}: no {kind} record ({counts}); the fixture would not exercise the model")
     entry = {
         "original": original_name,
-        "archive": original_name + ".lmz",
+        "archive": ARCHIVE_NAMES.get(name, original_name + ".lmz"),
         "args": args,
         "original_size": len(original),
         "original_sha256": hashlib.sha256(original).hexdigest(),
@@ -103,6 +108,8 @@ def build(name: str) -> tuple[bytes, dict]:
             "model_hash": info.model.model_hash.hex(),
             "numerics_version": info.model.numerics_version,
             "context_window": info.model.context_window,
+            "memory_group": info.model.memory_group,
+            "memory_block": info.model.memory_block,
         },
     }
     return archive, entry
@@ -138,8 +145,14 @@ def versions() -> dict:
     import lmzip
     from lmzip.container import VERSION
     from lmzip.engine.numerics import NUMERICS_VERSION
+    from lmzip.lm_codec import NUMERICS_MEMORY
 
-    return {"lmzip_version": lmzip.__version__, "format_version": VERSION, "numerics_version": NUMERICS_VERSION}
+    return {
+        "lmzip_version": lmzip.__version__,
+        "format_version": VERSION,
+        "numerics_version": NUMERICS_VERSION,
+        "memory_numerics_version": NUMERICS_MEMORY,
+    }
 
 
 def main() -> int:

@@ -15,6 +15,8 @@ class FakeIdentity:
     tokenizer_hash: bytes = b"T" * 32
     numerics_version: int = 3
     context_window: int = 512
+    memory_group: int = 0  # with numerics_version >= 5: the archive's memory group and block
+    memory_block: int = 0
 
 
 WORDS = [b"the", b"cat", b"sat", b"on", b"a", b"mat", b"and", b"looked", b"around\n"]

@@ -41,11 +41,11 @@ def codec() -> Iterator[object]:
     thread count is restored afterwards."""
     import torch
 
-    from lmzip.lm_codec import load_lm_codec
+    from lmzip.lm_codec import DEFAULT_MEMORY_BLOCK, load_lm_codec
 
     threads = torch.get_num_threads()
     try:
-        yield load_lm_codec(threads=1, batch=BATCH)
+        yield load_lm_codec(threads=1, batch=BATCH, memory_block=DEFAULT_MEMORY_BLOCK)
     finally:
         torch.set_num_threads(threads)
 

@@ -16,7 +16,6 @@ import io
 import random
 
 import pytest
-from fake_lm import FakeLM, factory
 from script_modules import load_script
 
 import lmzip
@@ -32,7 +31,7 @@ LIMIT = 10.0  # seconds per case: a hang guard, not a speed test (cases take abo
 def decode(blob: bytes, batch: int = 32, pipe: bool = False) -> bytes:
     out = io.BytesIO()
     src = fuzz.Pipe(blob) if pipe else io.BytesIO(blob)
-    lmzip.Decompressor(batch=batch, codec_factory=factory(FakeLM())).copy_stream(src, out)
+    lmzip.Decompressor(batch=batch, codec_factory=fuzz.fake_factory).copy_stream(src, out)
     return out.getvalue()
 
 

@@ -85,15 +85,28 @@ def test_fixture_files_match_manifest(name: str) -> None:
     assert info.original_size == entry["original_size"]
 
 
+def archive_numerics(name: str) -> int:
+    """The numerics version lmzip writes for this fixture: v4 with --memory-block 0, else v5."""
+    from lmzip.engine.numerics import NUMERICS_VERSION
+    from lmzip.lm_codec import NUMERICS_MEMORY
+
+    args = ARCHIVES[name]["args"]
+    off = "--memory-block" in args and args[args.index("--memory-block") + 1] == "0"
+    return NUMERICS_VERSION if off else NUMERICS_MEMORY
+
+
 def test_golden_archives_are_for_this_build() -> None:
     """Stale archives after a deliberate bump: say so once, with the fix."""
     from lmzip.engine.numerics import NUMERICS_VERSION
+    from lmzip.lm_codec import NUMERICS_MEMORY
 
     assert MANIFEST["format_version"] == VERSION, f"format version bumped to {VERSION}: {REGENERATE}"
     assert MANIFEST["numerics_version"] == NUMERICS_VERSION, f"NUMERICS_VERSION is {NUMERICS_VERSION}: {REGENERATE}"
+    assert MANIFEST.get("memory_numerics_version") == NUMERICS_MEMORY, REGENERATE
     for name in WITH_MODEL:
         info = read_archive_info(io.BytesIO(archive(name)))
-        assert info.model is not None and info.model.numerics_version == NUMERICS_VERSION, REGENERATE
+        assert info.model is not None and info.model.numerics_version == archive_numerics(name), REGENERATE
+    assert {archive_numerics(n) for n in WITH_MODEL} == {NUMERICS_VERSION, NUMERICS_MEMORY}  # both pinned
     # The fixtures cover what they claim: lm chunks decoded in lock step, a model-free archive, empty.
     assert ARCHIVES["prose"]["codec_counts"].get("lm", 0) >= 2
     assert ARCHIVES["code"]["codec_counts"].get("lm", 0) >= 1
@@ -211,26 +224,28 @@ def test_other_format_version_refused(name: str, version: int, tmp_path: Path) -
     assert f"unsupported format version {version}" in line, line
 
 
+def _other_numerics(name: str) -> int:
+    """A numerics version this build does not write, with the same body layout: below 5
+    for v4 archives (no memory fields), above 5 for v5 ones."""
+    return archive_numerics(name) + (1 if archive_numerics(name) >= 5 else -1)
+
+
 def test_numerics_patch_is_only_the_version() -> None:
     """The patched archive passes every structural check (CRCs fixed up), so the test
     below fails on the version comparison and nothing else."""
-    from lmzip.engine.numerics import NUMERICS_VERSION
-
     for name in WITH_MODEL:
-        patched = with_numerics_version(archive(name), NUMERICS_VERSION + 1)
+        patched = with_numerics_version(archive(name), _other_numerics(name))
         assert patched != archive(name)
         _assert_structurally_valid(patched)
         info = read_archive_info(io.BytesIO(patched))
-        assert info.model is not None and info.model.numerics_version == NUMERICS_VERSION + 1
+        assert info.model is not None and info.model.numerics_version == _other_numerics(name)
 
 
 @pytest.mark.requires_model
-@pytest.mark.parametrize("delta", [-1, 1], ids=["older", "newer"])
-def test_other_numerics_version_refused(delta: int, tmp_path: Path) -> None:
-    from lmzip.engine.numerics import NUMERICS_VERSION
-
-    wanted = NUMERICS_VERSION + delta
-    line = _decompress_fails_cleanly(with_numerics_version(archive("prose"), wanted), tmp_path)
+@pytest.mark.parametrize("name", ["prose-v4", "prose"], ids=["older", "newer"])
+def test_other_numerics_version_refused(name: str, tmp_path: Path) -> None:
+    wanted, mine = _other_numerics(name), archive_numerics(name)
+    line = _decompress_fails_cleanly(with_numerics_version(archive(name), wanted), tmp_path)
     low = line.lower()
     assert "numerics" in low and "model" in low, line
-    assert f"numerics v{wanted}" in low and f"v{NUMERICS_VERSION}" in low, line  # both sides named
+    assert f"numerics v{wanted}" in low and f"v{mine}" in low, line  # both sides named

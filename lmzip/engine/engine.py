@@ -175,6 +175,20 @@ class LockstepDecoder:
         with torch.inference_mode():
             return self.model.find(self._active_logits(), targets)
 
+    def find_mixed(
+        self,
+        targets: torch.Tensor,
+        spreads: torch.Tensor,
+        starts: torch.Tensor,
+        cand: torch.Tensor,
+        boosts: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(token, mixed CF, mixed f, model f) per active slot: ``find`` on the model's table
+        mixed with file-wide memory (lmzip/memory.py; row r's candidates are
+        cand[starts[r]:starts[r + 1]], sorted, with their boosts)."""
+        with torch.inference_mode():
+            return self.model.mixed_find(self._active_logits(), targets, spreads, starts, cand, boosts)
+
     def frequencies(self) -> torch.Tensor:
         """The same as full frequency rows [active, vocab]."""
         return self.distributions().table()

@@ -412,3 +412,44 @@ void token_bounds(int64_t M, int64_t V, int64_t mode, const float *coef, float l
         free(e);
     }
 }
+
+/*
+ * Decoding with file-wide memory (lmzip/memory.py): the model's table scaled to
+ * spread[r] = S and a few candidate tokens boosted. For row r, cand_tok/cand_boost
+ * [cand_start[r], cand_start[r + 1]) are its candidates, sorted by token:
+ *   cum_mix(t) = floor(CF(t) * S / 2**24) + t + (boosts of candidates below t)
+ * tokens[r] = the t with cum_mix(t) <= targets[r] < cum_mix(t + 1); low/freq its mixed
+ * interval, lm_freq its model frequency f(t).
+ */
+void mixed_find(int64_t M, int64_t V, const float *coef, float log2e, const float *logits, const int64_t *targets,
+                const int64_t *spread, const int64_t *cand_start, const int64_t *cand_tok, const int64_t *cand_boost,
+                int64_t *tokens, int64_t *low, int64_t *freq, int64_t *lm_freq) {
+    poly_t c = {coef[0], coef[1], coef[2], coef[3]};
+#pragma omp parallel
+    {
+        float *e = malloc(sizeof(float) * (size_t)V);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < M; r++) {
+            const int64_t mass = row_exp(logits + r * V, V, log2e, &c, e);
+            const int64_t recip = (((int64_t)1 << 24) - V) * ((int64_t)1 << 38) / mass;
+            const int64_t S = spread[r], target = targets[r], end = cand_start[r + 1];
+            int64_t ci = cand_start[r], E = 0, extra = 0, cf = 0, t, cf_next = 0, b = 0;
+            for (t = 0; t < V; t++) {
+                const int64_t next = E + (int64_t)e[t];
+                cf_next = t + 1 == V ? ((int64_t)1 << 24) : cumulative(next, t + 1, recip);
+                const int hit = ci < end && cand_tok[ci] == t;
+                b = hit ? cand_boost[ci] : 0;
+                if (((cf_next * S) >> 24) + t + 1 + extra + b > target || t + 1 == V) break;
+                E = next;
+                cf = cf_next;
+                extra += b;
+                ci += hit;
+            }
+            tokens[r] = t;
+            low[r] = ((cf * S) >> 24) + t + extra;
+            freq[r] = ((cf_next * S) >> 24) - ((cf * S) >> 24) + 1 + b;
+            lm_freq[r] = cf_next - cf;
+        }
+        free(e);
+    }
+}

@@ -148,6 +148,8 @@ def library(portable: bool = False) -> ctypes.CDLL | None:
     lib.weighted_sum.restype = None
     lib.token_bounds.argtypes = [i64] * 3 + [ptr, f32] + [ptr] * 5
     lib.token_bounds.restype = None
+    lib.mixed_find.argtypes = [i64, i64, ptr, f32] + [ptr] * 10
+    lib.mixed_find.restype = None
     f64 = ctypes.c_double
     lib.rows_rms_quantize.argtypes = [i64, i64, ptr, ptr, f64, i64, ptr, ptr]
     lib.rows_quantize.argtypes = [i64, i64, ptr, i64, ptr, ptr]
@@ -308,6 +310,31 @@ def token_bounds(
         given.data_ptr(), out[0].data_ptr(), out[1].data_ptr(), out[2].data_ptr(),
     )  # fmt: skip
     return out[0], out[1], out[2]
+
+
+def mixed_find(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    spreads: torch.Tensor,
+    starts: torch.Tensor,
+    cand: torch.Tensor,
+    boosts: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(token, mixed low, mixed f, model f) per row of logits [M, V] for the targets, with
+    the model's table scaled to spreads[r] and candidates cand/boosts[starts[r]:starts[r + 1]]
+    boosted (lmzip/memory.py): the integers of model.mixed_find_reference."""
+    lib = library()
+    assert lib is not None
+    logits = logits.float().contiguous()
+    rows, vocab = logits.shape
+    out = torch.empty(4, rows, dtype=torch.int64)
+    args = [x.to(torch.int64).contiguous() for x in (targets, spreads, starts, cand, boosts)]
+    coef = torch.tensor(numerics.EXP2_POLY, dtype=torch.float32)
+    lib.mixed_find(
+        rows, vocab, coef.data_ptr(), numerics.LOG2E_F32, logits.data_ptr(), *(a.data_ptr() for a in args),
+        out[0].data_ptr(), out[1].data_ptr(), out[2].data_ptr(), out[3].data_ptr(),
+    )  # fmt: skip
+    return out[0], out[1], out[2], out[3]
 
 
 # ---------------------------------------------------------------------------

@@ -284,6 +284,32 @@ class Frequencies:
         return cf[:, 1:] - cf[:, :-1]
 
 
+def mixed_find_reference(
+    freqs: Frequencies,
+    targets: torch.Tensor,
+    spreads: torch.Tensor,
+    starts: torch.Tensor,
+    cand: torch.Tensor,
+    boosts: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """kernels.c mixed_find over whole rows: cum_mix(t) = floor(CF(t) * S / 2**24) + t + boosts below t."""
+    table = freqs.table()  # [M, V]
+    rows, vocab = table.shape
+    dev = table.device
+    cf = torch.zeros(rows, vocab + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(table, dim=1, out=cf[:, 1:])
+    extra = torch.zeros(rows, vocab + 1, dtype=torch.int64, device=dev)
+    for r in range(rows):
+        lo, hi = int(starts[r]), int(starts[r + 1])
+        extra[r, cand[lo:hi].long().to(dev) + 1] += boosts[lo:hi].long().to(dev)
+    spread = spreads.view(rows, 1).long().to(dev)
+    cum = ((cf * spread) >> numerics.FREQ_BITS) + torch.arange(vocab + 1, device=dev) + extra.cumsum(1)
+    tok = torch.searchsorted(cum, targets.view(rows, 1).long().to(dev), right=True)[:, 0] - 1
+    r = torch.arange(rows, device=dev)
+    low = cum[r, tok]
+    return tok, low, cum[r, tok + 1] - low, table[r, tok]
+
+
 def frequencies(logits: torch.Tensor) -> Frequencies:
     """Exact integer next-token distributions for logits [M, V]."""
     rows, vocab = logits.shape
@@ -672,3 +698,17 @@ class ExactLlama:
         if self.kernels == "c":
             return native.token_bounds(logits, targets=targets)
         return frequencies(logits).find(targets)
+
+    def mixed_find(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        spreads: torch.Tensor,
+        starts: torch.Tensor,
+        cand: torch.Tensor,
+        boosts: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(token, mixed CF, mixed f, model f) per row, the model's table mixed with boosts (lmzip/memory.py)."""
+        if self.kernels == "c":
+            return native.mixed_find(logits, targets, spreads, starts, cand, boosts)
+        return mixed_find_reference(frequencies(logits), targets, spreads, starts, cand, boosts)

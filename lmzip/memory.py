@@ -1,0 +1,527 @@
+"""File-wide memory: exact online models mixed with the language model (numerics v5).
+
+The language model sees 1,024 tokens of its own chunk. This module remembers the whole
+file: a match model (the longest recent repeat of the token context) and hashed token
+n-gram counts (orders 1-4), mixed with the model's integer frequencies by an online
+mixer. Everything is integer arithmetic on Python ints in a canonical order, so the
+encoder and the decoder compute the same tables on every machine.
+
+Mixing ("scale the LM table and add boosts"). With the model's cumulative frequency
+CF(t) (CF(V) = 2**24), the boosts b(t) >= 0 of a few candidate tokens (B = their sum)
+and S = 2**24 - V - B::
+
+    cum_mix(t) = floor(CF(t) * S / 2**24) + t + sum(b(c) for candidates c < t)
+    f_mix(t)   = floor(CF(t + 1) * S / 2**24) - floor(CF(t) * S / 2**24) + 1 + b(t)
+
+Every token gets f_mix >= 1 and the table sums to exactly 2**24. Coding a token needs
+only its own (CF, f) and the candidates' boosts; decoding walks the model's table once
+(kernels.c ``mixed_find``, model.mixed_find_reference, or ``mixed_find_reference`` here).
+
+Sharing memory across the chunks of a group while they decode in lock step: a chunk's
+prediction uses the *shared* state (everything of earlier groups, plus the tokens of
+every chunk of the current group before the last completed block of ``block``
+positions) and its own *private* state: its own tokens so far (a match index over the
+chunk, its n-gram counts not yet absorbed) and private copies of the adaptive
+parameters with its own updates applied at once. At each barrier (after positions k*block - 1 of every chunk) the
+tokens of the finished block enter the shared models chunk by chunk in chunk order,
+each chunk's tokens in position order, and the adaptive parameters (match confidence,
+mixer weights) are updated from the events the block recorded, in the same order;
+the private copies restart from the shared ones.
+
+Fixed-point scalings: probabilities q16 (1.0 = 2**16) inside the models; boosts and
+frequencies in units of 2**-24; mixer parameters in 1/256 nat.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+FREQ_BITS = 24
+TOTAL = 1 << FREQ_BITS
+ONE = 1 << 16  # q16 probability 1.0
+MIN_LM_SPREAD = 1 << 16  # S never drops below this: the model keeps some mass on every token
+
+# Fixed table sizes (part of numerics v5).
+HISTORY_BITS = 22  # shared token history ring: 4 Mi tokens (16 MiB)
+MATCH_BITS = 20  # match hash table: 1 Mi positions (4 MiB)
+MATCH_MIN = 3  # tokens of context hashed to find a match
+MATCH_ORDERS = (MATCH_MIN,)  # context lengths looked up, longest first (one hash table each)
+MATCH_MAX = 65535  # match length saturates here
+NGRAM_ORDERS = (1, 2, 3, 4)
+NGRAM_BITS = 17  # slots per order (each: check + 16 token/count pairs: 33 int32 = 132 B)
+NGRAM_WAYS = 16
+NGRAM_COUNT_MAX = 1023  # counts of a slot are halved when one passes this
+STATEMAP_LIMIT = 1023  # adaptation rate of match confidence: 1/(n+2), n capped here
+MIX_INPUTS = 3  # language model, n-gram, match
+MIX_RATE = 77  # learning rate of the mixer, in 1/256 (0.3)
+MIX_THETA_MAX = 16 * 256  # mixer parameters are clamped to +-16 nats
+MIX_THETA_LM = 2 * 256  # initial parameter of the language model (the others start at 0)
+
+_MASK64 = (1 << 64) - 1
+_HASH_MUL = 0x9E3779B97F4A7C15
+
+
+def _hash_step(h: int, token: int) -> int:
+    return ((h + token + 1) * _HASH_MUL) & _MASK64
+
+
+@lru_cache(maxsize=1)
+def exp_table() -> tuple[int, ...]:
+    """round(2**16 * exp(-x / 256)) for x in 0..2*MIX_THETA_MAX, from exact integer arithmetic."""
+    from lmzip.engine.numerics import _fix_exp_neg  # integer Taylor series, no libm
+
+    fix = 96
+    step = _fix_exp_neg(1, 256)  # exp(-1/256) in 2**-96; powers of it by exact fixed-point products
+    out, value = [], 1 << fix
+    for _ in range(2 * MIX_THETA_MAX + 1):
+        out.append((value + (1 << (fix - 17))) >> (fix - 16))
+        value = value * step >> fix
+    return tuple(out)
+
+
+def match_bucket(length: int) -> int:
+    """Match-length bucket 0..15 (0: no prediction)."""
+    if length < 12:
+        return length
+    if length < 16:
+        return 12
+    if length < 24:
+        return 13
+    if length < 32:
+        return 14
+    return 15
+
+
+NGRAM_CONFIDENCES = 13
+
+
+def ngram_confidence(dist: dict[int, int], order: int) -> int:
+    """0: no n-gram prediction; else 1 + 6 * (order >= 3) + level of the top probability (0..5)."""
+    if not dist:
+        return 0
+    top = max(dist.values())
+    level = sum(top >= x for x in (ONE // 4, ONE // 2, 3 * ONE // 4, 7 * ONE // 8, 15 * ONE // 16))
+    return 1 + 6 * (order >= 3) + level
+
+
+# ---------------------------------------------------------------------------
+# Mixing arithmetic: the integer frequency table of a position
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Boosts:
+    """The online models' share of one position: sorted candidate tokens and their
+    boosts (units of 2**-24), and S, the model table's scaled total."""
+
+    tokens: tuple[int, ...]
+    boosts: tuple[int, ...]
+    spread: int  # S = 2**24 - V - sum(boosts)
+
+    @staticmethod
+    def none(vocab: int) -> Boosts:
+        return Boosts((), (), TOTAL - vocab)
+
+
+def mixed_bounds(cf: int, f: int, token: int, b: Boosts) -> tuple[int, int]:
+    """(cum_mix, f_mix) of ``token`` whose model interval is [cf, cf + f)."""
+    s = b.spread
+    lo = (cf * s) >> FREQ_BITS
+    hi = ((cf + f) * s) >> FREQ_BITS
+    below = 0
+    own = 0
+    for c, boost in zip(b.tokens, b.boosts, strict=True):
+        if c < token:
+            below += boost
+        elif c == token:
+            own = boost
+        else:
+            break
+    return lo + token + below, hi - lo + 1 + own
+
+
+def mixed_table(cf_row: list[int] | tuple[int, ...], b: Boosts) -> list[int]:
+    """Cumulative mixed table [V + 1] from the model's cumulative row CF[0..V] (tests, reference)."""
+    vocab = len(cf_row) - 1
+    boost = dict(zip(b.tokens, b.boosts, strict=True))
+    out, extra = [], 0
+    for t in range(vocab + 1):
+        out.append(((cf_row[t] * b.spread) >> FREQ_BITS) + t + extra)
+        extra += boost.get(t, 0)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The models
+# ---------------------------------------------------------------------------
+
+
+class History:
+    """The shared token history: a ring of 2**HISTORY_BITS tokens; ``total`` ever absorbed."""
+
+    def __init__(self) -> None:
+        self.size = 1 << HISTORY_BITS
+        self.tokens = array("i", bytes(4 * self.size))
+        self.total = 0
+
+    def append(self, token: int) -> None:
+        self.tokens[self.total & (self.size - 1)] = token
+        self.total += 1
+
+    def get(self, pos: int) -> int | None:
+        """Token at absolute position ``pos``, None if not (or no longer) held."""
+        if pos >= self.total or pos < self.total - self.size or pos < 0:
+            return None
+        return self.tokens[pos & (self.size - 1)]
+
+
+class NGramTable:
+    """Hashed token n-gram counts of one order: slot = hash of the last ``order`` tokens,
+    holding a 16-bit check and NGRAM_WAYS (token, count) pairs (count 0 = empty)."""
+
+    def __init__(self, order: int) -> None:
+        self.order = order
+        n = 1 << NGRAM_BITS
+        self.check = array("i", bytes(4 * n))
+        self.tok = array("i", bytes(4 * n * NGRAM_WAYS))
+        self.cnt = array("i", bytes(4 * n * NGRAM_WAYS))
+
+    @staticmethod
+    def _slot(h: int) -> tuple[int, int]:
+        return (h >> 20) & ((1 << NGRAM_BITS) - 1), (h >> 48) | 1  # check never 0
+
+    def lookup(self, h: int) -> list[tuple[int, int]]:
+        """(token, count) pairs held for context hash ``h`` (empty if none)."""
+        idx, chk = self._slot(h)
+        if self.check[idx] != chk:
+            return []
+        base = idx * NGRAM_WAYS
+        return [(self.tok[base + w], self.cnt[base + w]) for w in range(NGRAM_WAYS) if self.cnt[base + w]]
+
+    def update(self, h: int, token: int) -> None:
+        idx, chk = self._slot(h)
+        base = idx * NGRAM_WAYS
+        cnt, tok = self.cnt, self.tok
+        if self.check[idx] != chk:
+            self.check[idx] = chk
+            for w in range(NGRAM_WAYS):
+                cnt[base + w] = 0
+        weakest = base
+        for w in range(base, base + NGRAM_WAYS):
+            if cnt[w] and tok[w] == token:
+                cnt[w] += 1
+                if cnt[w] > NGRAM_COUNT_MAX:
+                    for v in range(base, base + NGRAM_WAYS):
+                        cnt[v] = (cnt[v] + 1) >> 1
+                return
+            if cnt[w] < cnt[weakest]:
+                weakest = w
+        tok[weakest] = token
+        cnt[weakest] = 1
+
+
+class StateMap:
+    """Adaptive probabilities per context, lpaq style: p += (y - p) / (n + 2), kept in
+    units of 2**-28 (``q16`` gives them in units of 2**-16, within [32, ONE - 32])."""
+
+    SHIFT = 12  # 2**-28 units -> q16
+
+    def __init__(self, contexts: int, start: int) -> None:
+        self.p = [start << self.SHIFT] * contexts
+        self.n = [0] * contexts
+
+    def copy(self) -> StateMap:
+        other = StateMap(0, 0)
+        other.p, other.n = self.p[:], self.n[:]
+        return other
+
+    def q16(self, ctx: int) -> int:
+        return self.p[ctx] >> self.SHIFT
+
+    def update(self, ctx: int, hit: bool) -> None:
+        n = self.n[ctx]
+        p = self.p[ctx] + (((ONE << self.SHIFT) if hit else 0) - self.p[ctx]) // (n + 2)
+        self.p[ctx] = min((ONE - 32) << self.SHIFT, max(32 << self.SHIFT, p))
+        if n < STATEMAP_LIMIT:
+            self.n[ctx] = n + 1
+
+
+class Mixer:
+    """Softmax weights over (model, n-gram, match) per weight set, trained online by
+    gradient on log loss: theta_i += rate * w_i * (p_i / p_mix - 1). theta in 1/256 nat."""
+
+    def __init__(self, sets: int) -> None:
+        self.theta = [[MIX_THETA_LM] + [0] * (MIX_INPUTS - 1) for _ in range(sets)]
+
+    def weights(self, s: int) -> list[int]:
+        """Unnormalised weights (q16 scale) of set ``s``."""
+        th = self.theta[s]
+        top = max(th)
+        table = exp_table()
+        return [table[top - x] for x in th]
+
+    def copy(self) -> Mixer:
+        other = Mixer(0)
+        other.theta = [row[:] for row in self.theta]
+        return other
+
+    def update(self, s: int, probs: tuple[int, ...], mixed: int) -> None:
+        """probs: each input's probability of the coded token and ``mixed`` the coded
+        token's mixed frequency, all in units of 2**-24."""
+        th = self.theta[s]
+        w = self.weights(s)
+        total = sum(w)
+        for i in range(MIX_INPUTS):
+            step = (MIX_RATE * w[i] * (probs[i] - mixed)) // (total * mixed)
+            th[i] = min(MIX_THETA_MAX, max(-MIX_THETA_MAX, th[i] + step))
+
+
+# ---------------------------------------------------------------------------
+# One chunk's view, and the file's memory
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkState:
+    """A chunk's private state: its own tokens, a match model over them, and what
+    waits for the next barrier."""
+
+    tokens: list[int] = field(default_factory=list)
+    own: dict[int, int] = field(default_factory=dict)  # hash of MATCH_MIN tokens -> position after them
+    match_shared: bool = False  # where the current match points
+    match_pos: int = -1  # position of the predicted token (in the chunk or the shared history)
+    match_len: int = 0
+    absorbed: int = 0  # tokens already in the shared models
+    pending: dict[int, dict[int, int]] = field(default_factory=dict)  # n-gram counts of the tokens not yet absorbed
+    hashes: list[int] = field(default_factory=list)  # context hashes (orders 1..4) of the next token
+    # the shared adaptive parameters as of the last barrier plus this chunk's own updates since
+    mixer: Mixer | None = None
+    confidence: StateMap | None = None
+    events: list[tuple[int, int, int, tuple[int, int, int], int]] = field(default_factory=list)
+
+
+@dataclass
+class Prediction:
+    boosts: Boosts
+    mix_set: int
+    bucket: int
+    predicted: int  # match model's token, -1 if none
+    q_match: int  # q16
+    ngram: dict[int, int]  # token -> q16
+
+
+class FileMemory:
+    """Shared models of a file (one per archive, updated group after group)."""
+
+    def __init__(self, vocab: int, block: int) -> None:
+        if block < 1:
+            raise ValueError("memory block must be at least 1")
+        if not 0 < vocab < TOTAL - MIN_LM_SPREAD:
+            raise ValueError(f"vocabulary of {vocab} tokens leaves no room for boosts")
+        self.vocab = vocab
+        self.block = block
+        self.history = History()
+        # per match order: hash of that many tokens -> history position after them
+        self.match_tables = [
+            array("q", bytes(8 << MATCH_BITS)) for _ in MATCH_ORDERS
+        ]  # int64: positions of files of any length
+        self.ngrams = [NGramTable(k) for k in NGRAM_ORDERS]
+        self.confidence = StateMap(16 * 2, ONE // 2)  # match bucket x (match in own chunk)
+        self.mixer = Mixer(16 * NGRAM_CONFIDENCES)
+
+    # -- prediction ------------------------------------------------------------
+
+    def _ngram(self, cs: ChunkState) -> tuple[dict[int, int], int]:
+        """Interpolated sparse n-gram distribution (token -> q16) and the highest order found:
+        the shared counts plus the chunk's own counts not yet absorbed."""
+        dist: dict[int, int] = {}
+        found = 0
+        hashes = cs.hashes
+        for i, table in enumerate(self.ngrams):
+            if table.order > len(hashes):
+                break
+            h = hashes[table.order - 1] + table.order
+            counts = dict(table.lookup(h))
+            own = cs.pending.get(h)
+            if own:
+                for t, c in own.items():
+                    counts[t] = counts.get(t, 0) + c
+            if not counts:
+                break
+            found = i + 1
+            n = sum(counts.values())
+            d = len(counts)
+            dist = {t: (counts.get(t, 0) * ONE + d * dist.get(t, 0)) // (n + d) for t in set(dist) | set(counts)}
+        return dist, found
+
+    def predict(self, cs: ChunkState) -> Prediction:
+        if cs.mixer is None or cs.confidence is None:
+            cs.mixer, cs.confidence = self.mixer.copy(), self.confidence.copy()
+        dist, order = self._ngram(cs)
+        predicted = -1
+        if cs.match_len:
+            if cs.match_shared:
+                got = self.history.get(cs.match_pos)
+                predicted = -1 if got is None else got
+            else:
+                predicted = cs.tokens[cs.match_pos] if cs.match_pos < len(cs.tokens) else -1
+        bucket = match_bucket(cs.match_len) if predicted >= 0 else 0
+        conf_ctx = bucket * 2 + (0 if cs.match_shared else 1)
+        q_match = cs.confidence.q16(conf_ctx) if predicted >= 0 else 0
+        mix_set = bucket * NGRAM_CONFIDENCES + ngram_confidence(dist, order)
+        w = cs.mixer.weights(mix_set)
+        total = sum(w)
+        boost: dict[int, int] = {}
+        if dist:
+            for t, q in dist.items():
+                boost[t] = w[1] * q
+        if predicted >= 0:
+            boost[predicted] = boost.get(predicted, 0) + w[2] * q_match
+        scale = total * ONE
+        items = sorted((t, (v << FREQ_BITS) // scale) for t, v in boost.items())
+        items = [(t, v) for t, v in items if v > 0]
+        cap = TOTAL - self.vocab - MIN_LM_SPREAD
+        b_sum = sum(v for _, v in items)
+        if b_sum > cap:  # keep the model's floor: scale the boosts down (exactly)
+            items = [(t, v * cap // b_sum) for t, v in items]
+            b_sum = sum(v for _, v in items)
+        boosts = Boosts(tuple(t for t, _ in items), tuple(v for _, v in items), TOTAL - self.vocab - b_sum)
+        return Prediction(boosts, mix_set, conf_ctx, predicted, q_match, dist)
+
+    # -- after a token is coded ------------------------------------------------
+
+    def observe(self, cs: ChunkState, pred: Prediction, token: int, lm_freq: int, mixed_freq: int) -> None:
+        """Record the coded token: private match model now, shared updates at the barrier."""
+        p_ng = pred.ngram.get(token, 0) << 8
+        p_m = (pred.q_match << 8) if pred.predicted == token else 0
+        event = (pred.mix_set, pred.bucket, int(pred.predicted >= 0) + int(pred.predicted == token),
+                 (lm_freq, p_ng, p_m), mixed_freq)  # fmt: skip
+        cs.events.append(event)
+        assert cs.mixer is not None and cs.confidence is not None  # set by predict
+        self._learn(cs.mixer, cs.confidence, event)
+        for k, h in enumerate(cs.hashes):  # the chunk's own counts, until the barrier absorbs them
+            key = h + k + 1
+            own = cs.pending.setdefault(key, {})
+            own[token] = own.get(token, 0) + 1
+        cs.tokens.append(token)
+        n = len(cs.tokens)
+        h = 0
+        cs.hashes = []
+        for t in cs.tokens[-1 : -NGRAM_ORDERS[-1] - 1 : -1]:
+            h = _hash_step(h, t)
+            cs.hashes.append(h)
+        if pred.predicted >= 0 and pred.predicted == token:
+            cs.match_pos += 1
+            cs.match_len = min(MATCH_MAX, cs.match_len + 1)
+        else:
+            cs.match_len = 0
+        hashes = []
+        for i, order in enumerate(MATCH_ORDERS):
+            if n >= order:
+                h = 0
+                for t in cs.tokens[n - order :]:
+                    h = _hash_step(h, t)
+                hashes.append((i, order, h))
+        for i, order, h in hashes:
+            if cs.match_len:
+                break
+            self._find_match(cs, i, order, h)
+        for _, order, h in hashes:
+            cs.own[h + order] = n
+
+    def _find_match(self, cs: ChunkState, table: int, order: int, h: int) -> None:
+        """Start a match on the last ``order`` tokens: the chunk's own last occurrence
+        first, else the shared history; its length is the verified common suffix (at most
+        32 tokens looked at), at least ``order``."""
+        toks = cs.tokens
+        n = len(toks)
+        pos = cs.own.get(h + order, 0)
+        if pos and pos < n:
+            length = 0
+            while length < 32 and pos - 1 - length >= 0 and toks[pos - 1 - length] == toks[n - 1 - length]:
+                length += 1
+            if length >= order:
+                cs.match_shared, cs.match_pos, cs.match_len = False, pos, length
+                return
+        hp = self.match_tables[table][h & ((1 << MATCH_BITS) - 1)]
+        if hp:
+            length = 0
+            while length < 32 and length < n:
+                got = self.history.get(hp - 1 - length)
+                if got is None or got != toks[n - 1 - length]:
+                    break
+                length += 1
+            if length >= order:
+                cs.match_shared, cs.match_pos, cs.match_len = True, hp, length
+
+    # -- barrier: the block's tokens enter the shared models -------------------
+
+    def barrier(self, chunks: list[ChunkState]) -> None:
+        """Absorb every chunk's tokens since its last barrier, chunk by chunk in order."""
+        for cs in chunks:
+            toks = cs.tokens
+            for i in range(cs.absorbed, len(toks)):
+                self._absorb(toks, i)
+            cs.absorbed = len(toks)
+            cs.pending.clear()
+            for event in cs.events:
+                self._learn(self.mixer, self.confidence, event)
+            cs.events.clear()
+        for cs in chunks:
+            cs.mixer = cs.confidence = None
+
+    @staticmethod
+    def _learn(mixer: Mixer, confidence: StateMap, event: tuple[int, int, int, tuple[int, int, int], int]) -> None:
+        mix_set, bucket, outcome, probs, mixed = event
+        if outcome:
+            confidence.update(bucket, outcome == 2)
+        mixer.update(mix_set, probs, mixed)
+
+    def _absorb(self, toks: list[int], i: int) -> None:
+        token = toks[i]
+        h = 0
+        for k in range(1, NGRAM_ORDERS[-1] + 1):
+            if k > i:
+                break
+            h = _hash_step(h, toks[i - k])
+            if k in NGRAM_ORDERS:
+                self.ngrams[NGRAM_ORDERS.index(k)].update(h + k, token)
+        self.history.append(token)
+        for table, order in zip(self.match_tables, MATCH_ORDERS, strict=True):
+            if i + 1 >= order:
+                hm = 0
+                for t in toks[i + 1 - order : i + 1]:
+                    hm = _hash_step(hm, t)
+                table[hm & ((1 << MATCH_BITS) - 1)] = self.history.total  # the position after them
+
+
+def mixed_find_reference(cf_row: list[int], b: Boosts, target: int) -> tuple[int, int, int]:
+    """(token, cum_mix, f_mix) whose mixed interval holds ``target`` (slow, for tests)."""
+    import bisect
+
+    cum = mixed_table(cf_row, b)
+    t = bisect.bisect_right(cum, target) - 1
+    return t, cum[t], cum[t + 1] - cum[t]
+
+
+def encode_group(
+    memory: FileMemory, seqs: list[tuple[list[int], list[int], list[int]]]
+) -> list[tuple[list[int], list[int]]]:
+    """Mixed (cum, freq) of every token of a group's chunks, given each chunk's tokens and
+    the model's (CF, f) per token: the decoder's order replayed (blocks of positions,
+    chunks in order inside a block, a barrier after every block)."""
+    states = [ChunkState() for _ in seqs]
+    out: list[tuple[list[int], list[int]]] = [([], []) for _ in seqs]
+    longest = max((len(s[0]) for s in seqs), default=0)
+    for start in range(0, longest, memory.block):
+        for (toks, cfs, fs), cs, (cums, freqs) in zip(seqs, states, out, strict=True):
+            for p in range(start, min(start + memory.block, len(toks))):
+                pred = memory.predict(cs)
+                cm, fm = mixed_bounds(int(cfs[p]), int(fs[p]), int(toks[p]), pred.boosts)
+                memory.observe(cs, pred, int(toks[p]), int(fs[p]), fm)
+                cums.append(cm)
+                freqs.append(fm)
+        memory.barrier(states)
+    return out
