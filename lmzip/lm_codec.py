@@ -140,10 +140,13 @@ class LMCodec:
         """(payload, token count) of the texts ``indices`` (of the last ``encode_texts``
         call; texts without escapes, in chunk order) coded as lm records with the
         file-wide memory, which then holds them. Without memory: their own payloads."""
+        self.last_mixed_bits = [None] * len(indices)
+        if not indices:  # also a group with no text at all (no encode_texts call)
+            self._pending = None
+            return []
         assert self._pending is not None, "finish_group follows encode_texts"
         seqs, scored, plain = self._pending
         self._pending = None
-        self.last_mixed_bits = [None] * len(indices)
         if not self.memory_block:  # numerics v4: the model's own payloads
             return [(plain[i], len(seqs[i])) for i in indices]
         group = [(seqs[i], scored[i][0].tolist(), scored[i][1].tolist()) for i in indices]
