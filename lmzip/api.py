@@ -92,7 +92,7 @@ class _SharedCodec:
         attr = getattr(self._codec, name)  # AttributeError where the codec lacks it, as without the wrapper
         if name == "fresh":  # the same engine with an empty file-wide memory, behind the same lock:
             return lambda: _SharedCodec(attr(), self._lock)  # streams sharing a Compressor never share a memory
-        if name in ("encode_texts", "decode_texts", "finish_group"):  # spans records, file-wide memory
+        if attr is not None and name in ("encode_texts", "decode_texts", "finish_group"):  # spans, memory
 
             def locked(*args: Any, **kwargs: Any) -> Any:
                 with self._lock:
