@@ -65,11 +65,29 @@ def test_prepare_openmp_respects_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     threads.prepare_openmp()
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["GOMP_SPINCOUNT"] == str(threads.SPIN_COUNT) and "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.delenv("GOMP_SPINCOUNT")
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     threads.prepare_openmp()
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in os.environ
     monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
     threads.prepare_openmp()
-    assert "OMP_WAIT_POLICY" not in os.environ
+    assert "OMP_WAIT_POLICY" not in os.environ and os.environ["GOMP_SPINCOUNT"] == "1000"
+
+
+def test_default_threads_count_other_processes_running_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The instant count of running tasks (not the 1-minute average), this process's own left out."""
+    tasks = tmp_path / "task"
+    for tid, state in ((1, "R"), (2, "S"), (3, "R")):
+        (tasks / str(tid)).mkdir(parents=True)
+        (tasks / str(tid) / "stat").write_text(f"{tid} (py thon) {state} 1 2 3\n")
+    assert threads._own_running_threads(tasks) == 2
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("3.50 2.00 1.00 3/120 999\n")
+    monkeypatch.setattr(threads, "_own_running_threads", lambda: 1)
+    assert threads._runnable_now(loadavg) == 2  # an average of 3.5 would have said 3
+    assert threads.default_threads(cpus=4, load=threads._runnable_now(loadavg)) == 2
+    loadavg.write_text("garbage\n")
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    assert threads._runnable_now(loadavg) == 1.5  # unreadable: the 1-minute average
