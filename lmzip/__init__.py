@@ -6,35 +6,9 @@ the model loaded across calls. Importing lmzip stays cheap: no torch until a chu
 needs the model.
 """
 
-from lmzip.api import (
-    Compressor,
-    CorruptChunkError,
-    Decompressor,
-    FormatError,
-    LmzipError,
-    LmzipFile,
-    ModelMismatchError,
-    ModelNotFoundError,
-    Stats,
-    compress,
-    decompress,
-    open,
-)
+from lmzip import api
+from lmzip.api import *  # noqa: F403  (the public surface: api.__all__)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Compressor",
-    "CorruptChunkError",
-    "Decompressor",
-    "FormatError",
-    "LmzipError",
-    "LmzipFile",
-    "ModelMismatchError",
-    "ModelNotFoundError",
-    "Stats",
-    "__version__",
-    "compress",
-    "decompress",
-    "open",
-]
+__all__ = [*api.__all__, "__version__"]  # the API module says what is public

@@ -214,11 +214,12 @@ def _candidates(codec: LMCodec | None, group: list[bytes]) -> list[_Candidate | 
     if len(coded) != len(todo):
         raise LmzipError("lm codec returned the wrong number of texts")
     by_chunk = dict(zip(todo, coded, strict=True))
+    text_index = {chunk: k for k, chunk in enumerate(todo)}  # chunk -> its place in encode_texts' call
     out: list[_Candidate | None] = []
     for i, (data, plan) in enumerate(zip(group, plans, strict=True)):
         payload, tokens, escapes = by_chunk.get(i, (b"", 0, 0))
         if len(plan) == 1 and plan[0].kind == spans.TEXT and not escapes and tokens:
-            out.append(_Candidate(Codec.LM, payload, tokens, todo.index(i)))
+            out.append(_Candidate(Codec.LM, payload, tokens, text_index[i]))
             continue
         binary = parts[i][1]
         side = encode_plain(binary).payload if binary else b""

@@ -13,17 +13,19 @@ import os
 import shutil
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 from access_guard import AccessGuard
 from click.testing import CliRunner
+from script_modules import load_script
 from tiny_models import build_tiny_model, training_text
 
 from lmzip.cli import cli
-from lmzip.container import ArchiveReader, ArchiveWriter, Codec, ModelInfo
+from lmzip.container import ModelInfo
 from lmzip.pipeline import read_archive_info
+
+FUZZ = load_script("fuzz")  # scripts/fuzz.py: with_model_name, the fuzzer's hostile-name archives
 
 # 788 bytes of the tiny models' own word salad: with near-uniform weights (std 0.01) the
 # tiny model beats zstd on it, so the archive gets a model identity record.
@@ -74,20 +76,9 @@ def one_error_line(result) -> str:
 
 
 def renamed(archive: bytes, name: str) -> bytes:
-    """The archive with its model record's name replaced (every CRC recomputed): what a
-    crafted archive, or one from lmzip 0.1.0 run with --model PATH, holds."""
-    reader = ArchiveReader(io.BytesIO(archive))
-    out = io.BytesIO()
-    writer = ArchiveWriter(out, reader.header)
-    pos = 0
-    for rec, payload in reader.records():
-        if rec.codec == Codec.LM and not writer.has_model:
-            assert reader.model is not None
-            writer.add_model(dataclasses.replace(reader.model, name=name))
-        writer.add(rec.codec, TEXT[pos : pos + rec.original_length], payload, rec.token_count)
-        pos += rec.original_length
-    writer.close(zlib.crc32(TEXT))
-    return out.getvalue()
+    """The archive of TEXT with its model record's name replaced (every CRC recomputed):
+    what a crafted archive, or one from lmzip 0.1.0 run with --model PATH, holds."""
+    return FUZZ.with_model_name(archive, TEXT, name)
 
 
 @pytest.fixture(scope="module")
