@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import builtins
 import dataclasses
+import inspect
 import io
 import os
 import queue
@@ -81,7 +82,9 @@ BytesLike = bytes | bytearray | memoryview
 
 class _SharedCodec:
     """An LM codec that one thread at a time may use: streams in other threads, or a stream
-    and a one-call function, take turns (each call is one group of chunks)."""
+    and a one-call function, take turns. Every method call of the codec (encode_chunks,
+    encode_texts, finish_group, decode_chunks, decode_texts: one group of chunks each)
+    holds the lock; what the codec lacks stays missing, as without the wrapper."""
 
     def __init__(self, codec: LMCodec, lock: threading.Lock) -> None:
         self._codec = codec
@@ -89,25 +92,17 @@ class _SharedCodec:
         self.identity = codec.identity
 
     def __getattr__(self, name: str) -> Any:  # numerics_version, context_window, ...
-        attr = getattr(self._codec, name)  # AttributeError where the codec lacks it, as without the wrapper
+        attr = getattr(self._codec, name)
         if name == "fresh":  # the same engine with an empty file-wide memory, behind the same lock:
             return lambda: _SharedCodec(attr(), self._lock)  # streams sharing a Compressor never share a memory
-        if attr is not None and name in ("encode_texts", "decode_texts", "finish_group"):  # spans, memory
+        if not inspect.ismethod(attr):
+            return attr
 
-            def locked(*args: Any, **kwargs: Any) -> Any:
-                with self._lock:
-                    return attr(*args, **kwargs)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
 
-            return locked
-        return attr
-
-    def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]:
-        with self._lock:
-            return self._codec.encode_chunks(chunks)
-
-    def decode_chunks(self, items: list[tuple[bytes, int]]) -> list[bytes]:
-        with self._lock:
-            return self._codec.decode_chunks(items)
+        return locked
 
 
 class Compressor:
