@@ -197,3 +197,43 @@ def test_old_builds_are_pruned(tmp_path):
     os.utime(files["recent"], (now - 86400, now - 86400))
     kernels._prune(tmp_path, keep=files["kernels-new.so"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kernels-new.so", "kernels-recent.so", "notes.txt"]
+
+
+@pytest.fixture(params=["amx", "no-amx"])
+def amx_path(request):
+    """Each test twice: step.c's products on AMX tiles (where this CPU has them) and without."""
+    want = request.param == "amx"
+    if want and not kernels.use_amx(True):
+        pytest.skip("this CPU (or its kernel) has no AMX int8: the VNNI path is tested instead")
+    kernels.use_amx(want)
+    before = kernels.amx_product_count()
+    yield want
+    kernels.use_amx(True)
+    ran = kernels.amx_product_count() - before
+    assert (ran > 0) == want, f"{ran} products on AMX tiles with AMX {'on' if want else 'off'}"
+
+
+@pytest.mark.parametrize("n, k", [(16, 64), (48, 128), (400, 576), (37, 1536)])
+def test_linear_product_is_exact(amx_path, n, k):
+    """The linear-layer product on every row count (AMX tiles hold 16 rows; 32 rows per
+    pass; odd channel blocks) equals the exact integer product."""
+    gen = torch.Generator().manual_seed(n + k)
+    weight = torch.randint(-128, 128, (n, k), generator=gen, dtype=torch.int8)
+    for m in (1, 3, 4, 5, 16, 17, 31, 32, 33, 70):
+        x = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+        want = (x.to(torch.int64) @ weight.to(torch.int64).T).to(torch.int32)
+        got = kernels.int_product(weight, x)
+        assert torch.equal(got, want), f"{m} x {k} x {n} product ({'amx' if amx_path else 'vnni'})"
+
+
+def test_engine_steps_equal_reference_on_each_product_path(tiny, amx_path):  # noqa: F811
+    """Lock-step decoding (3 slots: 6 product rows with the split, enough for AMX) and
+    scoring on both product paths give the reference's integers."""
+    ref = Engine(tiny.loaded, window=WINDOW, kernels="torch")
+    fast = Engine(tiny.loaded, window=WINDOW, kernels="c")
+    seqs = tiny.sequences(5, seed=91)
+    assert_scores_equal(fast.score(seqs), ref.score(seqs))
+    for slots in (3, 5):
+        got_rows = decode_rows(fast, seqs, slots, seed=slots)
+        for got, want in zip(got_rows, decode_rows(ref, seqs, slots, seed=slots), strict=True):
+            assert_rows_equal(got, want, f"kernel ({'amx' if amx_path else 'vnni'}) vs reference, {slots} slots")

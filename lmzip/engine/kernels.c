@@ -45,59 +45,68 @@ static inline int visible(int64_t kj, int64_t p, int64_t window) {
     return (kj >= 0) & (kj <= p) & ((kj == 0) | (kj > p - (window - 1)));
 }
 
-/* dots[j] = q . k_j for L keys of D int8 each (exact int32). With AVX-512 VNNI: vpdpbusd
+/* dots[g * L + j] = q_g . k_j for G query rows q_g = q + g * q_stride (the query heads of
+ * one KV head) and L keys of D int8 each (exact int32). With AVX-512 VNNI: vpdpbusd
  * multiplies unsigned by signed bytes, so the key enters as k + 128 (k ^ 0x80) and
- * 128 * sum(q) comes off again; sixteen keys' lane sums are reduced together. */
+ * 128 * sum(q_g) comes off again; sixteen keys' lane sums are reduced together. The
+ * sixteen keys serve every head while they sit in L1: one pass over the keys, not G. */
 enum { KEYS_AHEAD = 32 }; /* key rows prefetched ahead (may run past the last key: prefetches do not fault) */
-static void dot_rows(const int8_t *q, const int8_t *k, int64_t L, int64_t D, int32_t *dots) {
+static void dot_rows(const int8_t *q, int64_t q_stride, int64_t G, const int8_t *k, int64_t L, int64_t D,
+                     int32_t *dots) {
     int64_t j = 0;
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
     if (D % 64 == 0 && D <= 256) {
         const int64_t nv = D / 64;
-        __m512i qv[4];
-        int32_t qsum = 0;
-        for (int64_t d = 0; d < D; d++) qsum += q[d];
-        for (int64_t c = 0; c < nv; c++) qv[c] = _mm512_loadu_si512(q + 64 * c);
-        const __m512i flip = _mm512_set1_epi8((char)0x80), corr = _mm512_set1_epi32(128 * qsum);
+        const __m512i flip = _mm512_set1_epi8((char)0x80);
+        int32_t qsum[G];
+        for (int64_t g = 0; g < G; g++) {
+            qsum[g] = 0;
+            for (int64_t d = 0; d < D; d++) qsum[g] += q[g * q_stride + d];
+        }
         for (; j + 16 <= L; j += 16) {
-            __m512i a[16];
-            for (int i = 0; i < 16; i++) {
-                const int8_t *kr = k + (j + i) * D;
-                __m512i acc = _mm512_setzero_si512();
-                for (int64_t c = 0; c < nv; c++) {
-                    _mm_prefetch((const char *)(kr + KEYS_AHEAD * D + 64 * c), _MM_HINT_T0); /* the cache streams from memory */
-                    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(_mm512_loadu_si512(kr + 64 * c), flip), qv[c]);
+            for (int i = 0; i < 16; i++) /* the cache streams from memory */
+                for (int64_t c = 0; c < nv; c++) _mm_prefetch((const char *)(k + (j + i + KEYS_AHEAD) * D + 64 * c), _MM_HINT_T0);
+            for (int64_t g = 0; g < G; g++) {
+                __m512i qv[4], a[16];
+                for (int64_t c = 0; c < nv; c++) qv[c] = _mm512_loadu_si512(q + g * q_stride + 64 * c);
+                for (int i = 0; i < 16; i++) {
+                    const int8_t *kr = k + (j + i) * D;
+                    __m512i acc = _mm512_setzero_si512();
+                    for (int64_t c = 0; c < nv; c++)
+                        acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(_mm512_loadu_si512(kr + 64 * c), flip), qv[c]);
+                    a[i] = acc;
                 }
-                a[i] = acc;
+                /* transpose-and-add: after the four rounds lane i holds key i's total */
+                for (int i = 0; i < 8; i++) {
+                    const __m512i lo = _mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
+                    const __m512i hi = _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
+                    a[i] = _mm512_add_epi32(lo, hi);
+                }
+                for (int i = 0; i < 4; i++) {
+                    const __m512i lo = _mm512_unpacklo_epi64(a[2 * i], a[2 * i + 1]);
+                    const __m512i hi = _mm512_unpackhi_epi64(a[2 * i], a[2 * i + 1]);
+                    a[i] = _mm512_add_epi32(lo, hi);
+                }
+                for (int i = 0; i < 2; i++) {
+                    const __m512i lo = _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0x88);
+                    const __m512i hi = _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0xDD);
+                    a[i] = _mm512_add_epi32(lo, hi);
+                }
+                const __m512i lo = _mm512_shuffle_i32x4(a[0], a[1], 0x88);
+                const __m512i hi = _mm512_shuffle_i32x4(a[0], a[1], 0xDD);
+                const __m512i corr = _mm512_set1_epi32(128 * qsum[g]);
+                _mm512_storeu_si512(dots + g * L + j, _mm512_sub_epi32(_mm512_add_epi32(lo, hi), corr)); /* keys in order */
             }
-            /* transpose-and-add: after the four rounds lane i holds key i's total */
-            for (int i = 0; i < 8; i++) {
-                const __m512i lo = _mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
-                const __m512i hi = _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
-                a[i] = _mm512_add_epi32(lo, hi);
-            }
-            for (int i = 0; i < 4; i++) {
-                const __m512i lo = _mm512_unpacklo_epi64(a[2 * i], a[2 * i + 1]);
-                const __m512i hi = _mm512_unpackhi_epi64(a[2 * i], a[2 * i + 1]);
-                a[i] = _mm512_add_epi32(lo, hi);
-            }
-            for (int i = 0; i < 2; i++) {
-                const __m512i lo = _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0x88);
-                const __m512i hi = _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0xDD);
-                a[i] = _mm512_add_epi32(lo, hi);
-            }
-            const __m512i lo = _mm512_shuffle_i32x4(a[0], a[1], 0x88);
-            const __m512i hi = _mm512_shuffle_i32x4(a[0], a[1], 0xDD);
-            _mm512_storeu_si512(dots + j, _mm512_sub_epi32(_mm512_add_epi32(lo, hi), corr)); /* keys in order */
         }
     }
 #endif
-    for (; j < L; j++) {
-        const int8_t *kr = k + j * D;
-        int32_t dot = 0;
-        for (int64_t d = 0; d < D; d++) dot += (int32_t)q[d] * (int32_t)kr[d];
-        dots[j] = dot;
-    }
+    for (; j < L; j++) /* the keys the vector loop left (all of them without AVX-512) */
+        for (int64_t g = 0; g < G; g++) {
+            const int8_t *qg = q + g * q_stride, *kr = k + j * D;
+            int32_t dot = 0;
+            for (int64_t d = 0; d < D; d++) dot += (int32_t)qg[d] * (int32_t)kr[d];
+            dots[g * L + j] = dot;
+        }
 }
 
 /* hide[j] = 0 for the keys the query at position p sees, -inf for the others. */
@@ -229,7 +238,7 @@ void attend(int64_t B, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS,
     const int64_t R = G * T;
 #pragma omp parallel
     {
-        int32_t *dots = malloc(sizeof(int32_t) * (size_t)L);
+        int32_t *dots = malloc(sizeof(int32_t) * (size_t)(G * L));
         float *e = malloc(sizeof(float) * (size_t)L);
         int32_t *u = malloc(sizeof(int32_t) * (size_t)(G * L));
         int32_t *idx = malloc(sizeof(int32_t) * (size_t)L);
@@ -244,10 +253,10 @@ void attend(int64_t B, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS,
                 hidden_for = b * T + t;
             }
             const float vm = vmax[task * T + t];
+            dot_rows(q + (task * R + t) * D, T * D, G, k + task * LS * D, L, D, dots);
             for (int64_t g = 0; g < G; g++) {
                 const int64_t row = task * R + g * T + t;
-                dot_rows(q + row * D, k + task * LS * D, L, D, dots);
-                row_weights(dots, L, qsc[row], hide, ks + task * LS, vs + task * LS, vm, (int32_t)bits, &c,
+                row_weights(dots + g * L, L, qsc[row], hide, ks + task * LS, vs + task * LS, vm, (int32_t)bits, &c,
                             mass_const, e, u + g * L);
             }
             weighted_values(u, G, L, v + task * LS * D, D, idx, acc);

@@ -112,6 +112,14 @@ def build_error(portable: bool = False, build: bool = True) -> str | None:
     return _errors.get(portable)
 
 
+def use_amx(want: bool) -> bool:
+    """Turn step.c's AMX tile path on or off (it is on where the CPU has amx_int8 and the
+    kernel grants tile state, unless LMZIP_AMX=0); returns whether it is now in use. Both
+    paths give the same integers (tests/test_kernels.py); only the speed differs."""
+    lib = library()
+    return bool(lib.set_amx(int(want))) if lib is not None else False
+
+
 @lru_cache(maxsize=2)
 def library(portable: bool = False) -> ctypes.CDLL | None:
     """The compiled kernels, or None where they cannot be built (then the reference path
@@ -166,6 +174,12 @@ def library(portable: bool = False) -> ctypes.CDLL | None:
         getattr(lib, name).restype = None
     lib.step.argtypes = [ctypes.POINTER(ModelStruct), ptr, ptr, ptr, ptr]
     lib.step.restype = ctypes.c_int
+    lib.linear_product.argtypes = [ptr, i64, ptr, ptr]
+    lib.linear_product.restype = None
+    lib.amx_product_count.restype = ctypes.c_int64
+    lib.set_amx.argtypes = [ctypes.c_int]
+    lib.set_amx.restype = ctypes.c_int
+    lib.set_amx(os.environ.get("LMZIP_AMX", "1") != "0")
     return lib
 
 
@@ -377,6 +391,26 @@ def pack_linear(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     padded[:n] = weight
     packed = padded.view(-1, 16, k // 4, 4).permute(0, 2, 1, 3).contiguous()
     return packed, padded.sum(dim=1, dtype=torch.int32)
+
+
+def amx_product_count() -> int:
+    """How many linear-layer products this process ran on AMX tiles (tests: the path ran)."""
+    lib = library()
+    return int(lib.amx_product_count()) if lib is not None else 0
+
+
+def int_product(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x [M, K] int8 times weight [N, K] int8 transposed, exact int32 [M, N], through
+    step.c's linear-layer product (the path in use: AMX, VNNI or plain C)."""
+    lib = library()
+    assert lib is not None
+    packed, wsum = pack_linear(weight)
+    n, k = weight.shape
+    unsigned = (x.to(torch.int16) + 128).to(torch.uint8).contiguous()  # the step's input side
+    acc = torch.empty(x.shape[0], packed.shape[0] * 16, dtype=torch.int32)
+    struct = LinearStruct(packed.data_ptr(), wsum.data_ptr(), None, None, n, k, 0)
+    lib.linear_product(ctypes.byref(struct), x.shape[0], unsigned.data_ptr(), acc.data_ptr())
+    return acc[:, :n]
 
 
 def step_supported(config) -> bool:  # noqa: ANN001

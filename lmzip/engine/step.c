@@ -196,8 +196,126 @@ static inline __attribute__((always_inline)) void tile(int nb, const qlinear_t *
 }
 #endif
 
+/* AMX (Sapphire Rapids and later): the same products on tiles. TDPBUSD multiplies
+ * unsigned bytes by signed bytes into exact int32 sums, as vpdpbusd does, and the packed
+ * layout above is already a B tile: 16 rows of K/4 groups x 64 bytes (16 channels x 4
+ * inputs) per 64 inputs of one 16-channel block. So every path gives the same integers;
+ * AMX only does more of them per cycle, which pays once a step has a few rows.
+ * Tiles: 0-3 accumulators (2 row tiles x 2 channel blocks), 4-5 inputs, 6-7 weights. */
+#if defined(__AMX_INT8__) && defined(__AMX_TILE__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define LMZIP_AMX 1
+enum { AMX_MIN_ROWS = 4 }; /* fewer rows: VNNI streams the weights as fast (set by scripts/amx_speed.py) */
+static int amx_on = 0;
+static int64_t amx_products = 0; /* products run on tiles (tests check that the path ran) */
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config_t;
+
+static void amx_configure(int rows0, int rows1) {
+    tile_config_t c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    const int rows[8] = {rows0, rows0, rows1, rows1, rows0, rows1, 16, 16};
+    for (int t = 0; t < 8; t++)
+        if (rows[t]) {
+            c.rows[t] = (uint8_t)rows[t];
+            c.colsb[t] = 64;
+        }
+    _tile_loadconfig(&c);
+}
+
+static void amx_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t *acc) {
+    const int64_t blocks = (l->n + 15) / 16, N16 = blocks * 16, K = l->k, groups = K / 4;
+    const int64_t pairs = (blocks + 1) / 2;
+#pragma omp parallel
+    {
+        int rows0 = -1, rows1 = -1;
+#pragma omp for schedule(static)
+        for (int64_t pr = 0; pr < pairs; pr++) {
+            const int64_t b = 2 * pr;
+            const int two = b + 1 < blocks;
+            const int8_t *w0 = l->packed + b * groups * 64, *w1 = w0 + groups * 64;
+            for (int64_t m0 = 0; m0 < M; m0 += 32) {
+                const int r0 = M - m0 < 16 ? (int)(M - m0) : 16;
+                const int r1 = M - m0 - 16 <= 0 ? 0 : (M - m0 - 16 < 16 ? (int)(M - m0 - 16) : 16);
+                if (r0 != rows0 || r1 != rows1) {
+                    amx_configure(r0, r1);
+                    rows0 = r0;
+                    rows1 = r1;
+                }
+                _tile_zero(0);
+                if (two) _tile_zero(1);
+                if (r1) {
+                    _tile_zero(2);
+                    if (two) _tile_zero(3);
+                }
+                for (int64_t k0 = 0; k0 < K; k0 += 64) {
+                    _tile_loadd(4, x + m0 * K + k0, K);
+                    _tile_loadd(6, w0 + k0 * 16, 64);
+                    _tile_dpbusd(0, 4, 6);
+                    if (r1) {
+                        _tile_loadd(5, x + (m0 + 16) * K + k0, K);
+                        _tile_dpbusd(2, 5, 6);
+                    }
+                    if (two) {
+                        _tile_loadd(7, w1 + k0 * 16, 64);
+                        _tile_dpbusd(1, 4, 7);
+                        if (r1) _tile_dpbusd(3, 5, 7);
+                    }
+                }
+                int32_t *c = acc + m0 * N16 + b * 16;
+                _tile_stored(0, c, N16 * 4);
+                if (two) _tile_stored(1, c + 16, N16 * 4);
+                if (r1) {
+                    _tile_stored(2, c + 16 * N16, N16 * 4);
+                    if (two) _tile_stored(3, c + 16 * N16 + 16, N16 * 4);
+                }
+                const __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512(l->wsum + b * 16), 7);
+                const __m512i c1 = two ? _mm512_slli_epi32(_mm512_loadu_si512(l->wsum + b * 16 + 16), 7) : c0;
+                for (int i = 0; i < r0 + r1; i++) {
+                    int32_t *row = c + i * N16;
+                    _mm512_storeu_si512(row, _mm512_sub_epi32(_mm512_loadu_si512(row), c0));
+                    if (two) _mm512_storeu_si512(row + 16, _mm512_sub_epi32(_mm512_loadu_si512(row + 16), c1));
+                }
+            }
+        }
+        if (rows0 >= 0) _tile_release();
+    }
+}
+#endif
+
+/* Use AMX tiles for products of AMX_MIN_ROWS rows or more where this build and CPU have
+ * them and the kernel grants the tile state (Linux asks each process to request it).
+ * Returns whether AMX is now in use; want = 0 turns it off (tests compare both paths). */
+int set_amx(int want) {
+#if defined(LMZIP_AMX)
+    if (want && !amx_on) {
+        enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+        amx_on = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    } else if (!want) {
+        amx_on = 0;
+    }
+    return amx_on;
+#else
+    (void)want;
+    return 0;
+#endif
+}
+
 static void int_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t *acc) {
     const int64_t blocks = (l->n + 15) / 16, N16 = blocks * 16;
+#if defined(LMZIP_AMX)
+    if (amx_on && M >= AMX_MIN_ROWS && l->k % 64 == 0) {
+        amx_matmul(l, M, x, acc);
+        amx_products++;
+        return;
+    }
+#endif
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
     const int64_t pairs = (blocks + 1) / 2;
 #pragma omp parallel for schedule(static)
@@ -226,6 +344,18 @@ static void int_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t 
     }
 #endif
 }
+
+/* How many products ran on AMX tiles so far. */
+int64_t amx_product_count(void) {
+#if defined(LMZIP_AMX)
+    return amx_products;
+#else
+    return 0;
+#endif
+}
+
+/* int_matmul on its own, for tests that compare its paths (VNNI, AMX, plain C). */
+void linear_product(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t *acc) { int_matmul(l, M, x, acc); }
 
 /* model.linear: y [M, N] = x @ W^T (+ bias) as float32. */
 static void linear(const qlinear_t *l, const act_t *x, int32_t *acc, float *y) {
