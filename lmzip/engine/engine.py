@@ -128,8 +128,8 @@ class Engine:
 
     # -- decompression: one token per sequence per step ---------------------
 
-    def decoder(self, capacity: int) -> LockstepDecoder:
-        return LockstepDecoder(self, capacity)
+    def decoder(self, capacity: int, speculate: int = 0) -> LockstepDecoder:
+        return LockstepDecoder(self, capacity, speculate)
 
 
 class LockstepDecoder:
