@@ -167,6 +167,7 @@ class LockstepDecoder:
         self.pending: dict[int, int] = {}  # slot -> token decoded, waiting for push
         self.calls = 0  # engine calls by push
         self.rows_run = 0  # rows they computed
+        self.accepted = 0  # guesses that were right
 
     def begin(self, slot: int, known: list[int] | None = None) -> None:
         """Start a sequence in ``slot``; ``known`` tokens (already decoded) are run in one extend."""
@@ -238,6 +239,7 @@ class LockstepDecoder:
             ahead.pop(0)
             self.row[slot] += 1
             self.length[slot] += 1
+            self.accepted += 1
             return True
         self.pending[slot] = token
         return False
