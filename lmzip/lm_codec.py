@@ -50,7 +50,7 @@ class LMCodec:
     speculate: int = prop.SPECULATE  # guessed tokens verified per slot and engine call (0: none)
     # (text index, its tokens so far, at most how many) -> guesses; None: lmzip/proposals.py
     guess: Callable[[int, list[int], int], list[int]] | None = None
-    decode_stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "rows": 0, "tokens": 0})
+    decode_stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "rows": 0, "tokens": 0, "accepted": 0})
     _memory: mem.FileMemory | None = None
     _pending: tuple[list[list[int]], dict[int, tuple[np.ndarray, np.ndarray]], list[bytes]] | None = None
 
@@ -191,6 +191,7 @@ class LMCodec:
         coders: dict[int, RangeDecoder] = {}
         escs: dict[int, EscapeCoder] = {}
         matcher = prop.MatchProposer()
+        policy = prop.Policy(decoder.speculate)
 
         def token_len(item: int) -> int:
             return len(tok.id_to_bytes[results[item][-1]]) if results[item] else 0
@@ -237,8 +238,7 @@ class LMCodec:
                     decoder.accept(s, sym)
             if not decoder.ready():  # every slot has used the rows of the last call
                 if decoder.pending:
-                    k = prop.rows_for(len(decoder.pending), decoder.speculate)
-                    decoder.push(proposals={s: guesses(s, k) for s in decoder.pending})
+                    decoder.push(proposals=self._proposals(decoder, policy, guesses))
                 fill()
         self._count(decoder, sum(t for _, t, _ in items))
         out = []
@@ -247,10 +247,23 @@ class LMCodec:
             out.append(insert_escapes(pieces, points) if any(points) else b"".join(pieces))
         return out
 
+    def _proposals(
+        self, decoder: LockstepDecoder, policy: prop.Policy, guesses: Callable[[int, int], list[int]]
+    ) -> dict[int, list[int]]:
+        """Guesses for every waiting slot, as many as pay for their rows (injected guesses: all)."""
+        for shown, right in decoder.outcomes:
+            policy.outcome(shown, right)
+        decoder.outcomes.clear()
+        slots = len(decoder.pending)
+        if self.guess is not None:
+            return {s: guesses(s, decoder.speculate) for s in decoder.pending}
+        return {s: policy.keep(guesses(s, decoder.speculate), slots) for s in decoder.pending}
+
     def _count(self, decoder: LockstepDecoder, tokens: int) -> None:
         self.decode_stats["calls"] += decoder.calls
         self.decode_stats["rows"] += decoder.rows_run
         self.decode_stats["tokens"] += tokens
+        self.decode_stats["accepted"] += decoder.accepted
 
     def _decode_group(self, items: list[tuple[bytes, int]]) -> list[bytes]:
         """One memory group: all its chunks in lock step when the slots suffice, else
@@ -296,6 +309,7 @@ class LMCodec:
         block, so a slot decodes no token of the next block before the barrier: it
         waits (ready) until every slot has reached it."""
         memory = self.memory
+        policy = prop.Policy(decoder.speculate)
         slot_item = {}
         for slot, i in enumerate(members):
             decoder.begin(slot, results[i])
@@ -320,8 +334,7 @@ class LMCodec:
             slots = [s for s in decoder.ready() if len(results[slot_item[s]]) < limit(slot_item[s])]
             if not slots:
                 if decoder.pending:
-                    k = prop.rows_for(len(decoder.pending), decoder.speculate)
-                    decoder.push(proposals={s: guesses(s, k) for s in decoder.pending})
+                    decoder.push(proposals=self._proposals(decoder, policy, guesses))
                 else:  # every slot waits at the barrier
                     assert next_barrier is not None
                     memory.barrier(states)

@@ -22,19 +22,49 @@ ORDER = 3  # tokens of context that must repeat before guessing
 SPECULATE = 8  # at most this many guesses per slot and call (the cache's ring slack)
 
 
-def rows_for(slots: int, limit: int = SPECULATE) -> int:
-    """Guesses per slot worth computing with ``slots`` slots in the call.
+EXPLORE = 8  # see Policy.skipped
+RECENT = 64  # guesses per rank the running counts stand for
+ROW_COST = 0.2  # an extra row against a one-row call's fixed cost (weights read once): 1.1 ms / 5.2 ms
 
-    An extra row costs about 1.1 ms against 6.3 ms for a one-slot call (2-core Xeon,
-    scripts/speculation.py): at one slot a guess that is right one time in six pays,
-    at ten slots (16 ms per call for ten tokens) only a near-certain one would. Guesses
-    come from repeats, which are right most of the time where they exist.
+
+class Policy:
+    """How many of a slot's guesses are worth a row, from how often guesses were right.
+
+    A call over S rows costs about F (1 + ROW_COST * S) (scripts/speculation.py: on a
+    2-core Xeon F ~ 5 ms and a row ~ 1.1 ms), so a row costs ROW_COST * S / (1 + ROW_COST
+    * S) of what the S tokens of a call without guesses cost each. Guess j is kept while
+    the chance that guesses 1..j are all right (from running counts per rank, a prior of
+    one in two) is above that: at one slot a guess right one time in six pays, at ten
+    slots only one right two times in three.
     """
-    if slots <= 2:
-        return limit
-    if slots <= 6:
-        return min(limit, 4)
-    return min(limit, 2)
+
+    def __init__(self, limit: int = SPECULATE) -> None:
+        self.limit = limit
+        self.tried = [2] * (limit + 1)  # per rank j: guesses j shown with 1..j-1 right (recent ones)
+        self.right = [1] * (limit + 1)  # ... and right
+        self.skipped = 0  # slots refused a first guess: every EXPLORE-th gets one, so the counts can recover
+
+    def keep(self, guesses: list[int], slots: int) -> list[int]:
+        """The prefix of ``guesses`` worth computing in a call with ``slots`` slots."""
+        bar = ROW_COST * slots / (1 + ROW_COST * slots)
+        chance = 1.0
+        for j in range(min(len(guesses), self.limit)):
+            chance *= self.right[j] / self.tried[j]
+            if chance <= bar:
+                if j == 0:
+                    self.skipped += 1
+                    return guesses[:1] if self.skipped % EXPLORE == 0 else []
+                return guesses[:j]
+        return guesses[: self.limit]
+
+    def outcome(self, shown: int, right: int) -> None:
+        """A slot's call verified ``shown`` guesses, of which the first ``right`` were right."""
+        for j in range(min(shown, right + 1, self.limit)):
+            self.tried[j] += 1
+            self.right[j] += j < right
+            if self.tried[j] > RECENT:  # the counts follow the text: halve them now and then
+                self.tried[j] = (self.tried[j] + 1) // 2
+                self.right[j] = (self.right[j] + 1) // 2
 
 
 class MatchProposer:

@@ -159,7 +159,8 @@ def test_match_proposer_guesses_repeats():
 def _chunks() -> list[bytes]:
     text = training_text(seed=9, sentences=50).encode()
     cuts = [0, 35, 300, 330, 610, len(text)]
-    return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    repeats = text[100:160] * 4  # something for the match guesses
+    return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False)] + [repeats]
 
 
 def _oracle(mode: str, truth: list[list[int]], seed: int):

@@ -168,6 +168,8 @@ class LockstepDecoder:
         self.calls = 0  # engine calls by push
         self.rows_run = 0  # rows they computed
         self.accepted = 0  # guesses that were right
+        self.shown: dict[int, int] = {}  # slot -> guesses in its last call
+        self.outcomes: list[tuple[int, int]] = []  # (guesses shown, how many right) per slot and call, for the caller
 
     def begin(self, slot: int, known: list[int] | None = None) -> None:
         """Start a sequence in ``slot``; ``known`` tokens (already decoded) are run in one extend."""
@@ -285,6 +287,7 @@ class LockstepDecoder:
         if kept and self.row_vmax is not None:  # each slot continues from its last row kept
             slots = torch.tensor(kept, dtype=torch.long)
             self.model.commit(self.cache, slots, torch.tensor([self.row[s] for s in kept]), self.row_vmax)
+        self.outcomes += [(self.shown[s], self.shown[s] - len(self.ahead[s])) for s in kept if self.shown.get(s)]
         for slot in self.ready():  # their next rows were computed; keep them out of the new call
             if slot in self.row:
                 self.saved[slot] = self.logits[self.row[slot]].clone()
@@ -294,7 +297,7 @@ class LockstepDecoder:
         for slot in sorted(self.pending):
             guess = list(proposals.get(slot, ()))[: self.speculate]
             start = self.length[slot]
-            self.row[slot], self.ahead[slot] = len(tokens), guess
+            self.row[slot], self.ahead[slot], self.shown[slot] = len(tokens), guess, len(guess)
             for j, token in enumerate([self.pending[slot], *guess]):
                 slots.append(slot)
                 tokens.append(token)
