@@ -89,6 +89,7 @@ def decode(codec: LMCodec, items: list, chunks: list[bytes], speculate: int, mem
     if out != chunks:
         raise SystemExit("round trip failed")
     st = dict(dec.decode_stats)
+    st["calls_without_guesses"] = max(n for _, n in items)  # one group in lock step: the longest chunk
     st["seconds"] = seconds
     st["tokens_per_call"] = st["tokens"] / max(1, st["calls"])
     return st
