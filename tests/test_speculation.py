@@ -173,8 +173,10 @@ def _oracle(mode: str, truth: list[list[int]], seed: int):
 
 
 @pytest.mark.parametrize("memory_block", [0, 12])
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("batch", [1, 3, 8])
 def test_codec_output_independent_of_guesses(tiny, memory_block, batch):  # noqa: F811
+    """Batch 1 and 3: fewer slots than chunks (with memory: waves); 8: the whole group in
+    lock step, where slots that guessed well wait at each memory barrier for the others."""
     chunks = _chunks()
     enc = LMCodec(tiny.engine, batch=len(chunks), memory_block=memory_block)
     items = enc.encode_chunks(chunks)
