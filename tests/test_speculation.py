@@ -98,6 +98,29 @@ def test_rows_with_guesses_equal_single_steps(tiny, mode, capacity):  # noqa: F8
         assert dec.accepted > 0  # the guesses did save calls: the path was taken
 
 
+def test_rows_with_guesses_on_two_threads_and_portable_kernels(tiny, monkeypatch):  # noqa: F811
+    """The threaded row loops of step_rows (8 rows or more), and the plain C paths built
+    without -march=native, give the same rows."""
+    ref = Engine(tiny.loaded, window=SMALL_WINDOW, kernels="torch")
+    seqs = tiny.sequences(5, seed=21, max_len=90)
+    want = [ref.frequencies_for(s) for s in seqs]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got, dec = spec_rows(Engine(tiny.loaded, window=SMALL_WINDOW, kernels="c"), seqs, 3, "right", seed=4)
+    finally:
+        torch.set_num_threads(before)
+    assert dec.rows_run >= 8 * dec.calls  # 8 rows a call on average: the threaded branches ran
+    for g, w in zip(got, want, strict=True):
+        assert_rows_equal(g, w, "two threads")
+    lib = kernels.library(portable=True)
+    assert lib is not None
+    monkeypatch.setattr(kernels, "library", lambda portable=False: lib)
+    got, _ = spec_rows(Engine(tiny.loaded, window=SMALL_WINDOW, kernels="c"), seqs, 3, "mixed", seed=5)
+    for g, w in zip(got, want, strict=True):
+        assert_rows_equal(g, w, "portable kernels")
+
+
 def test_ring_slack_is_needed(tiny, monkeypatch):  # noqa: F811
     """Without the ring's spare entries, rows for guesses overwrite keys that the rows
     before them still see: the rows differ (so the test above can fail)."""
