@@ -60,7 +60,9 @@ class LMCodec:
 
     def fresh(self) -> LMCodec:
         """A codec on the same engine with an empty file-wide memory: one per archive."""
-        return dataclasses.replace(self, last_mixed_bits=[], _memory=None, _pending=None)
+        return dataclasses.replace(
+            self, last_mixed_bits=[], _memory=None, _pending=None, decode_stats=dict.fromkeys(self.decode_stats, 0)
+        )
 
     @property
     def memory(self) -> mem.FileMemory:
