@@ -24,14 +24,14 @@ SPECULATE = 8  # at most this many guesses per slot and call (the cache's ring s
 
 EXPLORE = 8  # see Policy.skipped
 RECENT = 64  # guesses per rank the running counts stand for
-ROW_COST = 0.2  # an extra row against a one-row call's fixed cost (weights read once): 1.1 ms / 5.2 ms
+ROW_COST = 0.2  # an extra row against a one-row call's fixed cost (the weights read once)
 
 
 class Policy:
     """How many of a slot's guesses are worth a row, from how often guesses were right.
 
-    A call over S rows costs about F (1 + ROW_COST * S) (scripts/speculation.py: on a
-    2-core Xeon F ~ 5 ms and a row ~ 1.1 ms), so a row costs ROW_COST * S / (1 + ROW_COST
+    A call over S rows costs about F (1 + ROW_COST * S) (scripts/speculation.py on a
+    2-core Xeon, one thread: 14.7 ms for one row, 2.2 ms more per row), so a row costs ROW_COST * S / (1 + ROW_COST
     * S) of what the S tokens of a call without guesses cost each. Guess j is kept while
     the chance that guesses 1..j are all right (from running counts per rank, a prior of
     one in two) is above that: at one slot a guess right one time in six pays, at ten
