@@ -17,6 +17,7 @@ Spans records' texts are coded without the memory.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 
 from lmzip import defaults
 from lmzip import memory as mem
+from lmzip import proposals as prop
 from lmzip.coder import RangeDecoder, RangeEncoder
 from lmzip.container import ModelInfo
 from lmzip.engine.engine import Engine, LockstepDecoder
@@ -45,6 +47,10 @@ class LMCodec:
     memory_block: int = 0  # 0: no file-wide memory (numerics v4)
     memory_group: int = 0  # chunks per memory group (the archive's; compression: batch)
     last_mixed_bits: list[float | None] = field(default_factory=list)  # per text of the last finish_group
+    speculate: int = prop.SPECULATE  # guessed tokens verified per slot and engine call (0: none)
+    # (text index, its tokens so far, at most how many) -> guesses; None: lmzip/proposals.py
+    guess: Callable[[int, list[int], int], list[int]] | None = None
+    decode_stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "rows": 0, "tokens": 0, "accepted": 0})
     _memory: mem.FileMemory | None = None
     _pending: tuple[list[list[int]], dict[int, tuple[np.ndarray, np.ndarray]], list[bytes]] | None = None
 
@@ -54,7 +60,9 @@ class LMCodec:
 
     def fresh(self) -> LMCodec:
         """A codec on the same engine with an empty file-wide memory: one per archive."""
-        return dataclasses.replace(self, last_mixed_bits=[], _memory=None, _pending=None)
+        return dataclasses.replace(
+            self, last_mixed_bits=[], _memory=None, _pending=None, decode_stats=dict.fromkeys(self.decode_stats, 0)
+        )
 
     @property
     def memory(self) -> mem.FileMemory:
@@ -180,10 +188,12 @@ class LMCodec:
         found: list[list[list[tuple[int, int]]]] = [[] for _ in items]  # escapes per boundary
         waiting = list(range(len(items)))[::-1]
         capacity = max(1, min(self.batch, len(items)))
-        decoder = self.engine.decoder(capacity)
+        decoder = self.engine.decoder(capacity, self.speculate)
         slot_item: dict[int, int] = {}
         coders: dict[int, RangeDecoder] = {}
         escs: dict[int, EscapeCoder] = {}
+        matcher = prop.MatchProposer()
+        policy = prop.Policy(decoder.speculate)
 
         def token_len(item: int) -> int:
             return len(tok.id_to_bytes[results[item][-1]]) if results[item] else 0
@@ -202,31 +212,60 @@ class LMCodec:
                     coders[slot], escs[slot] = dec, esc
                     decoder.begin(slot)
 
+        def guesses(slot: int, k: int) -> list[int]:
+            item = slot_item[slot]
+            k = min(k, items[item][1] - len(results[item]) - 1)  # rows past the text's end decode nothing
+            if k <= 0:
+                return []
+            if self.guess is not None:
+                return self.guess(item, results[item], k)
+            return matcher.propose(item, k)
+
         fill()
         while slot_item:
-            slots = decoder.active()
+            slots = decoder.ready()
             targets = torch.tensor([coders[s].target() for s in slots], dtype=torch.long)
             symbols, lows, sizes = decoder.find(targets)
-            pushes: dict[int, int] = {}
             for s, sym, low, f in zip(slots, symbols.tolist(), lows.tolist(), sizes.tolist(), strict=True):
                 coders[s].consume(low, f)
                 item = slot_item[s]
                 results[item].append(sym)
+                matcher.add(item, sym)
                 if escs[s].left:
                     found[item].append(escs[s].decode_point(coders[s], len(results[item]), token_len(item)))
                 if len(results[item]) == items[item][1]:
                     decoder.finish(s)
                     del slot_item[s], coders[s], escs[s]
                 else:
-                    pushes[s] = sym
-            if pushes:
-                decoder.push(pushes)
-            fill()
+                    decoder.accept(s, sym)
+            if not decoder.ready():  # every slot has used the rows of the last call
+                if decoder.pending:
+                    decoder.push(proposals=self._proposals(decoder, policy, guesses))
+                fill()
+        self._count(decoder, sum(t for _, t, _ in items))
         out = []
         for ids, points in zip(results, found, strict=True):
             pieces = [tok.id_to_bytes[i] for i in ids]
             out.append(insert_escapes(pieces, points) if any(points) else b"".join(pieces))
         return out
+
+    def _proposals(
+        self, decoder: LockstepDecoder, policy: prop.Policy, guesses: Callable[[int, int], list[int]]
+    ) -> dict[int, list[int]]:
+        """Guesses for every waiting slot, as many as pay for their rows (injected guesses: all)."""
+        for shown, right in decoder.outcomes:
+            policy.outcome(shown, right)
+        decoder.outcomes.clear()
+        slots = len(decoder.pending)
+        if self.guess is not None:
+            return {s: guesses(s, decoder.speculate) for s in decoder.pending}
+        return {s: policy.keep(guesses(s, decoder.speculate), slots) for s in decoder.pending}
+
+    def _count(self, decoder: LockstepDecoder, tokens: int) -> None:
+        self.decode_stats["calls"] += decoder.calls
+        self.decode_stats["rows"] += decoder.rows_run
+        self.decode_stats["tokens"] += tokens
+        self.decode_stats["accepted"] += decoder.accepted
 
     def _decode_group(self, items: list[tuple[bytes, int]]) -> list[bytes]:
         """One memory group: all its chunks in lock step when the slots suffice, else
@@ -238,7 +277,7 @@ class LMCodec:
         results: list[list[int]] = [[] for _ in items]
         coders = {i: RangeDecoder(items[i][0]) for i in live}
         capacity = max(1, min(self.batch, len(live)))
-        decoder = self.engine.decoder(capacity)
+        decoder = self.engine.decoder(capacity, self.speculate)
         block = self.memory_block
         if len(live) <= capacity:
             self._wave(decoder, live, items, states, results, coders, None, block)
@@ -250,6 +289,7 @@ class LMCodec:
                     self._wave(decoder, todo[w : w + capacity], items, states, results, coders, start + block, 0)
                 memory.barrier(states)
         memory.barrier(states)
+        self._count(decoder, sum(n for _, n in items))
         return [self.engine.tokenizer.decode(r) for r in results]
 
     def _wave(
@@ -264,14 +304,44 @@ class LMCodec:
         barrier_every: int,
     ) -> None:
         """Decode ``members`` (all at the same position) in lock step until each has
-        ``stop`` tokens or ends; a barrier every ``barrier_every`` positions (0: none)."""
+        ``stop`` tokens or ends; a barrier every ``barrier_every`` positions (0: none).
+
+        The model's rows do not depend on the memory, so one engine call may verify
+        guesses past a barrier; but the memory mixes each token with the state of its
+        block, so a slot decodes no token of the next block before the barrier: it
+        waits (ready) until every slot has reached it."""
         memory = self.memory
+        policy = prop.Policy(decoder.speculate)
         slot_item = {}
         for slot, i in enumerate(members):
             decoder.begin(slot, results[i])
             slot_item[slot] = i
+        start = len(results[members[0]]) if members else 0
+        next_barrier = start + barrier_every if barrier_every else None
+
+        def limit(i: int) -> int:  # tokens the slot may hold before the next barrier (or stop)
+            n = items[i][1] if stop is None else min(items[i][1], stop)
+            return n if next_barrier is None else min(n, next_barrier)
+
+        def guesses(slot: int, k: int) -> list[int]:
+            i = slot_item[slot]
+            k = min(k, limit(i) - len(results[i]) - 1)
+            if k <= 0:
+                return []
+            if self.guess is not None:
+                return self.guess(i, results[i], k)
+            return prop.memory_proposals(memory, states[i], k)
+
         while slot_item:
-            slots = decoder.active()
+            slots = [s for s in decoder.ready() if len(results[slot_item[s]]) < limit(slot_item[s])]
+            if not slots:
+                if decoder.pending:
+                    decoder.push(proposals=self._proposals(decoder, policy, guesses))
+                else:  # every slot waits at the barrier
+                    assert next_barrier is not None
+                    memory.barrier(states)
+                    next_barrier += barrier_every
+                continue
             preds = [memory.predict(states[slot_item[s]]) for s in slots]
             starts = [0]
             cand: list[int] = []
@@ -286,8 +356,8 @@ class LMCodec:
                 torch.tensor(starts, dtype=torch.long),
                 torch.tensor(cand, dtype=torch.long),
                 torch.tensor(boosts, dtype=torch.long),
+                slots,
             )
-            pushes: dict[int, int] = {}
             rows = zip(slots, preds, symbols.tolist(), lows.tolist(), sizes.tolist(), lm_sizes.tolist(), strict=True)
             for s, pred, sym, low, f, lm_f in rows:
                 i = slot_item[s]
@@ -298,11 +368,7 @@ class LMCodec:
                     decoder.finish(s)
                     del slot_item[s]
                 else:
-                    pushes[s] = sym
-            if pushes:
-                decoder.push(pushes)
-            if barrier_every and slot_item and len(results[slot_item[min(slot_item)]]) % barrier_every == 0:
-                memory.barrier(states)
+                    decoder.accept(s, sym)
 
 
 def load_lm_codec(

@@ -225,12 +225,25 @@ def test_resume_with_known_tokens(tiny):
     assert_rows_equal(torch.stack(rows), want[45:], "resume after 45 known tokens")
 
 
-def test_push_needs_every_active_slot(tiny):
+def test_push_of_some_slots_keeps_the_others_ready(tiny):
+    """With the C step a push runs only the slots that wait; the others keep their rows.
+    The reference path steps every slot, so there a push needs a token for each."""
     dec = tiny.engine.decoder(2)
     dec.begin(0)
     dec.begin(1)
     with pytest.raises(ValueError):
-        dec.push({0: 5})
+        dec.push({})  # nothing waits
+    with pytest.raises(ValueError):
+        dec.push({3: 5})  # not active
+    before = dec.frequencies()[1]
+    dec.push({0: 5})
+    assert dec.ready() == [0, 1]
+    assert torch.equal(dec.frequencies()[1], before)
+    ref = Engine(tiny.loaded, window=WINDOW, kernels="torch").decoder(2)
+    ref.begin(0)
+    ref.begin(1)
+    with pytest.raises(ValueError):
+        ref.push({0: 5})
 
 
 def test_score_equals_full_rows(tiny):
@@ -495,14 +508,14 @@ def test_lockstep_occupancy_replays_the_codec_schedule(tiny, monkeypatch):
     calls = 0
     find = LockstepDecoder.find
 
-    def counted(self, targets):
+    def counted(self, targets, slots=None):
         nonlocal calls
         calls += 1
-        return find(self, targets)
+        return find(self, targets, slots)
 
     monkeypatch.setattr(LockstepDecoder, "find", counted)
-    for slots in (1, 2, 3):
+    for slots in (1, 2, 3):  # without guesses: one find per engine call
         calls = 0
-        LMCodec(tiny.engine, batch=slots).decode_chunks(items)  # type: ignore[arg-type]
+        LMCodec(tiny.engine, batch=slots, speculate=0).decode_chunks(items)  # type: ignore[arg-type]
         assert calls == occupancy.steps(tokens, slots), f"{slots} slots, tokens {tokens}"
     assert occupancy.steps(tokens, 2) < occupancy.steps(tokens, 1)  # the counts differ: the check can fail

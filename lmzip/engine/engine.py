@@ -128,52 +128,90 @@ class Engine:
 
     # -- decompression: one token per sequence per step ---------------------
 
-    def decoder(self, capacity: int) -> LockstepDecoder:
-        return LockstepDecoder(self, capacity)
+    def decoder(self, capacity: int, speculate: int = 0) -> LockstepDecoder:
+        return LockstepDecoder(self, capacity, speculate)
 
 
 class LockstepDecoder:
-    """Advances up to ``capacity`` sequences by one token per step, each in its own cache slot.
+    """Advances up to ``capacity`` sequences in lock step, each in its own cache slot.
 
-    ``begin(slot)`` starts a sequence; ``distributions()`` gives the rows for every active
-    slot's next token; ``push(tokens)`` appends one decoded token to every active slot.
+    ``begin(slot)`` starts a sequence; ``distributions()``/``find`` give the rows for the
+    next token of every *ready* slot; ``accept(slot, token)`` hands a decoded token back;
+    ``push()`` runs one engine call for every slot waiting with a decoded token.
     Sequences join and leave at any step; the rows do not depend on who else is in the batch.
+
+    Speculative verification (``speculate`` > 0, C step only): ``push`` may carry, per
+    slot, up to ``speculate`` proposed tokens that might follow its decoded token. One
+    call computes the rows of the decoded token and of each proposal (step.c step_rows:
+    the integers of single steps). When the next decoded token equals the first proposal,
+    ``accept`` keeps the slot ready on the proposal's row, and so on; at the first
+    mismatch the slot waits for a push with the token decoded, and the remaining rows are
+    dropped. The rows a slot is given never depend on the proposals, only how many engine
+    calls it takes to get them. The ring cache has ``speculate`` spare entries, so a
+    call writing proposals never overwrites a key that one of its rows still sees.
     """
 
-    def __init__(self, engine: Engine, capacity: int):
+    def __init__(self, engine: Engine, capacity: int, speculate: int = 0):
         self.engine = engine
         self.model = engine.model
         self.capacity = capacity
-        self.cache = self.model.empty_cache(capacity)
-        self.length: dict[int, int] = {}  # slot -> positions so far (BOS included)
-        self.logits = torch.zeros(capacity, engine.vocab_size, device=engine.device)  # after each slot's last position
+        self.rows_kernel = self.model.speculative_rows()  # step_rows: ragged rows, idle slots cost nothing
+        self.speculate = speculate if self.rows_kernel else 0
+        self.cache = self.model.empty_cache(capacity, self.speculate)
+        self.length: dict[int, int] = {}  # slot -> positions kept in its cache (BOS included)
+        self.logits = torch.zeros(0, engine.vocab_size, device=engine.device)  # rows of the last engine call
+        self.row_vmax: torch.Tensor | None = None  # the last step_rows' running maxima
+        self.row: dict[int, int] = {}  # slot -> its row of self.logits (the next token's distribution)
+        self.ahead: dict[int, list[int]] = {}  # slot -> proposals whose rows follow that row
+        self.saved: dict[int, torch.Tensor] = {}  # slot -> its next distribution, kept outside self.logits
+        self.pending: dict[int, int] = {}  # slot -> token decoded, waiting for push
+        self.calls = 0  # engine calls by push
+        self.rows_run = 0  # rows they computed
+        self.accepted = 0  # guesses that were right
+        self.shown: dict[int, int] = {}  # slot -> guesses in its last call
+        self.outcomes: list[tuple[int, int]] = []  # (guesses shown, how many right) per slot and call, for the caller
 
     def begin(self, slot: int, known: list[int] | None = None) -> None:
         """Start a sequence in ``slot``; ``known`` tokens (already decoded) are run in one extend."""
         eng = self.engine
         ctx = [eng.bos] + list(known or [])
         with torch.inference_mode():
-            sub = self.model.empty_cache(1)
+            sub = self.model.empty_cache(1, self.speculate)
             hidden = self.model.extend(torch.tensor([ctx], device=eng.device), 0, sub)
             _scatter(self.cache, torch.tensor([slot], device=eng.device), sub)
-            self.logits[slot] = self.model.logits(hidden[0, -1:])[0]
+            self.saved[slot] = self.model.logits(hidden[0, -1:])[0]
+        self._forget(slot)
         self.length[slot] = len(ctx)
+
+    def _forget(self, slot: int) -> None:
+        self.row.pop(slot, None)
+        self.ahead.pop(slot, None)
+        self.pending.pop(slot, None)
 
     def finish(self, slot: int) -> None:
         self.length.pop(slot, None)
+        self.saved.pop(slot, None)
+        self._forget(slot)
 
     def active(self) -> list[int]:
         return sorted(self.length)
 
-    def distributions(self) -> Frequencies:
-        """Next-token distributions of the active slots, in slot order."""
-        with torch.inference_mode():
-            return frequencies(self._active_logits())
+    def ready(self) -> list[int]:
+        """Active slots whose next distribution is known (the others wait for a push)."""
+        return [s for s in sorted(self.length) if s not in self.pending]
 
-    def find(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(token, CF, f) per active slot, in slot order, for the range decoders' targets."""
+    def distributions(self, slots: list[int] | None = None) -> Frequencies:
+        """Next-token distributions of ``slots`` (default: every ready slot), in that order."""
         with torch.inference_mode():
-            return self.model.find(self._active_logits(), targets)
+            return frequencies(self._ready_logits(slots))
+
+    def find(
+        self, targets: torch.Tensor, slots: list[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(token, CF, f) per slot of ``slots`` (default: every ready slot, in slot order)
+        for the range decoders' targets."""
+        with torch.inference_mode():
+            return self.model.find(self._ready_logits(slots), targets)
 
     def find_mixed(
         self,
@@ -182,36 +220,105 @@ class LockstepDecoder:
         starts: torch.Tensor,
         cand: torch.Tensor,
         boosts: torch.Tensor,
+        slots: list[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(token, mixed CF, mixed f, model f) per active slot: ``find`` on the model's table
-        mixed with file-wide memory (lmzip/memory.py; row r's candidates are
-        cand[starts[r]:starts[r + 1]], sorted, with their boosts)."""
+        """(token, mixed CF, mixed f, model f) per slot of ``slots`` (default: every ready
+        one): ``find`` on the model's table mixed with file-wide memory (lmzip/memory.py;
+        row r's candidates are cand[starts[r]:starts[r + 1]], sorted, with their boosts)."""
         with torch.inference_mode():
-            return self.model.mixed_find(self._active_logits(), targets, spreads, starts, cand, boosts)
+            return self.model.mixed_find(self._ready_logits(slots), targets, spreads, starts, cand, boosts)
 
     def frequencies(self) -> torch.Tensor:
-        """The same as full frequency rows [active, vocab]."""
+        """The same as full frequency rows [ready, vocab]."""
         return self.distributions().table()
 
-    def push(self, new_tokens: dict[int, int]) -> None:
-        """Append one decoded token to every active slot and compute its next logits."""
-        if sorted(new_tokens) != self.active():
+    def accept(self, slot: int, token: int) -> bool:
+        """``token`` was decoded for ``slot`` (which goes on). True: it was the slot's next
+        proposal, whose row is now the slot's distribution; False: the slot waits for a push."""
+        ahead = self.ahead.get(slot)
+        self.saved.pop(slot, None)
+        if ahead and ahead[0] == token:
+            ahead.pop(0)
+            self.row[slot] += 1
+            self.length[slot] += 1
+            self.accepted += 1
+            return True
+        self.pending[slot] = token
+        return False
+
+    def push(self, new_tokens: dict[int, int] | None = None, proposals: dict[int, list[int]] | None = None) -> None:
+        """One engine call for every slot waiting with a decoded token (``new_tokens`` adds
+        or replaces such tokens), each with at most ``speculate`` ``proposals``. Ready
+        slots keep their next distribution. Without proposals, every active slot needs a token."""
+        if new_tokens:
+            for slot, token in new_tokens.items():
+                if slot not in self.length:
+                    raise ValueError(f"push for slot {slot}, which is not active")
+                self.saved.pop(slot, None)
+                self.pending[slot] = token
+        if not self.pending or (not self.rows_kernel and sorted(self.pending) != self.active()):
             raise ValueError("push needs one token for every active slot")
+        with torch.inference_mode():
+            if self.rows_kernel:
+                self._push_rows(proposals or {})
+            else:
+                self._push_all()
+        self.pending.clear()
+        self.calls += 1
+
+    def _push_all(self) -> None:
+        """The reference path: every slot steps, idle ones on a dummy token at position 0 of
+        their own ring, which the next begin() replaces (rows stay independent)."""
         eng = self.engine
-        # Every slot steps; idle ones on a dummy token at position 0 of their own ring, which
-        # the next begin() replaces: no cache copies, and rows stay independent.
         tokens = torch.full((self.capacity,), eng.bos, dtype=torch.long)
         positions = torch.zeros(self.capacity, dtype=torch.long)
-        for slot, token in new_tokens.items():
+        for slot, token in self.pending.items():
             tokens[slot] = token
             positions[slot] = self.length[slot]
             self.length[slot] += 1
-        with torch.inference_mode():
-            self.logits = self.model.step_logits(tokens.to(eng.device), positions.to(eng.device), self.cache)
+            self.row[slot], self.ahead[slot] = slot, []
+        self.logits = self.model.step_logits(tokens.to(eng.device), positions.to(eng.device), self.cache)
+        self.rows_run += self.capacity
 
-    def _active_logits(self) -> torch.Tensor:
-        active = self.active()
-        return self.logits if len(active) == self.capacity else self.logits[active]
+    def _push_rows(self, proposals: dict[int, list[int]]) -> None:
+        """step.c step_rows: the waiting slots' tokens and proposals, nothing for idle slots."""
+        eng = self.engine
+        kept = [s for s in self.row if s in self.length]
+        if kept and self.row_vmax is not None:  # each slot continues from its last row kept
+            slots = torch.tensor(kept, dtype=torch.long)
+            self.model.commit(self.cache, slots, torch.tensor([self.row[s] for s in kept]), self.row_vmax)
+        self.outcomes += [(self.shown[s], self.shown[s] - len(self.ahead[s])) for s in kept if self.shown.get(s)]
+        for slot in self.ready():  # their next rows were computed; keep them out of the new call
+            if slot in self.row:
+                self.saved[slot] = self.logits[self.row[slot]].clone()
+        self.row.clear()
+        self.ahead.clear()
+        slots, tokens, positions = [], [], []
+        for slot in sorted(self.pending):
+            guess = list(proposals.get(slot, ()))[: self.speculate]
+            start = self.length[slot]
+            self.row[slot], self.ahead[slot], self.shown[slot] = len(tokens), guess, len(guess)
+            for j, token in enumerate([self.pending[slot], *guess]):
+                slots.append(slot)
+                tokens.append(token)
+                positions.append(start + j)
+            self.length[slot] = start + 1
+        dev = eng.device
+        self.logits, self.row_vmax = self.model.step_rows(
+            *(torch.tensor(x, dtype=torch.long, device=dev) for x in (slots, tokens, positions)), self.cache
+        )
+        self.rows_run += len(tokens)
+
+    def _ready_logits(self, slots: list[int] | None = None) -> torch.Tensor:
+        slots = self.ready() if slots is None else slots
+        if any(s in self.pending or s not in self.length for s in slots):
+            raise ValueError("distributions asked for a slot that is not ready")
+        if any(s in self.saved for s in slots):
+            return torch.stack([self.saved[s] if s in self.saved else self.logits[self.row[s]] for s in slots])
+        rows = [self.row[s] for s in slots]
+        if rows == list(range(self.logits.shape[0])):
+            return self.logits
+        return self.logits[rows]
 
 
 def _scatter(cache: KVCache, idx: torch.Tensor, sub: KVCache) -> None:

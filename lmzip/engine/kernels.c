@@ -274,6 +274,55 @@ void attend(int64_t B, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS,
 }
 
 /*
+ * attend with one query position per row for M rows, row r reading the cache of
+ * sequence slots[r] (the decoding step, several rows per sequence when proposals are
+ * verified: step.c step_rows). Shapes: q [M, KVH, G, D] int8; qsc [M, KVH, G]; qpos [M];
+ * vmax [M, KVH]; k, v [B, KVH, LS, D] int8; ks, vs [B, KVH, LS]; kpos [B, LS], of which
+ * the first L keys are attended; out [M, KVH * G * D]. The same integers per row as attend.
+ */
+void attend_rows(int64_t M, int64_t KVH, int64_t G, int64_t L, int64_t LS, int64_t D, int64_t window, int64_t bits,
+                 const float *coef, float mass_const, const int8_t *q, const float *qsc, const int64_t *qpos,
+                 const int64_t *slots, const float *vmax, const int8_t *k, const float *ks, const int8_t *v,
+                 const float *vs, const int64_t *kpos, float *out) {
+    const poly_t c = {coef[0], coef[1], coef[2], coef[3]};
+#pragma omp parallel
+    {
+        int32_t *dots = malloc(sizeof(int32_t) * (size_t)(G * L));
+        float *e = malloc(sizeof(float) * (size_t)L);
+        int32_t *u = malloc(sizeof(int32_t) * (size_t)(G * L));
+        int32_t *idx = malloc(sizeof(int32_t) * (size_t)L);
+        float *acc = malloc(sizeof(float) * (size_t)(G * D));
+        float *hide = malloc(sizeof(float) * (size_t)L);
+        int64_t hidden_for = -1; /* the row that hide holds: its KV heads share it */
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < M * KVH; i++) {
+            const int64_t r = i / KVH, h = i % KVH, kv = slots[r] * KVH + h;
+            if (r != hidden_for) {
+                hide_keys(kpos + slots[r] * LS, L, qpos[r], window, hide);
+                hidden_for = r;
+            }
+            const float vm = vmax[i];
+            dot_rows(q + i * G * D, D, G, k + kv * LS * D, L, D, dots);
+            for (int64_t g = 0; g < G; g++) {
+                const int64_t row = i * G + g;
+                row_weights(dots + g * L, L, qsc[row], hide, ks + kv * LS, vs + kv * LS, vm, (int32_t)bits, &c, mass_const,
+                            e, u + g * L);
+            }
+            weighted_values(u, G, L, v + kv * LS * D, D, idx, acc);
+            const float unit = vm / mass_const;
+            float *o = out + i * G * D;
+            for (int64_t d = 0; d < G * D; d++) o[d] = acc[d] * unit;
+        }
+        free(dots);
+        free(e);
+        free(u);
+        free(idx);
+        free(acc);
+        free(hide);
+    }
+}
+
+/*
  * The extend path: attention weights for one (sequence, kv head) from exact integer
  * scores; the products q.k and u.v run as int8 GEMMs (torch._int_mm) around it.
  * scores [R, L] int32 with R = G * T rows ordered (g, t); qsc [R]; qpos, vmax [T];

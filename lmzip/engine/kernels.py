@@ -172,8 +172,10 @@ def library(portable: bool = False) -> ctypes.CDLL | None:
         "rows_qkv",
     ):
         getattr(lib, name).restype = None
-    lib.step.argtypes = [ctypes.POINTER(ModelStruct), ptr, ptr, ptr, ptr]
-    lib.step.restype = ctypes.c_int
+    lib.step_rows.argtypes = [ctypes.POINTER(ModelStruct), i64] + [ptr] * 6
+    lib.step_rows.restype = ctypes.c_int
+    lib.commit_vmax.argtypes = [ctypes.POINTER(ModelStruct), i64, ptr, ptr, i64, ptr]
+    lib.commit_vmax.restype = None
     lib.linear_product.argtypes = [ptr, i64, ptr, ptr]
     lib.linear_product.restype = None
     lib.amx_product_count.restype = ctypes.c_int64
@@ -373,7 +375,7 @@ class LayerStruct(ctypes.Structure):
 class ModelStruct(ctypes.Structure):
     _fields_ = [
         *[(name, i64) for name in ("hidden", "heads", "kv_heads", "head_dim", "inter", "vocab", "layers")],
-        *[(name, i64) for name in ("window", "exp_bits", "batch")],
+        *[(name, i64) for name in ("window", "exp_bits", "batch", "ring")],
         ("eps", f64),
         *[(name, f32) for name in ("score_unit", "attn_mass", "sigmoid_steps")],
         ("sigmoid_offset", i64),
@@ -444,28 +446,53 @@ class StepKernel:
         steps = numerics.SIGMOID_STEPS_PER_UNIT
         self.struct = ModelStruct(
             cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head, cfg.intermediate_size,
-            cfg.vocab_size, cfg.num_layers, model.window, model.exp_bits, 0, cfg.norm_eps,
+            cfg.vocab_size, cfg.num_layers, model.window, model.exp_bits, 0, 0, cfg.norm_eps,
             score_unit, attn_mass, float(steps), numerics.SIGMOID_RANGE * steps,
             model.exp_coef.data_ptr(), model.sigmoid.data_ptr(), w.embedding.weight.data_ptr(),
             w.embedding.scale.data_ptr(), w.final_norm.data_ptr(), 0, 0,
             linear(w.lm_head, "lm_head"), 0, self.layers,
         )  # fmt: skip
 
-    def run(self, cache, tokens: torch.Tensor, positions: torch.Tensor, logits: bool):  # noqa: ANN001, ANN201
-        """(hidden [B, H], logits [B, V] or None) after one step of every cache row (cache updated)."""
-        cfg, s = self.model.config, self.struct
+    def _bind(self, cache) -> ModelStruct:  # noqa: ANN001
+        """The struct pointing at ``cache`` (its ring size included) and the current RoPE tables."""
+        s = self.struct
         for i, layer in enumerate(self.layers):
             layer.k, layer.v = cache.k[i].data_ptr(), cache.v[i].data_ptr()
             layer.ks, layer.vs, layer.vmax = (t.data_ptr() for t in (cache.k_scale[i], cache.v_scale[i], cache.vmax[i]))
-        s.batch, s.pos = cache.pos.shape[0], cache.pos.data_ptr()
+        s.batch, s.ring, s.pos = cache.pos.shape[0], cache.pos.shape[1], cache.pos.data_ptr()
         s.cos, s.sin = self.model.cos.data_ptr(), self.model.sin.data_ptr()  # grown by the caller
-        tokens, positions = tokens.contiguous(), positions.contiguous()
-        hidden = torch.empty(s.batch, cfg.hidden_size)
-        out = torch.empty(s.batch, cfg.vocab_size) if logits else None
-        status = library().step(  # type: ignore[union-attr]
-            ctypes.byref(s), tokens.data_ptr(), positions.data_ptr(), hidden.data_ptr(),
-            None if out is None else out.data_ptr(),
+        return s
+
+    def run_rows(self, cache, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, logits: bool):  # noqa: ANN001, ANN201
+        """(hidden [M, H], logits [M, V] or None, row_vmax [layers, M, KVH]) for M rows: row r
+        appends tokens[r] at positions[r] to cache row slots[r] (step.c step_rows). The
+        cache's vmax stays as it was until ``commit``."""
+        cfg = self.model.config
+        s = self._bind(cache)
+        slots, tokens, positions = (t.to(torch.int64).contiguous() for t in (slots, tokens, positions))
+        rows = tokens.shape[0]
+        hidden = torch.empty(rows, cfg.hidden_size)
+        out = torch.empty(rows, cfg.vocab_size) if logits else None
+        row_vmax = torch.empty(cfg.num_layers, rows, cfg.num_kv_heads)
+        status = library().step_rows(  # type: ignore[union-attr]
+            ctypes.byref(s), rows, slots.data_ptr(), tokens.data_ptr(), positions.data_ptr(), hidden.data_ptr(),
+            None if out is None else out.data_ptr(), row_vmax.data_ptr(),
         )  # fmt: skip
         if status != 0:
             raise MemoryError("out of memory in the decoding step")
+        return hidden, out, row_vmax
+
+    def commit(self, cache, slots: torch.Tensor, rows: torch.Tensor, row_vmax: torch.Tensor) -> None:  # noqa: ANN001
+        """Cache row slots[i] keeps the value-scale maximum after row rows[i] of the last run_rows."""
+        s = self._bind(cache)
+        slots, rows = slots.to(torch.int64).contiguous(), rows.to(torch.int64).contiguous()
+        library().commit_vmax(  # type: ignore[union-attr]
+            ctypes.byref(s), slots.shape[0], slots.data_ptr(), rows.data_ptr(), row_vmax.shape[1], row_vmax.data_ptr()
+        )
+
+    def run(self, cache, tokens: torch.Tensor, positions: torch.Tensor, logits: bool):  # noqa: ANN001, ANN201
+        """(hidden [B, H], logits [B, V] or None) after one step of every cache row (cache updated)."""
+        slots = torch.arange(cache.pos.shape[0])
+        hidden, out, row_vmax = self.run_rows(cache, slots, tokens, positions, logits)
+        self.commit(cache, slots, slots, row_vmax)
         return hidden, out

@@ -332,9 +332,13 @@ def frequencies(logits: torch.Tensor) -> Frequencies:
 # ---------------------------------------------------------------------------
 
 
-def ring_slot(positions: torch.Tensor, window: int) -> torch.Tensor:
-    """Cache slot of each position: 0 keeps position 0 (the sink), 1.. cycle over the last window - 1."""
-    return torch.where(positions == 0, torch.zeros_like(positions), 1 + (positions - 1) % (window - 1))
+def ring_slot(positions: torch.Tensor, ring: int) -> torch.Tensor:
+    """Cache slot of each position: 0 keeps position 0 (the sink), 1.. cycle over the last ring - 1.
+
+    ring is the cache's size: the window, plus slack where the decoder verifies proposed
+    tokens (those rows write up to slack positions ahead of what every row still sees).
+    Which keys a query sees is decided by positions (``attends``), never by the ring."""
+    return torch.where(positions == 0, torch.zeros_like(positions), 1 + (positions - 1) % (ring - 1))
 
 
 def attends(qpos: torch.Tensor, kpos: torch.Tensor, window: int) -> torch.Tensor:
@@ -346,8 +350,8 @@ def attends(qpos: torch.Tensor, kpos: torch.Tensor, window: int) -> torch.Tensor
 
 @dataclass
 class KVCache:
-    """Per layer, a ring of ``window`` slots per sequence: int8 keys and values with
-    per-(token, head) scales; ``pos`` is the position each slot holds.
+    """Per layer, a ring of ``window`` (+ slack) slots per sequence: int8 keys and values
+    with per-(token, head) scales; ``pos`` is the position each slot holds.
 
     ``vmax`` is the running maximum of all value scales so far, an upper bound on the
     scales of the keys attended, which bounds the attention weights (numerics in _attend).
@@ -361,19 +365,19 @@ class KVCache:
     pos: torch.Tensor  # [B, W] int64, -1 = empty
 
     @staticmethod
-    def empty(config: LlamaConfig, batch: int, window: int, device: torch.device) -> KVCache:
+    def empty(config: LlamaConfig, batch: int, ring: int, device: torch.device) -> KVCache:
         kvh, d = config.num_kv_heads, config.dim_per_head
 
         def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
             return [torch.zeros(*shape, dtype=dtype, device=device) for _ in range(config.num_layers)]
 
         return KVCache(
-            zeros(batch, kvh, window, d, dtype=torch.int8),
-            zeros(batch, kvh, 1, window),
-            zeros(batch, kvh, window, d, dtype=torch.int8),
-            zeros(batch, kvh, 1, window),
+            zeros(batch, kvh, ring, d, dtype=torch.int8),
+            zeros(batch, kvh, 1, ring),
+            zeros(batch, kvh, ring, d, dtype=torch.int8),
+            zeros(batch, kvh, 1, ring),
             zeros(batch, kvh, 1, 1),
-            torch.full((batch, window), -1, dtype=torch.long, device=device),
+            torch.full((batch, ring), -1, dtype=torch.long, device=device),
         )
 
     def fields(self) -> tuple[list[torch.Tensor], ...]:
@@ -628,8 +632,10 @@ class ExactLlama:
 
     # -- public paths ---------------------------------------------------------
 
-    def empty_cache(self, batch: int) -> KVCache:
-        return KVCache.empty(self.config, batch, self.window, self.device)
+    def empty_cache(self, batch: int, slack: int = 0) -> KVCache:
+        """A cache for ``batch`` sequences; ``slack`` extra ring entries let step_rows run
+        up to slack + 1 rows per sequence (speculative verification)."""
+        return KVCache.empty(self.config, batch, self.window + slack, self.device)
 
     def extend(self, tokens: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
         """Hidden states [B, T, hidden] of tokens at positions start.. of every sequence."""
@@ -654,6 +660,31 @@ class ExactLlama:
         self._grow_rope(int(positions.max()) + 1)
         return kernel.run(cache, tokens, positions, logits=True)[1]
 
+    def step_rows(
+        self, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [M, vocab], row_vmax) for M rows, row r appending tokens[r] at positions[r]
+        to cache row slots[r]; a cache row's rows are consecutive at consecutive positions,
+        at most the cache's slack + 1 of them. Each row's logits are those of single steps
+        up to it. The cache keeps every row's keys and values; ``commit`` then says which
+        row of each cache row was the last one kept (later positions are overwritten by
+        the next rows written there before any query sees them). C kernels only."""
+        kernel = self._step_kernel()
+        assert kernel is not None, "step_rows needs the C step (speculative_rows() > 0)"
+        self._grow_rope(int(positions.max()) + 1)
+        _, logits, row_vmax = kernel.run_rows(cache, slots, tokens, positions, logits=True)
+        return logits, row_vmax
+
+    def commit(self, cache: KVCache, slots: torch.Tensor, rows: torch.Tensor, row_vmax: torch.Tensor) -> None:
+        """After step_rows: cache row slots[i] continues from row rows[i]."""
+        kernel = self._step_kernel()
+        assert kernel is not None
+        kernel.commit(cache, slots, rows, row_vmax)
+
+    def speculative_rows(self) -> bool:
+        """Whether step_rows is available (the C step)."""
+        return self._step_kernel() is not None
+
     def _step_kernel(self) -> native.StepKernel | None:
         """The C decoding step (kernels="c" and a shape it handles), packed on first use."""
         if self.kernels != "c" or not native.step_supported(self.config):
@@ -665,17 +696,18 @@ class ExactLlama:
     def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         self._grow_rope(int(positions.max()) + 1)
         rope = (self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2))  # once, not per layer
+        ring = cache.pos.shape[1]
         if positions.shape[1] == 1:  # step: one slot per row, written before attending
-            write = (torch.arange(positions.shape[0], device=self.device), ring_slot(positions[:, 0], self.window))
+            write = (torch.arange(positions.shape[0], device=self.device), ring_slot(positions[:, 0], ring))
             cache.pos[write] = positions[:, 0]
-            n_cached = min(self.window, int(positions.max()) + 1)  # slots fill in order until the ring wraps
+            n_cached = min(ring, int(positions.max()) + 1)  # slots fill in order until the ring wraps
             kpos = cache.pos[:, :n_cached]
         else:  # extend (all rows share the positions): only position 0 and the last window - 1 stay
-            n_cached = self.window if bool((cache.pos >= 0).any()) else 0
+            n_cached = ring if bool((cache.pos >= 0).any()) else 0
             kpos = torch.cat([cache.pos, positions], 1) if n_cached else positions  # before the write below
             first = positions[0]
             sel = ((first == 0) | (first > first[-1] - (self.window - 1))).nonzero()[:, 0]
-            write = (sel, ring_slot(first[sel], self.window))  # distinct slots
+            write = (sel, ring_slot(first[sel], ring))  # distinct slots
             cache.pos[:, write[1]] = positions[:, sel]
         x = self._embed(tokens)
         for i in range(self.config.num_layers):

@@ -19,10 +19,10 @@
 #include <immintrin.h>
 #endif
 
-void attend(int64_t B, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS, int64_t D, int64_t window,
-            int64_t bits, const float *coef, float mass_const, const int8_t *q, const float *qsc, const int64_t *qpos,
-            const float *vmax, const int8_t *k, const float *ks, const int8_t *v, const float *vs,
-            const int64_t *kpos, float *out);
+void attend_rows(int64_t M, int64_t KVH, int64_t G, int64_t L, int64_t LS, int64_t D, int64_t window, int64_t bits,
+                 const float *coef, float mass_const, const int8_t *q, const float *qsc, const int64_t *qpos,
+                 const int64_t *slots, const float *vmax, const int8_t *k, const float *ks, const int8_t *v,
+                 const float *vs, const int64_t *kpos, float *out);
 
 typedef struct {
     const int8_t *packed; /* [N16 / 16][K / 4][16][4]: output channels padded to N16 */
@@ -35,12 +35,13 @@ typedef struct {
 typedef struct {
     const float *attn_norm, *mlp_norm;
     qlinear_t qkv, o, gate_up, down;
-    int8_t *k, *v;          /* cache [B, KVH, W, D] */
-    float *ks, *vs, *vmax;  /* [B, KVH, W], [B, KVH, W], [B, KVH] */
+    int8_t *k, *v;          /* cache [B, KVH, ring, D] */
+    float *ks, *vs, *vmax;  /* [B, KVH, ring], [B, KVH, ring], [B, KVH] */
 } layer_t;
 
 typedef struct {
     int64_t hidden, heads, kv_heads, head_dim, inter, vocab, layers, window, exp_bits, batch;
+    int64_t ring;                    /* cache entries per sequence: window + slack (speculative rows) */
     double eps;
     float score_unit, attn_mass, sigmoid_steps;
     int64_t sigmoid_offset;
@@ -48,7 +49,7 @@ typedef struct {
     const int8_t *emb;               /* [V, H] */
     const float *emb_scale, *final_norm, *cos, *sin; /* rope tables [P, D / 2] */
     qlinear_t head;
-    int64_t *pos;                    /* [B, W] */
+    int64_t *pos;                    /* [B, ring] */
     layer_t *layer;
 } model_t;
 
@@ -387,93 +388,112 @@ static inline void quantize_signed(const float *x, int64_t n, int8_t *q, float *
 }
 
 /* RMSNorm + quantization of the B rows of x for the next linear layer (threaded when B is large). */
-static void norm_rows(const model_t *m, const float *x, const float *w, int64_t split, float *tmp, int64_t tmp_stride,
-                      const act_t *act) {
+static void norm_rows(const model_t *m, int64_t M, const float *x, const float *w, int64_t split, float *tmp,
+                      int64_t tmp_stride, const act_t *act) {
     const int64_t H = m->hidden;
-#pragma omp parallel for if (m->batch >= 8)
-    for (int64_t b = 0; b < m->batch; b++)
+#pragma omp parallel for if (M >= 8)
+    for (int64_t b = 0; b < M; b++)
         rms_quantize_row(x + b * H, w, H, m->eps, (int)split, 0x80, tmp + b * tmp_stride, hi_row(act, b, H),
                          lo_row(act, b, H), act->scale + b);
 }
 
-/* Advance every cache row b by tokens[b] at positions[b]; hidden [B, H] and, if logits is
- * not NULL, logits [B, V]. Returns 0, or -1 when out of memory. */
-int step(const model_t *m, const int64_t *tokens, const int64_t *positions, float *hidden, float *logits) {
-    const int64_t B = m->batch, H = m->hidden, NH = m->heads, KVH = m->kv_heads, D = m->head_dim;
-    const int64_t G = NH / KVH, W = m->window, I = m->inter, half = D / 2;
+/* Advance M rows: row r appends tokens[r] at positions[r] to cache row slots[r]; hidden
+ * [M, H] and, if logits is not NULL, logits [M, V]. The rows of one cache row are
+ * consecutive, at consecutive positions (speculative verification: a decoded token and
+ * the tokens proposed after it, see engine.py LockstepDecoder). Every row's keys and
+ * values are written to the ring before any row attends, and each row sees only keys
+ * at positions <= its own, so row r gets exactly the integers of single steps. The ring
+ * holds window - 1 + slack recent positions: writing up to slack + 1 new positions
+ * never overwrites a key that any row still sees (kernels.c visible()).
+ * The running maximum of value scales (the attention bound) is per row: row_vmax
+ * [layers, M, KVH], continued from the cache's; the cache's own vmax is left alone
+ * until commit_vmax says which row was the last one accepted.
+ * Returns 0, or -1 when out of memory. */
+int step_rows(const model_t *m, int64_t M, const int64_t *slots, const int64_t *tokens, const int64_t *positions,
+              float *hidden, float *logits, float *row_vmax) {
+    const int64_t H = m->hidden, NH = m->heads, KVH = m->kv_heads, D = m->head_dim;
+    const int64_t G = NH / KVH, W = m->window, RS = m->ring, I = m->inter, half = D / 2;
     const int64_t QKV = (NH + 2 * KVH) * D;
     const int64_t wide_out = max3(QKV, 2 * I, H);                   /* widest layer output (y) */
     const int64_t wide_acc = (max3(wide_out, m->vocab, 0) + 15) / 16 * 16; /* and the head's, in acc */
     const int64_t wide_in = max3(I, H, NH * D);                          /* widest layer input */
     int status = -1;
     float *x = hidden;
-    float *y = malloc(sizeof(float) * B * wide_out);
-    float *tmp = malloc(sizeof(float) * B * wide_in);
-    int32_t *acc = malloc(sizeof(int32_t) * 2 * B * wide_acc);
-    uint8_t *xq = malloc((size_t)(2 * B * wide_in));
-    float *xs = malloc(sizeof(float) * B);
-    int8_t *qq = malloc((size_t)(B * NH * D));
-    float *qsc = malloc(sizeof(float) * B * NH), *vmax = malloc(sizeof(float) * B * KVH);
-    float *attn = malloc(sizeof(float) * B * NH * D);
-    if (!y || !tmp || !acc || !xq || !xs || !qq || !qsc || !vmax || !attn) goto done;
-    act_t act = {xq, xs, B};
+    float *y = malloc(sizeof(float) * M * wide_out);
+    float *tmp = malloc(sizeof(float) * M * wide_in);
+    int32_t *acc = malloc(sizeof(int32_t) * 2 * M * wide_acc);
+    uint8_t *xq = malloc((size_t)(2 * M * wide_in));
+    float *xs = malloc(sizeof(float) * M);
+    int8_t *qq = malloc((size_t)(M * NH * D));
+    float *qsc = malloc(sizeof(float) * M * NH);
+    float *attn = malloc(sizeof(float) * M * NH * D);
+    if (!y || !tmp || !acc || !xq || !xs || !qq || !qsc || !attn) goto done;
+    act_t act = {xq, xs, M};
 
     int64_t top = 0;
-    for (int64_t b = 0; b < B; b++) {
-        const int64_t p = positions[b];
-        m->pos[b * W + ring_slot(p, W)] = p; /* written before attending, as the reference */
+    for (int64_t r = 0; r < M; r++) {
+        const int64_t p = positions[r];
+        m->pos[slots[r] * RS + ring_slot(p, RS)] = p; /* written before attending, as the reference */
         top = p > top ? p : top;
     }
-    const int64_t n_cached = top + 1 < W ? top + 1 : W; /* slots fill in order until the ring wraps */
-    for (int64_t b = 0; b < B; b++) {
-        const int8_t *e = m->emb + tokens[b] * H;
-        const float s = m->emb_scale[tokens[b]];
-        for (int64_t i = 0; i < H; i++) x[b * H + i] = (float)e[i] * s;
+    const int64_t n_cached = top + 1 < RS ? top + 1 : RS; /* slots fill in order until the ring wraps */
+    for (int64_t r = 0; r < M; r++) {
+        const int8_t *e = m->emb + tokens[r] * H;
+        const float s = m->emb_scale[tokens[r]];
+        for (int64_t i = 0; i < H; i++) x[r * H + i] = (float)e[i] * s;
     }
     for (int64_t li = 0; li < m->layers; li++) {
         const layer_t *L = &m->layer[li];
-        norm_rows(m, x, L->attn_norm, L->qkv.split, tmp, wide_in, &act);
+        float *vmax = row_vmax + li * M * KVH;
+        norm_rows(m, M, x, L->attn_norm, L->qkv.split, tmp, wide_in, &act);
         linear(&L->qkv, &act, acc, y);
-#pragma omp parallel for if (B >= 8)
-        for (int64_t b = 0; b < B; b++) {
-            const int64_t p = positions[b], slot = ring_slot(p, W);
-            float *row = y + b * QKV;
+#pragma omp parallel for if (M >= 8)
+        for (int64_t r = 0; r < M; r++) {
+            const int64_t p = positions[r], slot = ring_slot(p, RS), b = slots[r];
+            float *row = y + r * QKV;
             const float *c = m->cos + p * half, *s = m->sin + p * half;
             for (int64_t h = 0; h < NH + KVH; h++) rope(row + h * D, c, s, half); /* q heads, then k heads */
             for (int64_t h = 0; h < NH; h++) {
                 float qs;
-                quantize_signed(row + h * D, D, qq + (b * NH + h) * D, &qs);
-                qsc[b * NH + h] = qs * m->score_unit;
+                quantize_signed(row + h * D, D, qq + (r * NH + h) * D, &qs);
+                qsc[r * NH + h] = qs * m->score_unit;
             }
             for (int64_t h = 0; h < KVH; h++) {
-                const int64_t at = (b * KVH + h) * W + slot;
+                const int64_t at = (b * KVH + h) * RS + slot;
                 quantize_signed(row + (NH + h) * D, D, L->k + at * D, L->ks + at);
                 quantize_signed(row + (NH + KVH + h) * D, D, L->v + at * D, L->vs + at);
-                const float prev = L->vmax[b * KVH + h], now = L->vs[at];
-                L->vmax[b * KVH + h] = vmax[b * KVH + h] = now > prev ? now : prev;
             }
         }
-        attend(B, KVH, G, 1, n_cached, W, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc, positions,
-               vmax, L->k, L->ks, L->v, L->vs, m->pos, attn);
-        for (int64_t b = 0; b < B; b++)
-            quantize_row(attn + b * NH * D, NH * D, (int)L->o.split, 0x80, hi_row(&act, b, NH * D),
-                         lo_row(&act, b, NH * D), xs + b);
+        for (int64_t r = 0; r < M; r++) { /* running max along each cache row's rows, in order */
+            const int64_t b = slots[r], slot = ring_slot(positions[r], RS);
+            const int first = r == 0 || slots[r - 1] != b;
+            for (int64_t h = 0; h < KVH; h++) {
+                const float prev = first ? L->vmax[b * KVH + h] : vmax[(r - 1) * KVH + h];
+                const float now = L->vs[(b * KVH + h) * RS + slot];
+                vmax[r * KVH + h] = now > prev ? now : prev;
+            }
+        }
+        attend_rows(M, KVH, G, n_cached, RS, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc, positions, slots,
+                    vmax, L->k, L->ks, L->v, L->vs, m->pos, attn);
+        for (int64_t r = 0; r < M; r++)
+            quantize_row(attn + r * NH * D, NH * D, (int)L->o.split, 0x80, hi_row(&act, r, NH * D),
+                         lo_row(&act, r, NH * D), xs + r);
         linear(&L->o, &act, acc, y);
-        for (int64_t i = 0; i < B * H; i++) x[i] = x[i] + y[i];
-        norm_rows(m, x, L->mlp_norm, L->gate_up.split, tmp, wide_in, &act);
+        for (int64_t i = 0; i < M * H; i++) x[i] = x[i] + y[i];
+        norm_rows(m, M, x, L->mlp_norm, L->gate_up.split, tmp, wide_in, &act);
         linear(&L->gate_up, &act, acc, y);
-#pragma omp parallel for if (B >= 8)
-        for (int64_t b = 0; b < B; b++) {
-            const float *gate = y + b * 2 * I, *up = gate + I;
-            float *a = tmp + b * wide_in;
+#pragma omp parallel for if (M >= 8)
+        for (int64_t r = 0; r < M; r++) {
+            const float *gate = y + r * 2 * I, *up = gate + I;
+            float *a = tmp + r * wide_in;
             silu_row(gate, up, I, m->sigmoid, m->sigmoid_steps, m->sigmoid_offset, a);
-            quantize_row(a, I, (int)L->down.split, 0x80, hi_row(&act, b, I), lo_row(&act, b, I), xs + b);
+            quantize_row(a, I, (int)L->down.split, 0x80, hi_row(&act, r, I), lo_row(&act, r, I), xs + r);
         }
         linear(&L->down, &act, acc, y);
-        for (int64_t i = 0; i < B * H; i++) x[i] = x[i] + y[i];
+        for (int64_t i = 0; i < M * H; i++) x[i] = x[i] + y[i];
     }
     if (logits) {
-        norm_rows(m, x, m->final_norm, m->head.split, tmp, wide_in, &act);
+        norm_rows(m, M, x, m->final_norm, m->head.split, tmp, wide_in, &act);
         linear(&m->head, &act, acc, logits);
     }
     status = 0;
@@ -485,9 +505,19 @@ done:
     free(xs);
     free(qq);
     free(qsc);
-    free(vmax);
     free(attn);
     return status;
+}
+
+/* After step_rows: cache row slots[i] keeps the value-scale maximum of row rows[i] (its
+ * last accepted one) in every layer; row_vmax [layers, M, KVH]. */
+void commit_vmax(const model_t *m, int64_t n, const int64_t *slots, const int64_t *rows, int64_t M,
+                 const float *row_vmax) {
+    const int64_t KVH = m->kv_heads;
+    for (int64_t li = 0; li < m->layers; li++)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t h = 0; h < KVH; h++)
+                m->layer[li].vmax[slots[i] * KVH + h] = row_vmax[(li * M + rows[i]) * KVH + h];
 }
 
 /* ---- row operations for the scoring path ----------------------------------------
