@@ -43,6 +43,7 @@ DEFAULT_FILES = [
 LOGS = [name for name in DEFAULT_FILES if name.startswith("logs/")]
 README_BEGIN = "<!-- memory_report: logs begin -->"
 README_END = "<!-- memory_report: logs end -->"
+NOTES = "## Notes"
 
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
@@ -161,11 +162,19 @@ def write_docs(out: Path, rows: list[dict[str, Any]], readme: Path | None) -> No
     """docs/memory.md from every measured row; README.md's logs table from the logs' rows."""
     text = table(rows)
     print(text, flush=True)
-    (out / "memory.md").write_text(
+    page = out / "memory.md"
+    notes = ""  # a "## Notes" section (measurements made otherwise) is kept as it is
+    if page.is_file() and NOTES in page.read_text():
+        notes = NOTES + page.read_text().split(NOTES, 1)[1]
+    page.write_text(
         "# File-wide memory: measured targets\n\nMade by `python scripts/memory_report.py` (`--logs` or"
         " `--files` picks the files, `--render` rewrites this page from docs/memory.json), on the machine of"
         " README.md: lmzip bench, the archive written by `lmzip -c` decoded and compared; ideal code lengths"
-        " from the same run.\n\n" + text + "\n## Logs at the default memory block\n\n" + logs_table(rows)
+        " from the same run.\n\n"
+        + text
+        + "\n## Logs at the default memory block\n\n"
+        + logs_table(rows)
+        + ("\n" + notes if notes else "")
     )
     if readme is not None and readme.is_file():
         body = readme.read_text()
