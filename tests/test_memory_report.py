@@ -67,3 +67,23 @@ def test_hdfs_digit_floor(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(report, "CORPUS", tmp_path)
     text = report.logs_table([_row("logs/HDFS_2k.log", 800, 1000)])
     assert "2 distinct block ids" in text and "7 random decimal digits, 3 bytes" in text
+
+
+variants = load_script("memory_variants")
+
+
+def test_variant_replay_restores_the_constants_and_counts_kinds() -> None:
+    mem = variants.mem
+    assert bytes(variants.kinds_of(b"blk_-12 at 10.0.0.1:80 x7")) == b"ooooobboooo" + b"i" * 11 + b"ood"
+    rep = list(range(3, 40))  # a flat model of 64 tokens; the second copy is a repeat
+    f = mem.TOTAL // 64
+    group = [(rep, [t * f for t in rep], [f] * len(rep))]
+    cache = {"vocab": 64, "groups": [group, group], "pieces": {t: b"%c" % (60 + t) for t in rep}}
+    before = mem.NGRAM_ORDERS
+    with variants.patched(variants.VARIANTS["ngram+6"]):
+        assert mem.NGRAM_ORDERS == (1, 2, 3, 4, 6)
+        seen: list[str] = []
+        mixed, model = variants.replay(cache, lambda piece, kind, lm_f, mixed_f: seen.append(kind))
+    assert mem.NGRAM_ORDERS == before
+    assert len(seen) == 2 * len(rep) and model == 2 * len(rep) * 6 / 8  # 6 bits a token, flat
+    assert mixed < 0.8 * model  # the repeat is cheap
