@@ -3,7 +3,7 @@ a group of 64 chunks coded with the memory decodes with the compressor's integer
 at 64 slots on 2 threads (all chunks in lock step, step.c's threaded loops), and with
 fewer slots than the group (waves) on 1 and 2 threads.
 
-Kept cheap like test_real_exactness.py: 64 chunks of 1 to 9 tokens and a memory block of
+Kept cheap like test_real_exactness.py: 64 chunks of 1 to 10 tokens and a memory block of
 3 positions, so a decode is a few dozen engine steps. test_file_memory.py runs every
 slot count (1, 3, 17, 64) and both thread counts on a tiny model.
 """
