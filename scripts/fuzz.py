@@ -4,8 +4,10 @@ Starts from valid archives (stored/zstd only, and with a fake LM codec so lm, sp
 and model identity records are present) and mutates them: truncation at every offset,
 a flipped byte at every offset, then random bit flips, byte changes, insertions,
 deletions, huge varints, wrong versions, structure-aware record/index/header field
-edits (with their CRCs recomputed so the edit reaches the checks behind them),
-record drops/duplicates/swaps, trailing garbage and splices of two archives.
+edits and model identity record edits (numerics version, window, the file-wide
+memory's group and block; all with their CRCs recomputed so the edit reaches the
+checks behind them), record drops/duplicates/swaps, trailing garbage and splices of
+two archives.
 
 Every case goes through `decompress_stream` (seekable, or a pipe with short reads),
 `read_archive_info` (seekable: the first archive), `read_archive_infos` (pipe: every
@@ -263,6 +265,38 @@ def split_records(archive: bytes, lay: Layout) -> list[tuple[int, list[int], byt
     return out
 
 
+def model_body_fields(body: bytes) -> tuple[bytes, list[int], bytes] | None:
+    """(the two hashes, [numerics, window] plus [memory group, memory block] when numerics
+    >= 5, name length + name) of a model record's body; None if it does not parse."""
+    try:
+        pos = 64
+        values = []
+        for _ in range(2):
+            v, pos = _varint_at(body, pos)
+            values.append(v)
+        if values[0] >= 5:
+            for _ in range(2):
+                v, pos = _varint_at(body, pos)
+                values.append(v)
+        return body[:64], values, body[pos:]
+    except IndexError:
+        return None
+
+
+def with_model_fields(archive: bytes, lay: Layout, values: list[int]) -> bytes:
+    """`archive` with its model record's numerics, window and memory fields replaced by
+    `values` ([numerics, window] or [numerics, window, group, block], written as given,
+    whatever the numerics version says), body CRC, record length and index recomputed."""
+    recs = split_records(archive, lay)
+    i = next(k for k, r in enumerate(recs) if r[0] == 3)
+    parsed = model_body_fields(recs[i][2][4:])
+    assert parsed is not None, "a base archive's model record parses"
+    hashes, _, name = parsed
+    body = hashes + b"".join(leb128(v) for v in values) + name
+    recs[i] = (3, [len(body)], struct.pack("<I", zlib.crc32(body)) + body)
+    return rebuild(archive, lay, recs)
+
+
 # ---------------------------------------------------------------- mutations
 
 HUGE = [
@@ -345,6 +379,7 @@ class Mutator:
                     "garbage",
                     "splice",
                     "dup",
+                    "model",
                 ]
             )
             blob, desc, extra = self.mutate(kind, name, blob)
@@ -455,6 +490,20 @@ class Mutator:
                 new = [r for r in new if r[0] != 3]
                 new.insert(rng.randrange(len(new) + 1), models[0] if models else recs[i])
             return rebuild(blob, lay, new), f"records:{op}@{i}", set()
+        if kind == "model" and any(r[0] == 3 for r in recs):
+            # numerics version, window and the memory group and block of the model record
+            # (numerics >= 5), body CRC fixed: past the CRC gate to the field checks
+            parsed = model_body_fields(next(r for r in recs if r[0] == 3)[2][4:])
+            assert parsed is not None
+            values = parsed[1]
+            j = rng.randrange(len(values) + 1)
+            if j == len(values):  # memory fields added or dropped, numerics kept
+                values = values[:2] if len(values) > 2 else values + [rng.choice([1, 3, 32]), rng.choice([1, 12])]
+            else:
+                values = list(values)
+                new = interesting(values[j], rng)
+                values[j] = rng.choice([4, 5, 6, new]) if j == 0 else new
+            return with_model_fields(blob, lay, values), f"model:{values}", set()
         if kind == "count":
             c = interesting(len(recs), rng)
             return rebuild(blob, lay, recs, count=c), f"count:{c}", set()

@@ -1,6 +1,7 @@
 """Measure the file-wide memory's acceptance targets and write docs/memory.md.
 
     python scripts/memory_report.py [--files urls.10K,alice29.txt] [--threads 1] [--resume]
+    python scripts/memory_report.py --logs --threads 1   # the six logs of ../shared/corpus/logs
     python scripts/memory_report.py --render      # rewrite the docs from docs/memory.json
 
 For each file of ../shared/corpus it runs `lmzip bench` (lmzip/bench.py: the archive
@@ -8,15 +9,21 @@ For each file of ../shared/corpus it runs `lmzip bench` (lmzip/bench.py: the arc
 archive in bits per byte, the model's ideal code length alone and the mixed one (the
 tables the lm records are coded with), and the target of lmzip's issue on file-wide
 memory: urls.10K <= 1.55 bits/byte, alice29.txt <= 1.12, every log of logs/ <= 0.6x
-xz -9e. Rows go to docs/memory.json after every file (--resume keeps rows of an earlier
-run with the same settings); docs/memory.md and docs/readme_parts/memory13.md get the
-table. With the model this takes hours on a 2-core CPU.
+xz -9e. Rows go to docs/memory.json after every file (a row of the same file and
+settings is replaced; --resume skips files already measured with these settings);
+docs/memory.md gets every row, README.md the logs' rows (between its memory_report
+markers), with the commit and date each was measured at. With the model this takes
+hours on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import math
+import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,10 @@ DEFAULT_FILES = [
     "logs/OpenSSH_2k.log",
     "logs/Spark_2k.log",
 ]
+LOGS = [name for name in DEFAULT_FILES if name.startswith("logs/")]
+README_BEGIN = "<!-- memory_report: logs begin -->"
+README_END = "<!-- memory_report: logs end -->"
+NOTES = "## Notes"
 
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
@@ -51,12 +62,24 @@ def target(name: str) -> tuple[str, float | None, float | None]:
     return "-", None, None
 
 
+def commit() -> str:
+    """The checkout measured (``-dirty`` when lmzip/ has uncommitted changes)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "lmzip"], cwd=ROOT).returncode
+    except OSError:
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty else "") if head.returncode == 0 else "unknown"
+
+
 def row(name: str, results: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
     by = {r.codec: r for r in results}
     lm, xz = by["lmzip"], by["xz"]
     return {
         "file": name,
         "settings": settings,
+        "commit": commit(),
+        "date": datetime.date.today().isoformat(),
         "bytes": lm.original_bytes,
         "xz": xz.compressed_bytes,
         "lmzip": lm.compressed_bytes,
@@ -67,6 +90,53 @@ def row(name: str, results: list[Any], settings: dict[str, Any]) -> dict[str, An
     }
 
 
+def block(r: dict[str, Any]) -> int:
+    b = r["settings"]["memory_block"]
+    return DEFAULT_MEMORY_BLOCK if b is None else b
+
+
+def met(r: dict[str, Any]) -> bool:
+    _, max_bpb, max_xz = target(r["file"])
+    vs_xz = r["lmzip"] / r["xz"] if r["xz"] else math.inf
+    return r["roundtrip_ok"] and (max_bpb is None or r["bpb"] <= max_bpb) and (max_xz is None or vs_xz <= max_xz)
+
+
+def digit_floor(path: Path) -> tuple[int, int, int]:
+    """(distinct HDFS block ids, their decimal digits, bytes those digits take at log2(10)
+    bits each): what no model can predict when the ids are random."""
+    ids = set(re.findall(rb"blk_-?([0-9]+)", path.read_bytes()))
+    digits = sum(len(i) for i in ids)
+    return len(ids), digits, math.ceil(digits * math.log2(10) / 8)
+
+
+def logs_table(rows: list[dict[str, Any]]) -> str:
+    """README's table: the logs at the default memory block."""
+    out = [
+        "| log | bytes | xz -9e | lmzip | vs xz | bits/byte | model alone (ideal) | with memory (ideal) "
+        "| round trip | <= 0.6x xz | measured at |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+    ]
+    notes = []
+    for r in rows:
+        if not r["file"].startswith("logs/") or block(r) != DEFAULT_MEMORY_BLOCK:
+            continue
+        out.append(
+            f"| {r['file'][5:]} | {r['bytes']:,} | {r['xz']:,} | **{r['lmzip']:,}** | {r['lmzip'] / r['xz']:.2f}x "
+            f"| {r['bpb']:.3f} | {r['model_bpb']:.3f} | {r['mixed_bpb']:.3f} "
+            f"| {'ok' if r['roundtrip_ok'] else 'FAILED'} | {'yes' if met(r) else 'no'} "
+            f"| {r.get('commit', '-')}, {r.get('date', '-')} |"
+        )
+        if r["file"].endswith("HDFS_2k.log") and (CORPUS / r["file"]).is_file():
+            ids, digits, floor = digit_floor(CORPUS / r["file"])
+            limit = 0.6 * r["xz"]
+            notes.append(
+                f"\nHDFS_2k.log holds {ids:,} distinct block ids (`blk_...`): {digits:,} random decimal digits,"
+                f" {floor:,} bytes at log2(10) bits each, {floor / limit:.0%} of 0.6x xz -9e ({limit:,.0f} B)"
+                " before any timestamp, thread, address or message is coded."
+            )
+    return "\n".join(out) + "\n" + "".join(n + "\n" for n in notes)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
         "| file | memory block | bytes | xz -9e | lmzip | bits/byte | model alone (ideal) | with memory (ideal) "
@@ -74,88 +144,86 @@ def table(rows: list[dict[str, Any]]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
-        desc, max_bpb, max_xz = target(r["file"])
+        desc = target(r["file"])[0]
         vs_xz = r["lmzip"] / r["xz"] if r["xz"] else float("nan")
-        met = r["roundtrip_ok"] and (max_bpb is None or r["bpb"] <= max_bpb) and (max_xz is None or vs_xz <= max_xz)
 
         def f(x: float | None) -> str:
             return "-" if x is None else f"{x:.3f}"
 
         out.append(
-            f"| {r['file']} | {r['settings']['memory_block'] or DEFAULT_MEMORY_BLOCK} "
+            f"| {r['file']} | {block(r)} "
             f"| {r['bytes']:,} | {r['xz']:,} | {r['lmzip']:,} | {f(r['bpb'])} | {f(r['model_bpb'])} "
-            f"| {f(r['mixed_bpb'])} | {vs_xz:.2f}x | {desc} | {'yes' if met else 'no'} |"
+            f"| {f(r['mixed_bpb'])} | {vs_xz:.2f}x | {desc} | {'yes' if met(r) else 'no'} |"
         )
     return "\n".join(out) + "\n"
 
 
-README_INTRO = """### File-wide memory (numerics v5)
-
-The model sees 1,024 tokens of its own chunk; lmzip also remembers the whole file. A
-match model and hashed token n-grams (orders 1-4), mixed with the model's integer
-frequencies by an online mixer, boost the tokens the file has shown before, in exact
-integer arithmetic (docs/DESIGN.md, "File-wide memory", also for the ratio against
-group size and block). The chunks of a `--batch` group still decode in lock step: they
-share what they learn every 12 positions (`--memory-block`, stored in the archive).
-`lmzip bench` shows the model's ideal code length beside the mixed one.
-`--memory-block 0` writes numerics v4 archives (no memory); both decode.
-
-Measured with `python scripts/memory_report.py` (archives written by `lmzip -c`, every
-round trip verified; bits per byte of the archive, and the ideal code lengths of the
-model alone and of the mixed tables the archive is coded with):
-
-"""
-
-
-def write_docs(out: Path, rows: list[dict[str, Any]], files: str | None) -> None:
-    """docs/memory.md and docs/readme_parts/memory13.md from the measured rows."""
+def write_docs(out: Path, rows: list[dict[str, Any]], readme: Path | None) -> None:
+    """docs/memory.md from every measured row; README.md's logs table from the logs' rows."""
     text = table(rows)
     print(text, flush=True)
-    command = "python scripts/memory_report.py" + (f" --files {files}" if files else "")
-    (out / "memory.md").write_text(
-        f"# File-wide memory: measured targets\n\nMade by `{command}` (lmzip bench: archive written by"
-        " `lmzip -c`, decoded and compared; ideal code lengths from the same run).\n\n" + text
+    page = out / "memory.md"
+    notes = ""  # a "## Notes" section (measurements made otherwise) is kept as it is
+    if page.is_file() and NOTES in page.read_text():
+        notes = NOTES + page.read_text().split(NOTES, 1)[1]
+    page.write_text(
+        "# File-wide memory: measured targets\n\nMade by `python scripts/memory_report.py` (`--logs` or"
+        " `--files` picks the files, `--render` rewrites this page from docs/memory.json), on the machine of"
+        " README.md: lmzip bench, the archive written by `lmzip -c` decoded and compared; ideal code lengths"
+        " from the same run.\n\n"
+        + text
+        + "\n## Logs at the default memory block\n\n"
+        + logs_table(rows)
+        + ("\n" + notes if notes else "")
     )
-    parts = out / "readme_parts"
-    parts.mkdir(exist_ok=True)
-    (parts / "memory13.md").write_text(README_INTRO + text)
+    if readme is not None and readme.is_file():
+        body = readme.read_text()
+        if README_BEGIN in body and README_END in body:
+            head, rest = body.split(README_BEGIN, 1)
+            tail = rest.split(README_END, 1)[1]
+            readme.write_text(f"{head}{README_BEGIN}\n{logs_table(rows)}{README_END}{tail}")
+        else:
+            print(f"memory_report: {readme} has no {README_BEGIN} marker: not updated", file=sys.stderr)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", help="comma-separated paths under ../shared/corpus (default: the targets' files)")
+    ap.add_argument("--logs", action="store_true", help="the six logs of logs/ (the same as --files with them)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--memory-block", type=int)
     ap.add_argument("--resume", action="store_true", help="keep rows of docs/memory.json with the same settings")
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     ap.add_argument("--render", action="store_true", help="only rewrite the docs from docs/memory.json")
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md", help="README whose logs table is rewritten")
     args = ap.parse_args()
     if not CORPUS.is_dir():
         print(f"memory_report: {CORPUS} not found (the shared corpus)", file=sys.stderr)
         return 1
-    names = args.files.split(",") if args.files else DEFAULT_FILES
+    names = LOGS if args.logs else args.files.split(",") if args.files else DEFAULT_FILES
     store = args.out / "memory.json"
+    rows: list[dict[str, Any]] = json.loads(store.read_text()) if store.is_file() else []
     if args.render:
-        write_docs(args.out, json.loads(store.read_text()), args.files)
+        write_docs(args.out, rows, args.readme)
         return 0
-    settings = {"batch": args.batch, "memory_block": args.memory_block}
+    block_used = args.memory_block if args.memory_block is not None else DEFAULT_MEMORY_BLOCK
+    settings = {"batch": args.batch, "memory_block": block_used}
     opts = BenchOptions(codecs=["lmzip", "xz"], threads=args.threads, batch=args.batch, memory_block=args.memory_block)
-    rows: list[dict[str, Any]] = []
-    if args.resume and store.is_file():
-        rows = [r for r in json.loads(store.read_text()) if r["settings"] == settings and r["file"] in names]
     session = LmSession(opts)
+    order = {name: i for i, name in enumerate(DEFAULT_FILES)}
     for name in names:
-        if any(r["file"] == name for r in rows):
+        if args.resume and any(r["file"] == name and r["settings"] == settings for r in rows):
             continue
         results = list(bench_files([str(CORPUS / name)], opts, lambda m: print(m, file=sys.stderr), session=session))
         if {r.codec for r in results} != {"lmzip", "xz"}:
             print(f"memory_report: {name}: lmzip bench failed", file=sys.stderr)
             return 1
+        rows = [r for r in rows if not (r["file"] == name and r["settings"] == settings)]
         rows.append(row(name, results, settings))
-        rows.sort(key=lambda r: names.index(r["file"]))
+        rows.sort(key=lambda r: (order.get(r["file"], len(order)), r["file"], block(r)))
         store.write_text(json.dumps(rows, indent=1) + "\n")
-        write_docs(args.out, rows, args.files)
+        write_docs(args.out, rows, args.readme)
     return 0
 
 

@@ -145,6 +145,68 @@ def test_codec_tables_identical_for_any_slot_count(tiny, monkeypatch):  # noqa: 
         assert list(seen.values()) == want, f"{slots} slots: tables differ"
 
 
+GROUP_OF_64 = 64
+
+
+def _group_of_64() -> list[bytes]:
+    """64 chunks of 1 to 160 bytes cut from one text: a full default-size group whose
+    chunks leave the lock step at many different positions."""
+    import random
+
+    text = training_text(seed=21, sentences=180).encode()
+    rng = random.Random(64)
+    out, pos = [], 0
+    for i in range(GROUP_OF_64):
+        n = 1 if i == 5 else rng.randint(8, 160)  # one chunk of a single token
+        out.append(text[pos : pos + n])
+        pos += n
+    assert pos < len(text)
+    return out
+
+
+@pytest.fixture(scope="module")
+def coded_64(tiny):  # noqa: F811
+    """The group of 64 compressed at batch 64 on one thread: payloads and, per chunk, every
+    coded token's (token, model f, mixed f, boosts)."""
+    from lmzip.lm_codec import LMCodec
+
+    with pytest.MonkeyPatch.context() as mp:
+        seen = _tables(mp)
+        enc = LMCodec(tiny.engine, batch=GROUP_OF_64, threads=1, memory_block=4)
+        enc.encode_chunks(_group_of_64())
+        items = enc.finish_group(list(range(GROUP_OF_64)))
+    return items, list(seen.values())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("slots", [1, 3, 17, 64])
+def test_group_of_64_same_tables_at_every_slot_and_thread_count(tiny, coded_64, monkeypatch, slots, threads):  # noqa: F811
+    """Decoding the 64-chunk group with 1, 3 or 17 slots (waves: chunks join a wave at a
+    block start and leave at their end) or all 64 in lock step, on 1 or 2 threads, codes
+    every token with the compressor's integers; compressing on 2 threads gives the same
+    archive."""
+    import torch
+
+    from lmzip.lm_codec import LMCodec
+
+    items, want = coded_64
+    assert len(want) == GROUP_OF_64 and any(b.tokens for rows in want for *_, b in rows)
+    seen = _tables(monkeypatch)
+    try:
+        if threads == 2 and slots == GROUP_OF_64:
+            enc = LMCodec(tiny.engine, batch=GROUP_OF_64, threads=2, memory_block=4)
+            enc.encode_chunks(_group_of_64())
+            assert enc.finish_group(list(range(GROUP_OF_64))) == items, "2 threads compress differently"
+            seen.clear()
+        dec = LMCodec(tiny.engine, batch=slots, threads=threads, memory_block=4, memory_group=GROUP_OF_64)
+        assert dec.decode_chunks(items) == _group_of_64()  # type: ignore[arg-type]
+    finally:
+        torch.set_num_threads(1)
+    got = list(seen.values())
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g == w, f"{slots} slots, {threads} threads: chunk {i} coded with other tables"
+
+
 def test_codec_memory_carries_across_groups(tiny):  # noqa: F811
     from lmzip.lm_codec import LMCodec
 

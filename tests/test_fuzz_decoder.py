@@ -3,11 +3,12 @@
 test_container.py fuzzes the parser; this drives `decompress_stream` with the fake
 LM codec, so lm and model identity records are decoded too, over the same base
 archives and mutations as the script (truncations, bit flips, insertions, deletions,
-huge varints, wrong versions, record/index/header field edits with their CRCs
-recomputed, record drops/duplicates/swaps, trailing garbage, splices). The contract:
-the exact original (for a splice, the original of one of its parts) or an
-LmzipError, within a time limit. `scripts/fuzz.py --seconds N` runs the long
-version, with the info and CLI -t paths and an address-space cap.
+huge varints, wrong versions, record/index/header field edits and model record
+numerics/memory group/block edits with their CRCs recomputed, record
+drops/duplicates/swaps, trailing garbage, splices). The contract: the exact original
+(for a splice, the original of one of its parts) or an LmzipError, within a time
+limit. `scripts/fuzz.py --seconds N` runs the long version, with the info and CLI -t
+paths and an address-space cap.
 """
 
 from __future__ import annotations
@@ -155,3 +156,46 @@ def test_resolve_path_catches_a_lookup_that_opens_the_name(monkeypatch: pytest.M
     original, archive = BASES["name-path"]
     res = fuzz.check(archive, {original}, paths=("resolve",))
     assert res["resolve"].failure and "/etc/passwd" in res["resolve"].failure, res
+
+
+def test_model_record_memory_fields_edited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model record's numerics version and file-wide memory fields (group, block),
+    rewritten with the record's CRC, length and index fixed (scripts/fuzz.py's `model`
+    mutation): the original where the edit is still a valid layout the decoder can claim,
+    else an LmzipError naming the field."""
+    from lmzip.container import MAX_MEMORY_BLOCK, MAX_MEMORY_GROUP
+
+    original, archive = BASES["memory-lm"]
+    lay = fuzz.layout_of(archive)
+    model = next(r for r in fuzz.split_records(archive, lay) if r[0] == 3)
+    parsed = fuzz.model_body_fields(model[2][4:])
+    assert parsed is not None
+    numerics, window, group, block = parsed[1]
+    assert (numerics, group, block) == (5, 3, 16)
+    # 65,536 chunks of 200 bytes: a group within MAX_MEMORY_GROUP_BYTES
+    valid = [[5, window, 3, 16], [5, window, 1, 16], [5, window, MAX_MEMORY_GROUP, 16], [5, window, 3, 1]]
+    for values in valid:
+        assert decode(fuzz.with_model_fields(archive, lay, values), batch=2) == original, values
+    refused = {
+        "out of range": [
+            [5, window, 0, 16],
+            [5, window, 3, 0],
+            [5, window, MAX_MEMORY_GROUP + 1, 16],
+            [5, window, 3, MAX_MEMORY_BLOCK + 1],
+        ],  # fmt: skip
+        "numerics": [[6, window, 3, 16]],
+        "model identity": [[4, window, 3, 16], [5, window]],  # memory fields without v5, v5 without them
+    }
+    for message, cases in refused.items():
+        for values in cases:
+            with pytest.raises(LmzipError, match=message):
+                decode(fuzz.with_model_fields(archive, lay, values))
+    from lmzip import pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_MEMORY_GROUP_BYTES", 3 * 200 - 1)  # the base's 3 chunks of 200 bytes
+    with pytest.raises(LmzipError, match="memory group of 3 chunks of 200 bytes exceeds"):
+        decode(archive)
+    original, archive = BASES["text-lm"]  # a model record without memory fields
+    lay = fuzz.layout_of(archive)
+    for values in ([5, window], [5, window, 3]):
+        assert outcome(fuzz.with_model_fields(archive, lay, values)) is None, values
