@@ -62,6 +62,31 @@ def assert_rows_equal(got: torch.Tensor, want: torch.Tensor, what: str = "") -> 
         pytest.fail(f"{what}: {len(bad)} of {len(want)} rows differ, first at row {bad[0]}")
 
 
+def join_at_random(dec, rng: random.Random, waiting: list[int], free: list[int], owner: dict[int, int]) -> None:  # noqa: ANN001
+    """Start waiting sequences in free slots at random steps (at once while none runs)."""
+    while waiting and free and (not owner or rng.random() < 0.4):
+        slot = free.pop()
+        dec.begin(slot)
+        owner[slot] = waiting.pop(0)
+
+
+def record_rows(dec, freqs, slots, owner, rows, seqs, free) -> dict[int, int]:  # noqa: ANN001
+    """Append row r of ``freqs`` to the sequence in slots[r]; a sequence with all its rows
+    leaves (its slot is free again); returns the next true token of every other slot."""
+    following = {}
+    for row, slot in enumerate(slots):
+        i = owner[slot]
+        p = len(rows[i])
+        rows[i].append(freqs[row].clone())
+        if p + 1 == len(seqs[i]):
+            dec.finish(slot)
+            del owner[slot]
+            free.append(slot)
+        else:
+            following[slot] = seqs[i][p]
+    return following
+
+
 def decode_rows(engine: Engine, seqs: list[list[int]], capacity: int, seed: int = 0) -> list[torch.Tensor]:
     """Rows for every sequence from the LockstepDecoder, sequences joining and leaving at random steps.
 
@@ -76,24 +101,11 @@ def decode_rows(engine: Engine, seqs: list[list[int]], capacity: int, seed: int 
     owner: dict[int, int] = {}  # slot -> sequence index
     rows: list[list[torch.Tensor]] = [[] for _ in seqs]
     while waiting or owner:
-        while waiting and free and (not owner or rng.random() < 0.4):
-            slot = free.pop()
-            dec.begin(slot)
-            owner[slot] = waiting.pop(0)
+        join_at_random(dec, rng, waiting, free, owner)
         assert dec.active() == sorted(owner)
         freqs = dec.frequencies()
         assert freqs.shape[0] == len(owner)
-        push = {}
-        for row, slot in enumerate(sorted(owner)):
-            i = owner[slot]
-            p = len(rows[i])
-            rows[i].append(freqs[row].clone())
-            if p + 1 == len(seqs[i]):
-                dec.finish(slot)
-                del owner[slot]
-                free.append(slot)
-            else:
-                push[slot] = seqs[i][p]
+        push = record_rows(dec, freqs, sorted(owner), owner, rows, seqs, free)
         if push:
             dec.push(push)
     return [torch.stack(r) if r else torch.zeros(0, engine.vocab_size, dtype=torch.long) for r in rows]

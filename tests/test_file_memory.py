@@ -114,7 +114,7 @@ def _chunks() -> list[bytes]:
     return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
-def _tables(monkeypatch) -> dict[int, list]:
+def coded_tables(monkeypatch) -> dict[int, list]:
     """Every coded token's (token, model f, mixed f, boosts), per chunk, in chunk order."""
     seen: dict[int, list] = defaultdict(list)
     observe = mem.FileMemory.observe
@@ -131,7 +131,7 @@ def test_codec_tables_identical_for_any_slot_count(tiny, monkeypatch):  # noqa: 
     from lmzip.lm_codec import LMCodec
 
     chunks = _chunks()
-    seen = _tables(monkeypatch)
+    seen = coded_tables(monkeypatch)
     enc = LMCodec(tiny.engine, batch=len(chunks), memory_block=16)
     lm_only = enc.encode_chunks(chunks)
     items = enc.finish_group(list(range(len(chunks))))
@@ -171,7 +171,7 @@ def coded_64(tiny):  # noqa: F811
     from lmzip.lm_codec import LMCodec
 
     with pytest.MonkeyPatch.context() as mp:
-        seen = _tables(mp)
+        seen = coded_tables(mp)
         enc = LMCodec(tiny.engine, batch=GROUP_OF_64, threads=1, memory_block=4)
         enc.encode_chunks(_group_of_64())
         items = enc.finish_group(list(range(GROUP_OF_64)))
@@ -191,7 +191,7 @@ def test_group_of_64_same_tables_at_every_slot_and_thread_count(tiny, coded_64, 
 
     items, want = coded_64
     assert len(want) == GROUP_OF_64 and any(b.tokens for rows in want for *_, b in rows)
-    seen = _tables(monkeypatch)
+    seen = coded_tables(monkeypatch)
     try:
         if threads == 2 and slots == GROUP_OF_64:
             enc = LMCodec(tiny.engine, batch=GROUP_OF_64, threads=2, memory_block=4)

@@ -11,13 +11,12 @@ slot count (1, 3, 17, 64) and both thread counts on a tiny model.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 
 import pytest
 import torch
+from test_file_memory import coded_tables
 from test_real_exactness import TEXT, real, threads  # noqa: F401  (fixtures)
 
-from lmzip import memory as mem
 from lmzip.engine.engine import Engine
 from lmzip.lm_codec import LMCodec
 
@@ -39,23 +38,10 @@ def _chunks() -> list[bytes]:
     return out
 
 
-def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[int, list]:
-    """Every coded token's (token, model f, mixed f, boosts), per chunk in chunk order."""
-    seen: dict[int, list] = defaultdict(list)
-    observe = mem.FileMemory.observe
-
-    def spy(self, cs, pred, token, lm_freq, mixed_freq):
-        seen[id(cs)].append((token, lm_freq, mixed_freq, pred.boosts))
-        return observe(self, cs, pred, token, lm_freq, mixed_freq)
-
-    monkeypatch.setattr(mem.FileMemory, "observe", spy)
-    return seen
-
-
 @pytest.fixture(scope="module")
 def coded(real: Engine) -> tuple[list[tuple[bytes, int]], list[list]]:  # noqa: F811
     with pytest.MonkeyPatch.context() as mp:
-        seen = _spy(mp)
+        seen = coded_tables(mp)
         enc = LMCodec(real, batch=GROUP, threads=1, memory_block=BLOCK)
         enc.encode_chunks(_chunks())
         items = enc.finish_group(list(range(GROUP)))
@@ -66,7 +52,7 @@ def coded(real: Engine) -> tuple[list[tuple[bytes, int]], list[list]]:  # noqa: 
 def test_real_memory_group_same_tables(real, coded, monkeypatch, slots, n_threads):  # noqa: F811
     items, want = coded
     assert len(want) == GROUP and sum(bool(b.tokens) for rows in want for *_, b in rows) > 20
-    seen = _spy(monkeypatch)
+    seen = coded_tables(monkeypatch)
     try:
         dec = LMCodec(real, batch=slots, threads=n_threads, memory_block=BLOCK, memory_group=GROUP)
         assert dec.decode_chunks(items) == _chunks()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine import assert_rows_equal, one_thread, tiny  # noqa: F401  (fixtures)
+from test_engine import assert_rows_equal, join_at_random, one_thread, record_rows, tiny  # noqa: F401  (fixtures)
 from tiny_models import training_text
 
 from lmzip import proposals as prop
@@ -52,23 +52,11 @@ def spec_rows(engine: Engine, seqs: list[list[int]], capacity: int, mode: str, s
     owner: dict[int, int] = {}
     rows: list[list[torch.Tensor]] = [[] for _ in seqs]
     while waiting or owner:
-        while waiting and free and (not owner or rng.random() < 0.4):
-            slot = free.pop()
-            dec.begin(slot)
-            owner[slot] = waiting.pop(0)
+        join_at_random(dec, rng, waiting, free, owner)
         ready = dec.ready()
         if ready:
-            freqs = dec.frequencies()
-            for row, slot in enumerate(ready):
-                i = owner[slot]
-                p = len(rows[i])
-                rows[i].append(freqs[row].clone())
-                if p + 1 == len(seqs[i]):
-                    dec.finish(slot)
-                    del owner[slot]
-                    free.append(slot)
-                else:
-                    dec.accept(slot, seqs[i][p])
+            for slot, token in record_rows(dec, dec.frequencies(), ready, owner, rows, seqs, free).items():
+                dec.accept(slot, token)
         if owner and not dec.ready():
             guesses = {}
             for slot in dec.pending:

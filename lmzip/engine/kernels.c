@@ -221,6 +221,43 @@ static void weighted_values(const int32_t *u, int64_t G, int64_t L, const int8_t
     }
 }
 
+/* Per-thread scratch of the attention loops, for G heads over L keys of D values. */
+typedef struct {
+    int32_t *dots, *u, *idx;
+    float *e, *acc, *hide;
+} scratch_t;
+
+static scratch_t scratch_new(int64_t G, int64_t L, int64_t D) {
+    scratch_t s = {malloc(sizeof(int32_t) * (size_t)(G * L)), malloc(sizeof(int32_t) * (size_t)(G * L)),
+                   malloc(sizeof(int32_t) * (size_t)L),       malloc(sizeof(float) * (size_t)L),
+                   malloc(sizeof(float) * (size_t)(G * D)),   malloc(sizeof(float) * (size_t)L)};
+    return s;
+}
+
+static void scratch_free(scratch_t *s) {
+    free(s->dots);
+    free(s->u);
+    free(s->idx);
+    free(s->e);
+    free(s->acc);
+    free(s->hide);
+}
+
+/* One query position's G heads (q_g = q + g * q_stride, scale qsc[g * qsc_stride]) against
+ * one KV head's L keys, with s->hide already holding the position's visible keys:
+ * out [G * D]. The body both attend loops share. */
+static void attend_unit(const scratch_t *s, int64_t G, int64_t L, int64_t D, int64_t bits, const poly_t *c,
+                        float mass_const, const int8_t *q, int64_t q_stride, const float *qsc, int64_t qsc_stride,
+                        const int8_t *k, const float *ks, const int8_t *v, const float *vs, float vm, float *out) {
+    dot_rows(q, q_stride, G, k, L, D, s->dots);
+    for (int64_t g = 0; g < G; g++)
+        row_weights(s->dots + g * L, L, qsc[g * qsc_stride], s->hide, ks, vs, vm, (int32_t)bits, c, mass_const, s->e,
+                    s->u + g * L);
+    weighted_values(s->u, G, L, v, D, s->idx, s->acc);
+    const float unit = vm / mass_const;
+    for (int64_t d = 0; d < G * D; d++) out[d] = s->acc[d] * unit;
+}
+
 /*
  * Attention for every query of B * KVH * T (sequence, KV head, position) units, as
  * ExactLlama._attend: for each of the unit's G query heads q.k with VNNI dot products and
@@ -238,38 +275,20 @@ void attend(int64_t B, int64_t KVH, int64_t G, int64_t T, int64_t L, int64_t LS,
     const int64_t R = G * T;
 #pragma omp parallel
     {
-        int32_t *dots = malloc(sizeof(int32_t) * (size_t)(G * L));
-        float *e = malloc(sizeof(float) * (size_t)L);
-        int32_t *u = malloc(sizeof(int32_t) * (size_t)(G * L));
-        int32_t *idx = malloc(sizeof(int32_t) * (size_t)L);
-        float *acc = malloc(sizeof(float) * (size_t)(G * D));
-        float *hide = malloc(sizeof(float) * (size_t)L);
+        scratch_t s = scratch_new(G, L, D);
         int64_t hidden_for = -1; /* the (b, t) that hide holds: one step's KV heads share it */
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < B * KVH * T; i++) {
             const int64_t task = i / T, t = i % T, b = task / KVH, h = task % KVH;
             if (b * T + t != hidden_for) {
-                hide_keys(kpos + b * LS, L, qpos[b * T + t], window, hide);
+                hide_keys(kpos + b * LS, L, qpos[b * T + t], window, s.hide);
                 hidden_for = b * T + t;
             }
-            const float vm = vmax[task * T + t];
-            dot_rows(q + (task * R + t) * D, T * D, G, k + task * LS * D, L, D, dots);
-            for (int64_t g = 0; g < G; g++) {
-                const int64_t row = task * R + g * T + t;
-                row_weights(dots + g * L, L, qsc[row], hide, ks + task * LS, vs + task * LS, vm, (int32_t)bits, &c,
-                            mass_const, e, u + g * L);
-            }
-            weighted_values(u, G, L, v + task * LS * D, D, idx, acc);
-            const float unit = vm / mass_const;
-            float *o = out + ((b * T + t) * KVH + h) * G * D;
-            for (int64_t d = 0; d < G * D; d++) o[d] = acc[d] * unit;
+            attend_unit(&s, G, L, D, bits, &c, mass_const, q + (task * R + t) * D, T * D, qsc + task * R + t, T,
+                        k + task * LS * D, ks + task * LS, v + task * LS * D, vs + task * LS, vmax[task * T + t],
+                        out + ((b * T + t) * KVH + h) * G * D);
         }
-        free(dots);
-        free(e);
-        free(u);
-        free(idx);
-        free(acc);
-        free(hide);
+        scratch_free(&s);
     }
 }
 
@@ -287,38 +306,19 @@ void attend_rows(int64_t M, int64_t KVH, int64_t G, int64_t L, int64_t LS, int64
     const poly_t c = {coef[0], coef[1], coef[2], coef[3]};
 #pragma omp parallel
     {
-        int32_t *dots = malloc(sizeof(int32_t) * (size_t)(G * L));
-        float *e = malloc(sizeof(float) * (size_t)L);
-        int32_t *u = malloc(sizeof(int32_t) * (size_t)(G * L));
-        int32_t *idx = malloc(sizeof(int32_t) * (size_t)L);
-        float *acc = malloc(sizeof(float) * (size_t)(G * D));
-        float *hide = malloc(sizeof(float) * (size_t)L);
+        scratch_t s = scratch_new(G, L, D);
         int64_t hidden_for = -1; /* the row that hide holds: its KV heads share it */
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < M * KVH; i++) {
             const int64_t r = i / KVH, h = i % KVH, kv = slots[r] * KVH + h;
             if (r != hidden_for) {
-                hide_keys(kpos + slots[r] * LS, L, qpos[r], window, hide);
+                hide_keys(kpos + slots[r] * LS, L, qpos[r], window, s.hide);
                 hidden_for = r;
             }
-            const float vm = vmax[i];
-            dot_rows(q + i * G * D, D, G, k + kv * LS * D, L, D, dots);
-            for (int64_t g = 0; g < G; g++) {
-                const int64_t row = i * G + g;
-                row_weights(dots + g * L, L, qsc[row], hide, ks + kv * LS, vs + kv * LS, vm, (int32_t)bits, &c, mass_const,
-                            e, u + g * L);
-            }
-            weighted_values(u, G, L, v + kv * LS * D, D, idx, acc);
-            const float unit = vm / mass_const;
-            float *o = out + i * G * D;
-            for (int64_t d = 0; d < G * D; d++) o[d] = acc[d] * unit;
+            attend_unit(&s, G, L, D, bits, &c, mass_const, q + i * G * D, D, qsc + i * G, 1, k + kv * LS * D,
+                        ks + kv * LS, v + kv * LS * D, vs + kv * LS, vmax[i], out + i * G * D);
         }
-        free(dots);
-        free(e);
-        free(u);
-        free(idx);
-        free(acc);
-        free(hide);
+        scratch_free(&s);
     }
 }
 

@@ -207,7 +207,7 @@ static inline __attribute__((always_inline)) void tile(int nb, const qlinear_t *
 #include <sys/syscall.h>
 #include <unistd.h>
 #define LMZIP_AMX 1
-enum { AMX_MIN_ROWS = 4 }; /* fewer rows: VNNI streams the weights as fast (set by scripts/amx_speed.py) */
+enum { AMX_MIN_ROWS = 4 }; /* below it a step streams the weights either way: not measured, scripts/amx_speed.py compares */
 static int amx_on = 0;
 static int64_t amx_products = 0; /* products run on tiles (tests check that the path ran) */
 
