@@ -35,7 +35,7 @@ from lmzip.errors import CorruptChunkError, LmzipError
 from lmzip.spans import EscapeCoder, escapes_by_point, insert_escapes, strip_escapes
 from lmzip.threads import choose_threads
 
-NUMERICS_MEMORY = 5  # numerics version of archives whose lm records use file-wide memory
+NUMERICS_MEMORY = mem.MEMORY_NUMERICS[-1]  # what lmzip writes with file-wide memory (v5 archives still decode)
 DEFAULT_MEMORY_BLOCK = 12  # positions per memory block (docs/DESIGN.md: ratio against group and block)
 
 
@@ -46,6 +46,7 @@ class LMCodec:
     threads: int | None = None  # set in every thread that calls the codec (OpenMP counts are per thread)
     memory_block: int = 0  # 0: no file-wide memory (numerics v4)
     memory_group: int = 0  # chunks per memory group (the archive's; compression: batch)
+    memory_numerics: int = NUMERICS_MEMORY  # with memory: the archive's numerics version (5 or 6)
     last_mixed_bits: list[float | None] = field(default_factory=list)  # per text of the last finish_group
     speculate: int = prop.SPECULATE  # guessed tokens verified per slot and engine call (0: none)
     # (text index, its tokens so far, at most how many) -> guesses; None: lmzip/proposals.py
@@ -67,7 +68,9 @@ class LMCodec:
     @property
     def memory(self) -> mem.FileMemory:
         if self._memory is None:
-            self._memory = mem.FileMemory(self.engine.vocab_size, self.memory_block)
+            self._memory = mem.FileMemory(
+                self.engine.vocab_size, self.memory_block, self.memory_numerics, self.engine.tokenizer.digit_tokens
+            )
         return self._memory
 
     def _set_threads(self) -> None:
@@ -80,7 +83,7 @@ class LMCodec:
 
     @property
     def numerics_version(self) -> int:
-        return NUMERICS_MEMORY if self.memory_block else NUMERICS_VERSION
+        return self.memory_numerics if self.memory_block else NUMERICS_VERSION
 
     @property
     def context_window(self) -> int:
@@ -384,14 +387,22 @@ def load_lm_codec(
     """The codec for `model` (a --model argument; None: the default model), or, when
     `model` is None and `want` is given, for the model with `want`'s hashes.
     `threads`: None for lmzip.threads' default (usable CPUs less the load).
-    `memory_block` > 0: file-wide memory (numerics v5) in groups of `memory_group` chunks
-    (0: the batch, as compression groups them)."""
+    `memory_block` > 0: file-wide memory (numerics v6, or `want`'s v5) in groups of
+    `memory_group` chunks (0: the batch, as compression groups them)."""
     check_device(device)  # before the model loads: a bad device is one line, not a traceback
     n = choose_threads(threads)
     if n:
         torch.set_num_threads(n)
     engine = Engine(load_model(model, want), window=window or defaults.WINDOW, device=device)
-    return LMCodec(engine, batch, n, memory_block=memory_block, memory_group=memory_group)
+    numerics = want.numerics_version if want is not None and want.numerics_version in mem.MEMORY_NUMERICS else None
+    return LMCodec(
+        engine,
+        batch,
+        n,
+        memory_block=memory_block,
+        memory_group=memory_group,
+        memory_numerics=numerics or NUMERICS_MEMORY,
+    )
 
 
 def check_device(device: str) -> None:

@@ -2,7 +2,7 @@
 
 The language model sees 1,024 tokens of its own chunk. This module remembers the whole
 file: a match model (the longest recent repeat of the token context) and hashed token
-n-gram counts (orders 1-4), mixed with the model's integer frequencies by an online
+n-gram counts (orders 1, 2, 3, 5 and 8; v5: 1-4), mixed with the model's integer frequencies by an online
 mixer. Everything is integer arithmetic on Python ints in a canonical order, so the
 encoder and the decoder compute the same tables on every machine.
 
@@ -30,6 +30,16 @@ the private copies restart from the shared ones.
 
 Fixed-point scalings: probabilities q16 (1.0 = 2**16) inside the models; boosts and
 frequencies in units of 2**-24; mixer parameters in 1/256 nat.
+
+Numerics v6 (what lmzip writes from 2026-12-03 on; v5 archives decode as before) adds
+three things measured on real logs (scripts/memory_variants.py): digits are where the
+memory used to hurt (a timestamp or process id repeats its last value less often than a
+word does), so the mixer's weight set also says whether the last token and the token the
+memory predicts are digits, and the match confidence whether the match predicts a digit;
+a weight set learns faster while it is young (few updates), since 4x more sets see
+fewer updates each; and the n-gram orders are 1, 2, 3, 5 and 8 (long log prefixes).
+Ideal code (`scripts/memory_variants.py replay`): Linux_2k.log 6,277 -> 5,813 B,
+Spark_2k.log 5,412 -> 5,048, Android_2k.log 9,307 -> 8,494, alice29.txt unchanged.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ MATCH_BITS = 20  # match hash table: 1 Mi positions (4 MiB)
 MATCH_MIN = 3  # tokens of context hashed to find a match
 MATCH_ORDERS = (MATCH_MIN,)  # context lengths looked up, longest first (one hash table each)
 MATCH_MAX = 65535  # match length saturates here
-NGRAM_ORDERS = (1, 2, 3, 4)
+NGRAM_ORDERS = {5: (1, 2, 3, 4), 6: (1, 2, 3, 5, 8)}  # per numerics version: context lengths, one table each
 NGRAM_BITS = 17  # slots per order (each: check + 16 token/count pairs: 33 int32 = 132 B)
 NGRAM_WAYS = 16
 NGRAM_COUNT_MAX = 1023  # counts of a slot are halved when one passes this
@@ -58,6 +68,9 @@ MIX_INPUTS = 3  # language model, n-gram, match
 MIX_RATE = 77  # learning rate of the mixer, in 1/256 (0.3)
 MIX_THETA_MAX = 16 * 256  # mixer parameters are clamped to +-16 nats
 MIX_THETA_LM = 2 * 256  # initial parameter of the language model (the others start at 0)
+MEMORY_NUMERICS = (5, 6)  # numerics versions of archives with file-wide memory (6: what lmzip writes)
+YOUNG_BOOST = 4  # v6: a weight set's first updates learn up to this many times faster ...
+YOUNG_HALF = 64  # ... the boost falling as YOUNG_HALF / (YOUNG_HALF + updates so far)
 
 _MASK64 = (1 << 64) - 1
 _HASH_MUL = 0x9E3779B97F4A7C15
@@ -250,10 +263,13 @@ class StateMap:
 
 class Mixer:
     """Softmax weights over (model, n-gram, match) per weight set, trained online by
-    gradient on log loss: theta_i += rate * w_i * (p_i / p_mix - 1). theta in 1/256 nat."""
+    gradient on log loss: theta_i += rate * w_i * (p_i / p_mix - 1). theta in 1/256 nat.
+    ``young``: the rate of a set is MIX_RATE * (1 + (YOUNG_BOOST - 1) * YOUNG_HALF //
+    (YOUNG_HALF + its updates so far)), integers (v6); else MIX_RATE (v5)."""
 
-    def __init__(self, sets: int) -> None:
+    def __init__(self, sets: int, young: bool = False) -> None:
         self.theta = [[MIX_THETA_LM] + [0] * (MIX_INPUTS - 1) for _ in range(sets)]
+        self.updates = [0] * sets if young else None
 
     def weights(self, s: int) -> list[int]:
         """Unnormalised weights (q16 scale) of set ``s``."""
@@ -265,6 +281,7 @@ class Mixer:
     def copy(self) -> Mixer:
         other = Mixer(0)
         other.theta = [row[:] for row in self.theta]
+        other.updates = None if self.updates is None else self.updates[:]
         return other
 
     def update(self, s: int, probs: tuple[int, ...], mixed: int) -> None:
@@ -273,8 +290,13 @@ class Mixer:
         th = self.theta[s]
         w = self.weights(s)
         total = sum(w)
+        rate = MIX_RATE
+        if self.updates is not None:
+            n = self.updates[s]
+            rate = MIX_RATE * (1 + (YOUNG_BOOST - 1) * YOUNG_HALF // (YOUNG_HALF + n))
+            self.updates[s] = n + 1
         for i in range(MIX_INPUTS):
-            step = (MIX_RATE * w[i] * (probs[i] - mixed)) // (total * mixed)
+            step = (rate * w[i] * (probs[i] - mixed)) // (total * mixed)
             th[i] = min(MIX_THETA_MAX, max(-MIX_THETA_MAX, th[i] + step))
 
 
@@ -295,7 +317,9 @@ class ChunkState:
     match_len: int = 0
     absorbed: int = 0  # tokens already in the shared models
     pending: dict[int, dict[int, int]] = field(default_factory=dict)  # n-gram counts of the tokens not yet absorbed
-    hashes: list[int] = field(default_factory=list)  # context hashes (orders 1..4) of the next token
+    hashes: list[int] = field(
+        default_factory=list
+    )  # hashes of the last 1, 2, ... tokens (up to the longest order): the next token's contexts
     # the shared adaptive parameters as of the last barrier plus this chunk's own updates since
     mixer: Mixer | None = None
     confidence: StateMap | None = None
@@ -313,23 +337,35 @@ class Prediction:
 
 
 class FileMemory:
-    """Shared models of a file (one per archive, updated group after group)."""
+    """Shared models of a file (one per archive, updated group after group). ``numerics``:
+    the archive's numerics version (MEMORY_NUMERICS); ``digits``: the tokens that are all
+    ASCII digits (v6 selects weights by them; the tokenizer, pinned by the model
+    identity, gives them)."""
 
-    def __init__(self, vocab: int, block: int) -> None:
+    def __init__(
+        self, vocab: int, block: int, numerics: int = MEMORY_NUMERICS[-1], digits: frozenset[int] = frozenset()
+    ) -> None:
         if block < 1:
             raise ValueError("memory block must be at least 1")
         if not 0 < vocab < TOTAL - MIN_LM_SPREAD:
             raise ValueError(f"vocabulary of {vocab} tokens leaves no room for boosts")
+        if numerics not in MEMORY_NUMERICS:
+            raise ValueError(f"no file-wide memory for numerics version {numerics}")
         self.vocab = vocab
         self.block = block
+        self.v6 = numerics >= 6
+        self.digits = digits
         self.history = History()
         # per match order: hash of that many tokens -> history position after them
         self.match_tables = [
             array("q", bytes(8 << MATCH_BITS)) for _ in MATCH_ORDERS
         ]  # int64: positions of files of any length
-        self.ngrams = [NGramTable(k) for k in NGRAM_ORDERS]
-        self.confidence = StateMap(16 * 2, ONE // 2)  # match bucket x (match in own chunk)
-        self.mixer = Mixer(16 * NGRAM_CONFIDENCES)
+        self.orders = NGRAM_ORDERS[numerics]
+        self.ngrams = [NGramTable(k) for k in self.orders]
+        # match bucket x (match in own chunk) [x (predicts a digit), v6]
+        self.confidence = StateMap(16 * 2 * (2 if self.v6 else 1), ONE // 2)
+        # match bucket x n-gram confidence [x (last token a digit) x (predicted token a digit), v6]
+        self.mixer = Mixer(16 * NGRAM_CONFIDENCES * (4 if self.v6 else 1), young=self.v6)
 
     # -- prediction ------------------------------------------------------------
 
@@ -369,8 +405,14 @@ class FileMemory:
                 predicted = cs.tokens[cs.match_pos] if cs.match_pos < len(cs.tokens) else -1
         bucket = match_bucket(cs.match_len) if predicted >= 0 else 0
         conf_ctx = bucket * 2 + (0 if cs.match_shared else 1)
-        q_match = cs.confidence.q16(conf_ctx) if predicted >= 0 else 0
         mix_set = bucket * NGRAM_CONFIDENCES + ngram_confidence(dist, order)
+        if self.v6:
+            conf_ctx = conf_ctx * 2 + int(predicted in self.digits)
+            # the memory's guess: the match's token, else the n-gram's likeliest (the smallest on ties)
+            guess = predicted if predicted >= 0 else min(dist, key=lambda t: (-dist[t], t)) if dist else -1
+            last_digit = bool(cs.tokens) and cs.tokens[-1] in self.digits
+            mix_set = mix_set * 4 + 2 * int(last_digit) + int(guess in self.digits)
+        q_match = cs.confidence.q16(conf_ctx) if predicted >= 0 else 0
         w = cs.mixer.weights(mix_set)
         total = sum(w)
         boost: dict[int, int] = {}
@@ -401,15 +443,17 @@ class FileMemory:
         cs.events.append(event)
         assert cs.mixer is not None and cs.confidence is not None  # set by predict
         self._learn(cs.mixer, cs.confidence, event)
-        for k, h in enumerate(cs.hashes):  # the chunk's own counts, until the barrier absorbs them
-            key = h + k + 1
+        for k in self.orders:  # the chunk's own counts, until the barrier absorbs them
+            if k > len(cs.hashes):
+                break
+            key = cs.hashes[k - 1] + k
             own = cs.pending.setdefault(key, {})
             own[token] = own.get(token, 0) + 1
         cs.tokens.append(token)
         n = len(cs.tokens)
         h = 0
         cs.hashes = []
-        for t in cs.tokens[-1 : -NGRAM_ORDERS[-1] - 1 : -1]:
+        for t in cs.tokens[-1 : -self.orders[-1] - 1 : -1]:
             h = _hash_step(h, t)
             cs.hashes.append(h)
         if pred.predicted >= 0 and pred.predicted == token:
@@ -482,12 +526,12 @@ class FileMemory:
     def _absorb(self, toks: list[int], i: int) -> None:
         token = toks[i]
         h = 0
-        for k in range(1, NGRAM_ORDERS[-1] + 1):
+        for k in range(1, self.orders[-1] + 1):
             if k > i:
                 break
             h = _hash_step(h, toks[i - k])
-            if k in NGRAM_ORDERS:
-                self.ngrams[NGRAM_ORDERS.index(k)].update(h + k, token)
+            if k in self.orders:
+                self.ngrams[self.orders.index(k)].update(h + k, token)
         self.history.append(token)
         for table, order in zip(self.match_tables, MATCH_ORDERS, strict=True):
             if i + 1 >= order:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 _SURROGATES = re.compile("[\udc80-\udcff]+")
@@ -79,6 +79,11 @@ class ByteTokenizer:
     def encode(self, data: bytes) -> list[int] | None:
         """Token ids that decode to exactly ``data``, or None when that is impossible."""
         return self.encode_batch([data])[0]
+
+    @cached_property
+    def digit_tokens(self) -> frozenset[int]:
+        """Tokens spelled with ASCII digits only (file-wide memory v6 selects weights by them)."""
+        return frozenset(i for i, b in enumerate(self.id_to_bytes) if b and all(48 <= c <= 57 for c in b))
 
     @property
     def escapable(self) -> list[bool]:

@@ -37,8 +37,10 @@ Group = list[tuple[list[int], list[int], list[int]]]  # per chunk: tokens, CF, f
 # name -> memory.py constants to change
 VARIANTS: dict[str, dict[str, object]] = {
     "as-built": {},
-    "ngram+6": {"NGRAM_ORDERS": (1, 2, 3, 4, 6)},
-    "ngram+6,8": {"NGRAM_ORDERS": (1, 2, 3, 4, 6, 8)},
+    "numerics5": {"numerics": 5},  # what lmzip wrote before numerics v6
+    "ngram1-4": {"NGRAM_ORDERS": {5: (1, 2, 3, 4), 6: (1, 2, 3, 4)}},  # v6 with v5's orders
+    "ngram+6,8": {"NGRAM_ORDERS": {5: (1, 2, 3, 4), 6: (1, 2, 3, 4, 6, 8)}},
+    "young-off": {"YOUNG_BOOST": 1},  # v6 without the faster start of young weight sets
     "match6,3": {"MATCH_ORDERS": (6, 3)},
     "mixrate0.45": {"MIX_RATE": 115},
     "countmax255": {"NGRAM_COUNT_MAX": 255},
@@ -88,6 +90,7 @@ def capture(file: Path, threads: int | None) -> Path:
 
 @contextmanager
 def patched(changes: dict[str, object]) -> Iterator[None]:
+    changes = {k: v for k, v in changes.items() if k != "numerics"}  # replay's argument, not a constant
     saved = {k: getattr(mem, k) for k in changes}
     for k, v in changes.items():
         setattr(mem, k, v)
@@ -111,9 +114,13 @@ def kinds_of(text: bytes) -> bytearray:
     return label
 
 
-def replay(cache: dict, on_token: Callable[[bytes, str, int, int], None] | None = None) -> tuple[float, float]:
-    """(mixed, model) ideal bytes of the cached groups through memory.py as patched now."""
-    memory = mem.FileMemory(cache["vocab"], _block())
+def replay(
+    cache: dict, on_token: Callable[[bytes, str, int, int], None] | None = None, numerics: int = mem.MEMORY_NUMERICS[-1]
+) -> tuple[float, float]:
+    """(mixed, model) ideal bytes of the cached groups through memory.py as patched now,
+    with the memory of numerics version ``numerics``."""
+    digits = frozenset(t for t, piece in cache["pieces"].items() if piece and piece.isdigit())  # of the used tokens
+    memory = mem.FileMemory(cache["vocab"], _block(), numerics, digits)
     mixed = model = 0.0
     for group in cache["groups"]:
         for (toks, _, fs), (_, freqs) in zip(group, mem.encode_group(memory, group), strict=True):
@@ -165,7 +172,8 @@ def main() -> int:
                 e[2] += mem.FREQ_BITS - math.log2(f)
                 e[3] += mem.FREQ_BITS - math.log2(fm)
 
-            mixed, model = replay(cache, count if args.breakdown and name == "as-built" else None)
+            numerics = int(VARIANTS[name].get("numerics", mem.MEMORY_NUMERICS[-1]))  # type: ignore[call-overload]
+            mixed, model = replay(cache, count if args.breakdown and name == "as-built" else None, numerics)
         base = mixed if base is None else base
         print(f"  {name:10} mixed {mixed:10,.0f} B ({mixed / base - 1:+.2%})   model alone {model:10,.0f} B")
         for kind, (n, nbytes, lm_bits, mixed_bits) in sorted(sums.items()):

@@ -1,6 +1,7 @@
-"""File-wide memory (lmzip/memory.py, numerics v5): the online models alone, and the LM
-codec's compression and decompression paths computing identical integer tables for
-any number of decoder slots (fewer than the group included)."""
+"""File-wide memory (lmzip/memory.py, numerics v6, and v5 as archives of it hold): the
+online models alone, and the LM codec's compression and decompression paths computing
+identical integer tables for any number of decoder slots (fewer than the group
+included). The texts mix words and numbers: v6 treats digit tokens apart."""
 
 from __future__ import annotations
 
@@ -108,8 +109,13 @@ def test_model_record_memory_fields():
 # -- the codec on a tiny model ----------------------------------------------------
 
 
+def with_numbers(text: str) -> str:
+    """Every fifth word of ``text`` a number (the tiny tokenizer has the ten digit tokens)."""
+    return " ".join(w if i % 5 else str(1000 + 37 * i) for i, w in enumerate(text.split(" ")))
+
+
 def _chunks() -> list[bytes]:
-    text = training_text(seed=5, sentences=50).encode()
+    text = with_numbers(training_text(seed=5, sentences=50)).encode()
     cuts = [0, 40, 45, 300, 420, 430, 700, len(text)]  # chunks of very different lengths
     return [text[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
 
@@ -153,7 +159,7 @@ def _group_of_64() -> list[bytes]:
     chunks leave the lock step at many different positions."""
     import random
 
-    text = training_text(seed=21, sentences=180).encode()
+    text = with_numbers(training_text(seed=21, sentences=180)).encode()
     rng = random.Random(64)
     out, pos = [], 0
     for i in range(GROUP_OF_64):
@@ -258,7 +264,7 @@ def test_pipeline_round_trip_with_memory(tiny, batch, monkeypatch):  # noqa: F81
     pipeline.compress_stream(io.BytesIO(data), out, copts)
     info = read_info(io.BytesIO(out.getvalue()))
     assert info.model is not None
-    assert (info.model.numerics_version, info.model.memory_group, info.model.memory_block) == (5, 4, 16)
+    assert (info.model.numerics_version, info.model.memory_group, info.model.memory_block) == (6, 4, 16)
     assert info.codec_counts["lm"] >= 6 and info.codec_counts["zstd"] >= 2
     back = io.BytesIO()
     pipeline.decompress_stream(
@@ -309,21 +315,66 @@ def _golden_stream() -> list[list[list[int]]]:
     return groups
 
 
-MEMORY_GOLDEN = "564bac7d3412d3c6be66577a0f8c9fecf963b65790b1314ccff2b5c2e6004ffc"
+MEMORY_GOLDEN = {
+    5: "564bac7d3412d3c6be66577a0f8c9fecf963b65790b1314ccff2b5c2e6004ffc",
+    6: "0ce2d2e6e53b860c2813c53323a6cfb0640bdff04d84b324841015ae280c9ede",
+}
 
 
-def test_memory_golden_vector():
-    """The mixed tables of a fixed stream (flat model, 3 groups of 3 chunks, block 4), as
-    a hash: any change to memory.py's integers shows here (numerics v5: change on purpose,
-    with a new numerics version, and update the hash)."""
+@pytest.mark.parametrize("numerics", [5, 6])
+def test_memory_golden_vector(numerics: int) -> None:
+    """The mixed tables of a fixed stream (flat model, 3 groups of 3 chunks, block 4;
+    tokens below 50 count as digits), as a hash: any change to memory.py's integers shows
+    here. Numerics v5 is frozen (its archives must decode forever); v6 changes only on
+    purpose, with a new numerics version and a new hash."""
     import hashlib
 
-    memory = mem.FileMemory(500, 4)
+    memory = mem.FileMemory(500, 4, numerics, frozenset(range(50)))
     h = hashlib.sha256()
     for group in _golden_stream():
         for cums, freqs in _code(memory, group):
             h.update(repr((cums, freqs)).encode())
-    assert h.hexdigest() == MEMORY_GOLDEN
+    assert h.hexdigest() == MEMORY_GOLDEN[numerics]
+
+
+def test_v6_differs_from_v5_where_digits_are() -> None:
+    """The same stream gives other tables under v6 (its weight sets, rates and confidence
+    contexts), and v6 without digit tokens still differs (young sets learn faster)."""
+    tables = {}
+    for numerics, digits in ((5, frozenset(range(50))), (6, frozenset(range(50))), (6, frozenset())):
+        memory = mem.FileMemory(500, 4, numerics, digits)
+        tables[numerics, bool(digits)] = [_code(memory, group) for group in _golden_stream()]
+    assert len({repr(t) for t in tables.values()}) == 3
+    with pytest.raises(ValueError, match="numerics version 4"):
+        mem.FileMemory(500, 4, 4)
+
+
+def test_young_weight_sets_learn_faster() -> None:
+    """v6: a set's first updates move it YOUNG_BOOST times as far as v5's fixed rate."""
+    v5, v6 = mem.Mixer(2), mem.Mixer(2, young=True)
+    for mx in (v5, v6):
+        mx.update(0, (1000, 0, 1 << 23), 1 << 22)
+    assert v6.theta[0][2] > 3 * v5.theta[0][2] > 0 and v6.updates == [1, 0]
+    copy = v6.copy()
+    copy.update(1, (1000, 0, 1 << 23), 1 << 22)
+    assert v6.updates == [1, 0] and copy.updates == [1, 1]  # private copies count apart
+
+
+@pytest.mark.parametrize("numerics", [5, 6])
+def test_codec_of_either_memory_version_round_trips(tiny, numerics):  # noqa: F811
+    """A v5 archive's codec (load_lm_codec with want's numerics) decodes what v5 coded."""
+    from lmzip.lm_codec import LMCodec
+
+    chunks = _chunks()[:4]
+    enc = LMCodec(tiny.engine, batch=4, memory_block=8, memory_numerics=numerics)
+    assert enc.numerics_version == numerics
+    enc.encode_chunks(chunks)
+    items = enc.finish_group([0, 1, 2, 3])
+    dec = LMCodec(tiny.engine, batch=2, memory_block=8, memory_group=4, memory_numerics=numerics)
+    assert dec.decode_chunks(items) == chunks  # type: ignore[arg-type]
+    other = LMCodec(tiny.engine, batch=4, memory_block=8, memory_numerics=11 - numerics)
+    other.encode_chunks(chunks)
+    assert other.finish_group([0, 1, 2, 3]) != items
 
 
 def test_reference_decoder_reads_kernel_archives(tiny):  # noqa: F811
