@@ -6,7 +6,7 @@ spans records (format v3) may hold bytes without a single-byte token: escapes, c
 between the tokens in the same stream (lmzip/spans.py, EscapeCoder) and decoded per
 slot between engine steps, so lm and spans records share one lock-step batch.
 
-With file-wide memory (numerics v5, ``memory_block`` > 0) the model's tables for lm
+With file-wide memory (numerics v5 or v6, ``memory_block`` > 0) the model's tables for lm
 records are mixed with lmzip/memory.py's online models. Which chunks of a group become
 lm records is decided on the model's own payloads (``encode_texts``); ``finish_group``
 then codes the chosen ones with the memory, in the order the decoder replays: the

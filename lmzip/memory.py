@@ -1,4 +1,4 @@
-"""File-wide memory: exact online models mixed with the language model (numerics v5).
+"""File-wide memory: exact online models mixed with the language model (numerics v5, v6).
 
 The language model sees 1,024 tokens of its own chunk. This module remembers the whole
 file: a match model (the longest recent repeat of the token context) and hashed token
@@ -53,7 +53,7 @@ TOTAL = 1 << FREQ_BITS
 ONE = 1 << 16  # q16 probability 1.0
 MIN_LM_SPREAD = 1 << 16  # S never drops below this: the model keeps some mass on every token
 
-# Fixed table sizes (part of numerics v5).
+# Fixed table sizes (part of numerics v5 and v6).
 HISTORY_BITS = 22  # shared token history ring: 4 Mi tokens (16 MiB)
 MATCH_BITS = 20  # match hash table: 1 Mi positions (4 MiB)
 MATCH_MIN = 3  # tokens of context hashed to find a match
