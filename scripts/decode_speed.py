@@ -27,13 +27,25 @@ DEFAULT_FILES = [f"{CORPUS / 'alice29.txt'}:16384", str(CORPUS / "alice29.txt")]
 
 
 def lmzip(tree: Path, args: list[str], data: bytes) -> tuple[bytes, float]:
-    """stdout and wall seconds of `python -m lmzip ARGS` run from ``tree``'s sources."""
+    """stdout and wall seconds of `python -m lmzip ARGS` run from ``tree``'s sources. The
+    working directory is the tree too: `python -m` puts it first on sys.path, so run from
+    another checkout it would import that one's lmzip whatever PYTHONPATH says."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "lmzip", *args], input=data, capture_output=True, env=env, check=False)
+    p = subprocess.run(
+        [sys.executable, "-m", "lmzip", *args], input=data, capture_output=True, env=env, cwd=tree, check=False
+    )
     if p.returncode != 0:
         raise SystemExit(f"{tree}: lmzip {' '.join(args)}: {p.stderr.decode().strip()}")
     return p.stdout, time.perf_counter() - t0
+
+
+def imported_from(tree: Path) -> Path:
+    """Where `python -m lmzip` run as lmzip() runs it finds the package."""
+    code = "import lmzip, pathlib; print(pathlib.Path(lmzip.__file__).resolve().parent.parent)"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tree, check=True)
+    return Path(out.stdout.strip())
 
 
 def label(tree: Path) -> str:
@@ -50,7 +62,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    trees = [ROOT, *args.tree]
+    trees = [ROOT, *(t.resolve() for t in args.tree)]
+    for tree in trees:  # each tree must time its own code
+        if imported_from(tree) != tree.resolve():
+            raise SystemExit(f"{tree}: python imports lmzip from {imported_from(tree)}, not from the tree")
     rows = []
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, best of {args.repeat}")
     print("| tree | input | bytes | archive | -c s | -d s | -d / -c | -d KB/s |")
