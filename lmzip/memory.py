@@ -265,36 +265,63 @@ class Mixer:
     """Softmax weights over (model, n-gram, match) per weight set, trained online by
     gradient on log loss: theta_i += rate * w_i * (p_i / p_mix - 1). theta in 1/256 nat.
     ``young``: the rate of a set is MIX_RATE * (1 + (YOUNG_BOOST - 1) * YOUNG_HALF //
-    (YOUNG_HALF + its updates so far)), integers (v6); else MIX_RATE (v5)."""
+    (YOUNG_HALF + its updates so far)), integers (v6); else MIX_RATE (v5).
+
+    ``copy()`` gives a chunk's private mixer between two barriers: it reads the shared
+    rows, which do not change until the barrier drops it, and copies a row the first time
+    it writes one (a full copy of v6's 832 sets per chunk and block cost more than the
+    rest of the memory)."""
 
     def __init__(self, sets: int, young: bool = False) -> None:
         self.theta = [[MIX_THETA_LM] + [0] * (MIX_INPUTS - 1) for _ in range(sets)]
         self.updates = [0] * sets if young else None
+        self._rows: dict[int, list[int]] | None = None  # a private copy's own rows (None: the shared mixer)
+        self._counts: dict[int, int] = {}  # and its own update counts
+
+    def row(self, s: int) -> list[int]:
+        """theta of set ``s`` as this mixer sees it (do not modify)."""
+        own = self._rows.get(s) if self._rows is not None else None
+        return self.theta[s] if own is None else own
+
+    def count(self, s: int) -> int:
+        """Updates set ``s`` has had (v6; 0 without young rates)."""
+        if self.updates is None:
+            return 0
+        return self._counts.get(s, self.updates[s])
 
     def weights(self, s: int) -> list[int]:
         """Unnormalised weights (q16 scale) of set ``s``."""
-        th = self.theta[s]
+        th = self.row(s)
         top = max(th)
         table = exp_table()
         return [table[top - x] for x in th]
 
     def copy(self) -> Mixer:
         other = Mixer(0)
-        other.theta = [row[:] for row in self.theta]
-        other.updates = None if self.updates is None else self.updates[:]
+        other.theta, other.updates = self.theta, self.updates  # shared, read only
+        other._rows = {} if self._rows is None else {k: v[:] for k, v in self._rows.items()}
+        other._counts = dict(self._counts)
         return other
 
     def update(self, s: int, probs: tuple[int, ...], mixed: int) -> None:
         """probs: each input's probability of the coded token and ``mixed`` the coded
         token's mixed frequency, all in units of 2**-24."""
-        th = self.theta[s]
         w = self.weights(s)
         total = sum(w)
         rate = MIX_RATE
         if self.updates is not None:
-            n = self.updates[s]
+            n = self.count(s)
             rate = MIX_RATE * (1 + (YOUNG_BOOST - 1) * YOUNG_HALF // (YOUNG_HALF + n))
-            self.updates[s] = n + 1
+            if self._rows is None:
+                self.updates[s] = n + 1
+            else:
+                self._counts[s] = n + 1
+        if self._rows is None:
+            th = self.theta[s]
+        else:
+            th = self._rows.get(s)
+            if th is None:
+                th = self._rows[s] = self.theta[s][:]
         for i in range(MIX_INPUTS):
             step = (rate * w[i] * (probs[i] - mixed)) // (total * mixed)
             th[i] = min(MIX_THETA_MAX, max(-MIX_THETA_MAX, th[i] + step))

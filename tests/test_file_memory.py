@@ -357,7 +357,10 @@ def test_young_weight_sets_learn_faster() -> None:
     assert v6.theta[0][2] > 3 * v5.theta[0][2] > 0 and v6.updates == [1, 0]
     copy = v6.copy()
     copy.update(1, (1000, 0, 1 << 23), 1 << 22)
-    assert v6.updates == [1, 0] and copy.updates == [1, 1]  # private copies count apart
+    copy.update(0, (1000, 0, 1 << 23), 1 << 22)
+    assert v6.updates == [1, 0] and [copy.count(0), copy.count(1)] == [2, 1]  # private copies count apart
+    assert v6.theta[1] == [mem.MIX_THETA_LM, 0, 0] and copy.row(1)[2] > 0  # and write their own rows
+    assert v6.row(0) != copy.row(0) and copy.copy().row(0) == copy.row(0)
 
 
 @pytest.mark.parametrize("numerics", [5, 6])
