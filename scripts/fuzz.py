@@ -658,6 +658,8 @@ def _resolve(blob: bytes) -> object:
     from lmzip.engine import loader  # imports torch: only on the first case with a model record
     from lmzip.errors import ModelNotFoundError
 
+    if (info.model.model_hash, info.model.tokenizer_hash) == KNOWN_MODELS[1][1:]:
+        return _resolve_default(loader, info.model)
     empty, cache = os.path.join(_scratch(), "cache-empty"), os.path.join(_scratch(), "cache")
     entry = Path(cache, "lmzip", "models", "fake")
     if not entry.is_dir():
@@ -690,6 +692,31 @@ def _resolve(blob: bytes) -> object:
             os.environ["XDG_CACHE_HOME"] = saved
     if found != entry:
         raise AssertionError(f"found {found}, not the cache entry")
+    return found
+
+
+def _resolve_default(loader: Any, model: Any) -> object:  # noqa: ANN401  (lmzip.engine.loader, ModelInfo)
+    """An archive with the default model's hashes (a model reference, or a full record with
+    them): the lookup must end at the installed default model (FORMAT.md, step 3), reading
+    nothing but an empty cache and that package; the conversion itself is not run."""
+    empty = os.path.join(_scratch(), "cache-empty")
+    package = loader.default_model_path().parent
+    saved_env, saved_convert = os.environ.get("XDG_CACHE_HOME"), loader._converted
+    os.environ["XDG_CACHE_HOME"] = empty
+    loader._converted = lambda source: ("converted", source)
+    try:
+        with AccessGuard(allow=[empty, str(package)]) as guard:
+            found = loader.find_model(model)
+        if guard.violations:
+            raise AssertionError(f"the lookup touched {guard.violations}")
+    finally:
+        loader._converted = saved_convert
+        if saved_env is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved_env
+    if found != ("converted", loader.default_model_path()):
+        raise AssertionError(f"the default model's hashes found {found}, not the installed default model")
     return found
 
 
