@@ -199,3 +199,16 @@ def test_model_record_memory_fields_edited(monkeypatch: pytest.MonkeyPatch) -> N
     lay = fuzz.layout_of(archive)
     for values in ([5, window], [5, window, 3]):
         assert outcome(fuzz.with_model_fields(archive, lay, values)) is None, values
+
+
+def test_resolve_path_of_a_model_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reference to the default model resolves to the installed default model through
+    the real lookup; a lookup that looked anywhere else for it fails the check."""
+    from lmzip.engine import loader
+
+    original, archive = BASES["known-model"]
+    res = fuzz.check(archive, {original}, paths=("decode", "resolve"))
+    assert fuzz.signature(res) == () and res["resolve"].label == "found", res
+    monkeypatch.setattr(loader, "find_model", lambda want: "somewhere else")
+    res = fuzz.check(archive, {original}, paths=("resolve",))
+    assert res["resolve"].failure and "not the installed default model" in res["resolve"].failure, res
