@@ -66,7 +66,7 @@ MAX_MODEL_REF_BODY = 5 * 5
 MEMORY_NUMERICS = 5  # numerics versions from this one on carry the memory fields
 
 # Models an archive may name by number instead of by their two hashes (a model reference
-# record, 6 + 5 bytes with the default model instead of 6 + 91): the number stands for
+# record, 6 + 6 bytes with the default model instead of 6 + 91): the number stands for
 # exactly these hashes, forever; new models get new numbers. The name is the label.
 KNOWN_MODELS: dict[int, tuple[str, bytes, bytes]] = {
     1: (
@@ -87,6 +87,7 @@ class Codec(enum.IntEnum):
 
 
 _CODEC_IDS = frozenset(c.value for c in Codec)
+FIRST_VERSION = {Codec.SPANS: 3, KIND_MODEL_REF: 4}  # record kinds newer than format v2: the version that added them
 
 
 # ---------------------------------------------------------------- varints
@@ -494,11 +495,19 @@ class _Fields:
         return len(self.pack()) + self.payload_length + _CRC.size
 
 
+def _model_record(model: ModelInfo, version: int) -> tuple[int, bytes]:
+    """(kind, body) of the model record an archive of `version` holds for `model`: a
+    model of KNOWN_MODELS as a reference (format v4 on), any other with its hashes."""
+    if version >= FIRST_VERSION[KIND_MODEL_REF] and model.known_number() is not None:
+        return KIND_MODEL_REF, model.pack_reference()
+    return KIND_MODEL, model.pack_body()
+
+
 def model_record_size(model: ModelInfo, version: int = VERSION) -> int:
     """Bytes the model record of `model` adds to an archive of `version`: the record and
-    its index entry (ArchiveWriter.add_model's choice of form)."""
-    ref = version >= 4 and model.known_number() is not None
-    f = _Fields(KIND_MODEL_REF if ref else KIND_MODEL, len(model.pack_reference() if ref else model.pack_body()))
+    its index entry."""
+    kind, body = _model_record(model, version)
+    f = _Fields(kind, len(body))
     return f.size + len(f.pack())
 
 
@@ -551,17 +560,15 @@ class _Layout:
 
     def add(self, f: _Fields) -> RecordInfo:
         i = self.count
+        if self.version < FIRST_VERSION.get(f.kind, 2):
+            raise FormatError(f"record {i}: unknown record kind {f.kind} in a version {self.version} archive")
         if f.kind in MODEL_KINDS:
-            if f.kind == KIND_MODEL_REF and self.version < 4:
-                raise FormatError(f"record {i}: unknown record kind {f.kind} in a version {self.version} archive")
             if self.model:
                 raise FormatError(f"record {i}: second model identity record")
             self.model = True
             info = RecordInfo(self.offset, f.size, "model", self.original, 0, f.length, 0, self.chunks, 0)
         else:
             codec = Codec(f.kind)
-            if codec == Codec.SPANS and self.version < 3:
-                raise FormatError(f"record {i}: unknown record kind {f.kind} in a version {self.version} archive")
             if self.short:
                 raise FormatError(f"record {i}: data after the short last chunk")
             one = codec in (Codec.LM, Codec.SPANS)
@@ -740,10 +747,8 @@ class ArchiveWriter:
         self.pos += self._write(payload)
 
     def add_model(self, model: ModelInfo) -> None:
-        """The model identity record: must come before the first lm record. A model of
-        KNOWN_MODELS goes as a reference (format v4 on), any other with its hashes."""
-        kind = KIND_MODEL_REF if self.header.version >= 4 and model.known_number() is not None else KIND_MODEL
-        body = model.pack_reference() if kind == KIND_MODEL_REF else model.pack_body()
+        """The model record (identity or reference): must come before the first lm record."""
+        kind, body = _model_record(model, self.header.version)
         self._record(_Fields(kind, len(body)), zlib.crc32(body), body)
 
     def add(self, codec: Codec, original: bytes, payload: bytes, token_count: int = 0) -> None:

@@ -394,15 +394,9 @@ def load_lm_codec(
     if n:
         torch.set_num_threads(n)
     engine = Engine(load_model(model, want), window=window or defaults.WINDOW, device=device)
-    numerics = want.numerics_version if want is not None and want.numerics_version in mem.MEMORY_NUMERICS else None
-    return LMCodec(
-        engine,
-        batch,
-        n,
-        memory_block=memory_block,
-        memory_group=memory_group,
-        memory_numerics=numerics or NUMERICS_MEMORY,
-    )
+    archive = want.numerics_version if want is not None else None
+    numerics = archive if archive in mem.MEMORY_NUMERICS else NUMERICS_MEMORY
+    return LMCodec(engine, batch, n, memory_block=memory_block, memory_group=memory_group, memory_numerics=numerics)
 
 
 def check_device(device: str) -> None:

@@ -39,7 +39,7 @@ memory predicts are digits, and the match confidence whether the match predicts 
 a weight set learns faster while it is young (few updates), since 4x more sets see
 fewer updates each; and the n-gram orders are 1, 2, 3, 5 and 8 (long log prefixes).
 Ideal code (`scripts/memory_variants.py replay`): Linux_2k.log 6,277 -> 5,813 B,
-Spark_2k.log 5,412 -> 5,048, Android_2k.log 9,307 -> 8,494, alice29.txt unchanged.
+Spark_2k.log 5,412 -> 5,048, Android_2k.log 9,307 -> 8,494, alice29.txt +4 B.
 """
 
 from __future__ import annotations
@@ -269,8 +269,8 @@ class Mixer:
 
     ``copy()`` gives a chunk's private mixer between two barriers: it reads the shared
     rows, which do not change until the barrier drops it, and copies a row the first time
-    it writes one (a full copy of v6's 832 sets per chunk and block cost more than the
-    rest of the memory)."""
+    it writes one (a full copy of v6's 832 sets per chunk and block took 1.5 s of a pass
+    over alice29.txt: `scripts/memory_variants.py replay` prints each pass's time)."""
 
     def __init__(self, sets: int, young: bool = False) -> None:
         self.theta = [[MIX_THETA_LM] + [0] * (MIX_INPUTS - 1) for _ in range(sets)]
@@ -344,9 +344,8 @@ class ChunkState:
     match_len: int = 0
     absorbed: int = 0  # tokens already in the shared models
     pending: dict[int, dict[int, int]] = field(default_factory=dict)  # n-gram counts of the tokens not yet absorbed
-    hashes: list[int] = field(
-        default_factory=list
-    )  # hashes of the last 1, 2, ... tokens (up to the longest order): the next token's contexts
+    # hashes of the last 1, 2, ... tokens (up to the longest order): the next token's contexts
+    hashes: list[int] = field(default_factory=list)
     # the shared adaptive parameters as of the last barrier plus this chunk's own updates since
     mixer: Mixer | None = None
     confidence: StateMap | None = None

@@ -83,7 +83,7 @@ class ByteTokenizer:
     @cached_property
     def digit_tokens(self) -> frozenset[int]:
         """Tokens spelled with ASCII digits only (file-wide memory v6 selects weights by them)."""
-        return frozenset(i for i, b in enumerate(self.id_to_bytes) if b and all(48 <= c <= 57 for c in b))
+        return frozenset(i for i, b in enumerate(self.id_to_bytes) if b.isdigit())  # bytes: ASCII digits only
 
     @property
     def escapable(self) -> list[bool]:

@@ -56,7 +56,7 @@ import time
 import tracemalloc
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,7 +294,7 @@ def model_body_fields(body: bytes, kind: int = 3) -> tuple[bytes, list[int], byt
     name length + name (kind 3), nothing (kind 5)) of a model record's body; None if it
     does not parse."""
     try:
-        pos = 64 if kind == 3 else _varint_at(body, 0)[1]
+        pos = start = 64 if kind == 3 else _varint_at(body, 0)[1]
         values = []
         for _ in range(2):
             v, pos = _varint_at(body, pos)
@@ -303,7 +303,7 @@ def model_body_fields(body: bytes, kind: int = 3) -> tuple[bytes, list[int], byt
             for _ in range(2):
                 v, pos = _varint_at(body, pos)
                 values.append(v)
-        return body[: 64 if kind == 3 else _varint_at(body, 0)[1]], values, body[pos:]
+        return body[:start], values, body[pos:]
     except IndexError:
         return None
 
@@ -642,6 +642,20 @@ def _scratch() -> str:
     return _TMP[0]
 
 
+@contextlib.contextmanager
+def _cache_home(root: str) -> Iterator[None]:
+    """XDG_CACHE_HOME = root for the lookups inside (the model cache), restored after."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = root
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
+
+
 def _resolve(blob: bytes) -> object:
     """What `lmzip info` prints of the names, and where the real loader finds the archive's model: in an
     empty cache (must be a one-line ModelNotFoundError) and in a scratch cache holding one
@@ -667,29 +681,21 @@ def _resolve(blob: bytes) -> object:
         ident = FakeIdentity()
         meta = {"name": ident.name, "model_hash": ident.model_hash.hex(), "tokenizer_hash": ident.tokenizer_hash.hex()}
         (entry / "model.json").write_text(json.dumps(meta))
-    saved = os.environ.get("XDG_CACHE_HOME")
-    try:
-        for root in (empty, cache):
-            os.environ["XDG_CACHE_HOME"] = root
-            found = None
-            with AccessGuard(allow=[root]) as guard:
-                try:
-                    found = loader.find_model(info.model)
-                except ModelNotFoundError as e:
-                    if not str(e).isprintable() or "pass --model PATH" not in str(e):
-                        raise AssertionError(f"not one printable line with the hint: {e!r}") from None
-                    if root == cache:
-                        raise
-                finally:
-                    if guard.violations:
-                        raise AssertionError(f"the lookup touched {guard.violations}")
-            if root == empty and found is not None:
-                raise AssertionError(f"found {found} in an empty cache")
-    finally:
-        if saved is None:
-            os.environ.pop("XDG_CACHE_HOME", None)
-        else:
-            os.environ["XDG_CACHE_HOME"] = saved
+    for root in (empty, cache):
+        found = None
+        with _cache_home(root), AccessGuard(allow=[root]) as guard:
+            try:
+                found = loader.find_model(info.model)
+            except ModelNotFoundError as e:
+                if not str(e).isprintable() or "pass --model PATH" not in str(e):
+                    raise AssertionError(f"not one printable line with the hint: {e!r}") from None
+                if root == cache:
+                    raise
+            finally:
+                if guard.violations:
+                    raise AssertionError(f"the lookup touched {guard.violations}")
+        if root == empty and found is not None:
+            raise AssertionError(f"found {found} in an empty cache")
     if found != entry:
         raise AssertionError(f"found {found}, not the cache entry")
     return found
@@ -700,22 +706,17 @@ def _resolve_default(loader: Any, model: Any) -> object:  # noqa: ANN401  (lmzip
     them): the lookup must end at the installed default model (FORMAT.md, step 3), reading
     nothing but an empty cache and that package; the conversion itself is not run."""
     empty = os.path.join(_scratch(), "cache-empty")
-    package = loader.default_model_path().parent
-    saved_env, saved_convert = os.environ.get("XDG_CACHE_HOME"), loader._converted
-    os.environ["XDG_CACHE_HOME"] = empty
+    installed = loader.default_model_path()
+    saved_convert = loader._converted
     loader._converted = lambda source: ("converted", source)
     try:
-        with AccessGuard(allow=[empty, str(package)]) as guard:
+        with _cache_home(empty), AccessGuard(allow=[empty, str(installed.parent)]) as guard:
             found = loader.find_model(model)
         if guard.violations:
             raise AssertionError(f"the lookup touched {guard.violations}")
     finally:
         loader._converted = saved_convert
-        if saved_env is None:
-            os.environ.pop("XDG_CACHE_HOME", None)
-        else:
-            os.environ["XDG_CACHE_HOME"] = saved_env
-    if found != ("converted", loader.default_model_path()):
+    if found != ("converted", installed):
         raise AssertionError(f"the default model's hashes found {found}, not the installed default model")
     return found
 

@@ -27,6 +27,7 @@ from lmzip.container import (
     KIND_MODEL_REF,
     KNOWN_MODELS,
     TRAILER_SIZE,
+    VERSION,
     ArchiveReader,
     ArchiveWriter,
     Codec,
@@ -114,11 +115,11 @@ def model_record(body: bytes | None = None) -> tuple[bytes, bytes]:
     return fields, fields + struct.pack("<I", zlib.crc32(body)) + body
 
 
-def build(records: list[tuple[bytes, bytes]], data: bytes, chunk_size: int = 100) -> bytes:
+def build(records: list[tuple[bytes, bytes]], data: bytes, chunk_size: int = 100, version: int = VERSION) -> bytes:
     index = bytes([INDEX_MARK]) + uvarint(len(records)) + b"".join(f for f, _ in records)
     head = struct.pack("<II", zlib.crc32(data), len(index))
     tail = head + struct.pack("<I", zlib.crc32(head, zlib.crc32(index))) + b"LMZE"
-    return Header(chunk_size=chunk_size).pack() + b"".join(r for _, r in records) + index + tail
+    return Header(chunk_size=chunk_size, version=version).pack() + b"".join(r for _, r in records) + index + tail
 
 
 def lm_record(data: bytes) -> tuple[bytes, bytes]:
@@ -225,13 +226,8 @@ def test_bad_model_references(body: bytes, message: str) -> None:
 
 def test_reference_refused_before_version_4() -> None:
     a = text(100)
-    index = bytes([INDEX_MARK]) + uvarint(2)
     records = [reference_record(b"\x01\x03\x80\x04"), record(Codec.STORED, a)]
-    index += b"".join(f for f, _ in records)
-    head = struct.pack("<II", zlib.crc32(a), len(index))
-    tail = head + struct.pack("<I", zlib.crc32(head, zlib.crc32(index))) + b"LMZE"
-    archive = Header(chunk_size=100, version=3).pack() + b"".join(r for _, r in records) + index + tail
-    both_readers_fail(archive, FormatError, "unknown record kind 5 in a version 3 archive")
+    both_readers_fail(build(records, a, version=3), FormatError, "unknown record kind 5 in a version 3 archive")
     assert decompress(build(records, a)) == a  # the same records in a version 4 archive
 
 
