@@ -151,7 +151,7 @@ def _score_chunk(engine: Any, ids: list[int], top: int) -> tuple[np.ndarray, np.
     import torch
 
     from lmzip.engine.engine import LOGIT_ROWS
-    from lmzip.engine.model import frequencies
+    from lmzip.engine.frequencies import frequencies
 
     model, device = engine.model, engine.device
     n = len(ids)

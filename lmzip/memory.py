@@ -15,7 +15,7 @@ and S = 2**24 - V - B::
 
 Every token gets f_mix >= 1 and the table sums to exactly 2**24. Coding a token needs
 only its own (CF, f) and the candidates' boosts; decoding walks the model's table once
-(kernels.c ``mixed_find``, model.mixed_find_reference, or ``mixed_find_reference`` here).
+(kernels.c ``mixed_find``, frequencies.mixed_find_reference, or ``mixed_find_reference`` here).
 
 Sharing memory across the chunks of a group while they decode in lock step: a chunk's
 prediction uses the *shared* state (everything of earlier groups, plus the tokens of

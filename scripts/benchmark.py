@@ -68,17 +68,20 @@ def run_cli(args: list[str], stdin: Path, stdout: Path) -> tuple[float, float]:
 @contextlib.contextmanager
 def stage_times() -> Iterator[dict[str, float]]:
     """Share of wall time per engine stage while the block runs (timers wrap the stages)."""
-    from lmzip.engine import model
+    from lmzip.engine import model, native_ops
 
     spent: Counter[str] = Counter()
     llama = model.ExactLlama
+    ops = [
+        "rms_quantized",  # RMSNorm and quantization for the next layer
+        "quantized",
+        "queries_keys_values",  # qkv product, RoPE, quantization (incl. its linear)
+        "mlp_inner",  # gate_up product, SiLU, quantization (incl. its GEMM)
+        "attention",  # the C kernels, with int8 GEMMs when scoring
+    ]
     patched = [
         (model, "linear"),  # every projection and the output head (int8 GEMM and its scaling)
-        (llama, "_rms_quantized"),  # RMSNorm and quantization for the next layer
-        (llama, "_quantized"),
-        (llama, "_queries_keys_values"),  # qkv product, RoPE, quantization (incl. its linear)
-        (llama, "_mlp_inner"),  # gate_up product, SiLU, quantization (incl. its GEMM)
-        (llama, "_attention"),  # the C kernels, with int8 GEMMs when scoring
+        *((cls, name) for cls in (model.ReferenceOps, native_ops.NativeOps) for name in ops),  # whichever runs
         (llama, "bounds"),  # the exact softmax over the vocabulary, coder intervals
         (llama, "find"),
         (llama, "step_logits"),  # decoding: one C call for the whole step (step.c)

@@ -381,7 +381,7 @@ def test_codec_of_either_memory_version_round_trips(tiny, numerics):  # noqa: F8
 
 
 def test_reference_decoder_reads_kernel_archives(tiny):  # noqa: F811
-    """Decoding through the torch reference (model.mixed_find_reference: CUDA, or no C
+    """Decoding through the torch reference (frequencies.mixed_find_reference: CUDA, or no C
     compiler) gives what the C kernel's encoder side coded."""
     from test_engine import WINDOW
 

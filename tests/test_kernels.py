@@ -25,7 +25,9 @@ from test_engine import (  # noqa: F401  (one_thread and tiny are fixtures)
 
 from lmzip.engine import kernels
 from lmzip.engine.engine import Engine
-from lmzip.engine.model import ExactLlama, frequencies, quantize_rows
+from lmzip.engine.frequencies import frequencies
+from lmzip.engine.model import ExactLlama, ReferenceOps, quantize_rows, score_unit
+from lmzip.engine.native_ops import NativeOps
 
 # A build that fails is reported: the reason is in the skip, which fails under LMZIP_STRICT=1
 # (CI), so a suite green on the reference path alone never hides broken kernels.
@@ -90,14 +92,14 @@ def test_kernels_equal_reference_on_random_inputs(tiny, t, d, peaked):  # noqa: 
         # 60 + t keys: whole blocks of 16 and a ragged tail
         q, k, ks, v, vs, vmax, qpos, kpos = _random_attention_inputs(gen, b, t, 60 + t, window, d, peaked)
         outs = {}
-        for attention in ("torch", "c"):
+        for name, ops in (("torch", ReferenceOps), ("c", NativeOps)):
             m = ExactLlama.__new__(ExactLlama)
             m.__dict__.update(model.__dict__)
             m.config = type(model.config)(**{**model.config.to_dict(), "num_heads": 6, "num_kv_heads": 2})
-            m.window, m.exp_bits, m.kernels = window, 18, attention
+            m.window, m.exp_bits = window, 18
             q_q, q_s = quantize_rows(q)  # as the layer does: int8 per (token, head)
-            qsc = q_s[..., 0] * m._score_unit(d)
-            outs[attention] = m._attention(q_q, qsc, k, ks, v, vs, vmax, qpos, kpos, t)
+            qsc = q_s[..., 0] * score_unit(d)
+            outs[name] = ops(m).attention(q_q, qsc, k, ks, v, vs, vmax, qpos, kpos, t)
         assert outs["c"].dtype == torch.float32
         assert torch.equal(outs["c"], outs["torch"]), f"b={b} t={t}: {(outs['c'] != outs['torch']).sum()} values differ"
 
@@ -141,7 +143,7 @@ def _check_intervals(logits: torch.Tensor, gen: torch.Generator) -> None:
 
 
 def test_token_bounds_equal_reference():
-    """The C intervals (coding and decoding) are model.Frequencies' integers."""
+    """The C intervals (coding and decoding) are frequencies.Frequencies' integers."""
     gen = torch.Generator().manual_seed(5)
     for vocab in (400, 49152):
         logits = torch.randn(6, vocab, generator=gen) * 4

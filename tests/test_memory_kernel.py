@@ -1,5 +1,5 @@
 """The mixed-table decoding kernel (kernels.c mixed_find) gives the integers of the
-PyTorch reference (model.mixed_find_reference) and of lmzip/memory.py's coding side,
+PyTorch reference (frequencies.mixed_find_reference) and of lmzip/memory.py's coding side,
 built with and without -march=native."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 from lmzip import memory
 from lmzip.engine import kernels
-from lmzip.engine.model import frequencies, mixed_find_reference
+from lmzip.engine.frequencies import frequencies, mixed_find_reference
 
 pytestmark = pytest.mark.skipif(kernels.library() is None, reason="no C compiler: the reference path runs alone")
 

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from lmzip import defaults
+from lmzip.engine.frequencies import Frequencies, frequencies
 from lmzip.engine.loader import LoadedModel, ModelIdentity, load_model
-from lmzip.engine.model import ExactLlama, Frequencies, KVCache, frequencies
+from lmzip.engine.model import ExactLlama, KVCache
 from lmzip.tokens import ByteTokenizer
 
 DEFAULT_WINDOW = defaults.WINDOW

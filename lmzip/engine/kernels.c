@@ -1,5 +1,5 @@
 /* Exact attention for the CPU, the same integers as ExactLlama._attend (model.py), and the
- * range coder's intervals straight from logits, the integers of model.Frequencies.
+ * range coder's intervals straight from logits, the integers of frequencies.Frequencies.
  *
  * Built at first use by kernels.py with -ffp-contract=off and without -ffast-math, so
  * every float operation below is one correctly rounded IEEE operation in the order
@@ -413,7 +413,7 @@ void weighted_sum(int64_t G, int64_t T, int64_t D, const int32_t *acc, const int
 }
 
 /*
- * Frequencies (model.Frequencies) for rows of logits, without building the tables: with
+ * Frequencies (frequencies.Frequencies) for rows of logits, without building the tables: with
  * e_v = round(2**24 * 2**-((max - l_v) * log2 e)) and E(v) = sum of e below v, token v's
  * cumulative frequency is CF(v) = floor(E(v) * R / 2**38) + v, R = floor((2**24 - V) *
  * 2**38 / E(V)), and CF(V) = 2**24. e is scratch for V floats.

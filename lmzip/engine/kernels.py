@@ -310,7 +310,7 @@ def qkv(acc, x_scale, layer, cos, sin, heads: int, kv_heads: int, score_unit: fl
 def token_bounds(
     logits: torch.Tensor, tokens: torch.Tensor | None = None, targets: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(token, CF, f) per row of logits [M, V], the integers of model.Frequencies: for the
+    """(token, CF, f) per row of logits [M, V], the integers of frequencies.Frequencies: for the
     given tokens (coding), or for the tokens whose interval holds the targets (decoding)."""
     lib = library()
     assert lib is not None and (tokens is None) != (targets is None)
@@ -338,7 +338,7 @@ def mixed_find(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(token, mixed low, mixed f, model f) per row of logits [M, V] for the targets, with
     the model's table scaled to spreads[r] and candidates cand/boosts[starts[r]:starts[r + 1]]
-    boosted (lmzip/memory.py): the integers of model.mixed_find_reference."""
+    boosted (lmzip/memory.py): the integers of frequencies.mixed_find_reference."""
     lib = library()
     assert lib is not None
     logits = logits.float().contiguous()

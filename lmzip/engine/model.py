@@ -18,6 +18,7 @@ import torch
 
 from lmzip.engine import kernels as native
 from lmzip.engine import numerics
+from lmzip.engine.frequencies import frequencies, mixed_find_reference
 
 INT8_MAX = 127
 # Attention weights are integers whose sum stays below 2**17, so that sum(u * v) over
@@ -40,8 +41,10 @@ class LlamaConfig:
     rope_theta: float
     norm_eps: float
     qkv_bias: bool = False
-    head_dim: int = 0  # 0 = hidden_size // num_heads
+    head_dim: int = 0  # as converted: 0 = hidden_size // num_heads (use dim_per_head)
 
+    # The fields are hashed into the model identity as they are (loader.model_hash), so
+    # head_dim keeps its 0 and the derived size has a name of its own.
     @property
     def dim_per_head(self) -> int:
         return self.head_dim or self.hidden_size // self.num_heads
@@ -209,124 +212,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out
 
 
-RECIPROCAL_SHIFT = 38  # fixed-point reciprocal: cumE * (C << 38) // mass stays below 2**63
-
-
-PREFIX_BLOCK = 256  # prefix sums of e are kept per block of this many tokens
-
-
-@dataclass
-class Frequencies:
-    """Integer frequency tables for M positions, in cumulative form.
-
-    With e = round(2**24 * exp(logit - max)) (exact integers) and E(v) = sum of e below v,
-    the cumulative frequency of token v is CF(v) = floor(E(v) * R / 2**38) + v with the
-    fixed-point reciprocal R = floor((C - V) * 2**38 / E(V)), C = 2**24. Every token gets
-    f(v) = CF(v + 1) - CF(v) >= 1; the last token also takes the few units that floor
-    leaves over, so rows sum to exactly C. E(v) is a block prefix plus a sum inside one
-    block of 256, all exact, so coding a token never needs a whole-row cumulative sum.
-    """
-
-    e: torch.Tensor  # [M, nblocks, PREFIX_BLOCK] float32 exact integers (zero padded)
-    block_prefix: torch.Tensor  # [M, nblocks + 1] float64 exact: E at block starts
-    recip: torch.Tensor  # [M, 1] int64 R
-    vocab: int
-
-    def _prefix(self, tokens: torch.Tensor) -> torch.Tensor:
-        """E(tokens) for tokens [M, k] in 0..V, int64."""
-        rows, blocks, width = self.e.shape
-        block = torch.div(tokens, width, rounding_mode="floor")
-        inside = tokens - block * width
-        row_idx = torch.arange(rows, device=tokens.device)[:, None]
-        part = self.e[row_idx, block.clamp(max=blocks - 1)]  # [M, k, width]
-        keep = torch.arange(width, device=tokens.device) < inside[..., None]
-        head = (part * keep).sum(dim=-1, dtype=torch.float64)  # exact: < 2**32
-        return (self.block_prefix.gather(1, block) + head).long()
-
-    def cumulative(self, tokens: torch.Tensor) -> torch.Tensor:
-        """CF(tokens) for tokens [M, k] (values 0..V), int64; CF(V) is C by definition."""
-        total = 1 << numerics.FREQ_BITS
-        cf = self._prefix(tokens).mul_(self.recip).bitwise_right_shift_(RECIPROCAL_SHIFT).add_(tokens)
-        return torch.where(tokens == self.vocab, torch.full_like(cf, total), cf)
-
-    def bounds(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(CF(t), f(t)) for one token per row, tokens [M]."""
-        both = self.cumulative(torch.stack([tokens, tokens + 1], dim=1))
-        return both[:, 0], both[:, 1] - both[:, 0]
-
-    def find(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(token, CF, f) per row with CF(token) <= target < CF(token + 1), targets [M] < C.
-
-        Binary search on CF, which is strictly increasing: log2(V) small steps per row.
-        """
-        rows = targets.shape[0]
-        targets = targets.to(self.e.device)  # the coder's targets come from the CPU
-        lo = torch.zeros(rows, 1, dtype=torch.long, device=targets.device)
-        hi = torch.full_like(lo, self.vocab)
-        target = targets.view(rows, 1).to(lo)
-        while bool((hi - lo > 1).any()):
-            mid = torch.div(lo + hi, 2, rounding_mode="floor")
-            below = self.cumulative(mid) <= target
-            lo = torch.where(below, mid, lo)
-            hi = torch.where(below, hi, mid)
-        low, high = self.cumulative(torch.cat([lo, lo + 1], dim=1)).unbind(1)
-        return lo[:, 0], low, high - low
-
-    def table(self) -> torch.Tensor:
-        """Full frequency rows [M, V] (tests and tools; builds whole-row prefix sums)."""
-        rows = self.e.shape[0]
-        flat = self.e.reshape(rows, -1)[:, : self.vocab]
-        prefix = torch.zeros(rows, self.vocab + 1, dtype=torch.float64, device=flat.device)
-        torch.cumsum(flat, dim=1, dtype=torch.float64, out=prefix[:, 1:])
-        cf = prefix.long().mul_(self.recip).bitwise_right_shift_(RECIPROCAL_SHIFT)
-        cf.add_(torch.arange(self.vocab + 1, device=flat.device))
-        cf[:, -1] = 1 << numerics.FREQ_BITS
-        return cf[:, 1:] - cf[:, :-1]
-
-
-def mixed_find_reference(
-    freqs: Frequencies,
-    targets: torch.Tensor,
-    spreads: torch.Tensor,
-    starts: torch.Tensor,
-    cand: torch.Tensor,
-    boosts: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """kernels.c mixed_find over whole rows: cum_mix(t) = floor(CF(t) * S / 2**24) + t + boosts below t."""
-    table = freqs.table()  # [M, V]
-    rows, vocab = table.shape
-    dev = table.device
-    cf = torch.zeros(rows, vocab + 1, dtype=torch.int64, device=dev)
-    torch.cumsum(table, dim=1, out=cf[:, 1:])
-    extra = torch.zeros(rows, vocab + 1, dtype=torch.int64, device=dev)
-    for r in range(rows):
-        lo, hi = int(starts[r]), int(starts[r + 1])
-        extra[r, cand[lo:hi].long().to(dev) + 1] += boosts[lo:hi].long().to(dev)
-    spread = spreads.view(rows, 1).long().to(dev)
-    cum = ((cf * spread) >> numerics.FREQ_BITS) + torch.arange(vocab + 1, device=dev) + extra.cumsum(1)
-    tok = torch.searchsorted(cum, targets.view(rows, 1).long().to(dev), right=True)[:, 0] - 1
-    r = torch.arange(rows, device=dev)
-    low = cum[r, tok]
-    return tok, low, cum[r, tok + 1] - low, table[r, tok]
-
-
-def frequencies(logits: torch.Tensor) -> Frequencies:
-    """Exact integer next-token distributions for logits [M, V]."""
-    rows, vocab = logits.shape
-    spread = (1 << numerics.FREQ_BITS) - vocab
-    y = (logits.amax(dim=-1, keepdim=True) - logits).mul_(numerics.LOG2E_F32)
-    e = numerics.exp2_neg_scaled(y, numerics.FREQ_BITS)  # <= 2**24, exact integers
-    pad = -vocab % PREFIX_BLOCK
-    if pad:
-        e = torch.cat([e, e.new_zeros(rows, pad)], dim=1)
-    e = e.view(rows, -1, PREFIX_BLOCK)
-    block_prefix = torch.zeros(rows, e.shape[1] + 1, dtype=torch.float64, device=e.device)
-    torch.cumsum(e.sum(dim=-1, dtype=torch.float64), dim=1, out=block_prefix[:, 1:])  # exact
-    mass = block_prefix[:, -1:].long()  # >= 2**24 (the top token alone)
-    recip = torch.full_like(mass, spread << RECIPROCAL_SHIFT).div_(mass, rounding_mode="floor")
-    return Frequencies(e, block_prefix, recip, vocab)
-
-
 # ---------------------------------------------------------------------------
 # KV cache and the forward pass
 # ---------------------------------------------------------------------------
@@ -388,6 +273,148 @@ class KVCache:
         return KVCache(*([t[:rows] for t in field] for field in self.fields()), self.pos[:rows])
 
 
+# ---------------------------------------------------------------------------
+# The row operations: the PyTorch reference (native_ops.NativeOps: the same integers in C)
+# ---------------------------------------------------------------------------
+
+
+def score_unit(d: int) -> float:
+    """log2(e) / sqrt(d): one fixed double (sqrt is correctly rounded), rounded to float32 by torch."""
+    return numerics.LOG2E_F32 / math.sqrt(d)
+
+
+class ReferenceOps:
+    """What a forward pass does between its matrix products, and the coder's intervals
+    from logits, in plain PyTorch on any device. This is the definition: the CPU kernels
+    (native_ops.NativeOps, chosen once by ExactLlama) override every method with the same
+    integers, and the tests compare the two."""
+
+    def __init__(self, model: ExactLlama) -> None:
+        self.model = model
+        self.config = model.config
+
+    # -- activations --------------------------------------------------------
+
+    def rms_quantized(self, x: torch.Tensor, weight: torch.Tensor, split: bool) -> Activation:
+        return rms_norm_quantized(x, weight, self.config.norm_eps, split)
+
+    def quantized(self, x: torch.Tensor, split: bool) -> Activation:
+        return quantize_activation(x, split)
+
+    def queries_keys_values(self, lw: LayerWeights, act: Activation, rope, b: int, t: int):  # noqa: ANN001, ANN201
+        """The layer's queries, keys and values from its normed input ``act``: RoPE applied,
+        int8 per (token, head) with their scales; the query scales already times
+        log2(e) / sqrt(D). Shapes: q [B, T, H, D], qsc [B, T, H], k and v int8 [B, T, KVH, D],
+        their scales [B, T, KVH, 1]."""
+        h, kvh, d = self.config.num_heads, self.config.num_kv_heads, self.config.dim_per_head
+        qkv = linear(act, lw.qkv, self.model.backend)
+        q = qkv[:, : h * d].view(b, t, h, d)
+        k = qkv[:, h * d : (h + kvh) * d].view(b, t, kvh, d)
+        v = qkv[:, (h + kvh) * d :].view(b, t, kvh, d)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q_q, q_s = quantize_rows(q)  # per (token, head)
+        k_q, k_s = quantize_rows(k)
+        v_q, v_s = quantize_rows(v)
+        return q_q, q_s[..., 0] * score_unit(d), k_q.to(torch.int8), k_s, v_q.to(torch.int8), v_s
+
+    def mlp_inner(self, lw: LayerWeights, act: Activation) -> Activation:
+        """gate_up product, silu(gate) * up, quantized for the down projection."""
+        gu = linear(act, lw.gate_up, self.model.backend)
+        inter = self.config.intermediate_size
+        return quantize_activation(silu_times(gu[:, :inter], gu[:, inter:], self.model.sigmoid), "down" in SPLIT)
+
+    # -- attention ----------------------------------------------------------
+
+    def attention(
+        self,
+        q_q: torch.Tensor,  # [B, T, H, D] int8 queries (rotated), as int8 or as float32 integers
+        qsc: torch.Tensor,  # [B, T, H] their scales times log2(e) / sqrt(D)
+        k_all: torch.Tensor,  # [B, kvh, L, D] int-valued
+        k_scale: torch.Tensor,  # [B, kvh, 1, L]
+        v_all: torch.Tensor,  # [B, kvh, L, D]
+        v_scale: torch.Tensor,  # [B, kvh, 1, L]
+        vmax: torch.Tensor,  # [B, kvh, T, 1] bound on the v scales each query sees
+        qpos: torch.Tensor,  # [B, T] positions of the queries
+        kpos: torch.Tensor,  # [B, L] positions of the keys (-1 = empty)
+        causal_tail: int,  # the last causal_tail keys are the T queries' own, in order
+    ) -> torch.Tensor:
+        """Attention output [B, T, H * D] float32."""
+        b, t, h, d = q_q.shape
+        kvh = self.config.num_kv_heads
+        group = h // kvh
+        n_keys = k_all.shape[2]
+        window = self.model.window
+        k_all, v_all = k_all.float(), v_all.float()  # int8 values: exact in float32 GEMMs
+        # [B, kvh, group, T, D]: query heads of one kv head side by side
+        q_q = q_q.float().view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4)
+        qsc = qsc.view(b, t, kvh, group, 1).permute(0, 2, 3, 1, 4)
+        out = torch.empty(b, kvh, group, t, d, device=q_q.device)
+        # Causal tiling: a block of queries never sees the new keys after its last query.
+        for t0 in range(0, t, QUERY_BLOCK):
+            t1 = min(t, t0 + QUERY_BLOCK)
+            keys = n_keys - causal_tail + t1 if causal_tail else n_keys
+            rows = group * (t1 - t0)
+            out[:, :, :, t0:t1] = self._attend(
+                q_q[:, :, :, t0:t1].reshape(b, kvh, rows, d),
+                qsc[:, :, :, t0:t1].reshape(b, kvh, rows, 1),
+                k_all[:, :, :keys],
+                k_scale[..., :keys],
+                v_all[:, :, :keys],
+                v_scale[..., :keys],
+                vmax[:, :, t0:t1].unsqueeze(2).expand(b, kvh, group, t1 - t0, 1).reshape(b, kvh, rows, 1),
+                attends(
+                    qpos[:, None, None, t0:t1, None].expand(b, 1, group, t1 - t0, 1).reshape(b, 1, rows, 1),
+                    kpos[:, None, None, :keys],
+                    window,
+                ),
+            ).view(b, kvh, group, t1 - t0, d)
+        return out.permute(0, 3, 1, 2, 4).reshape(b, t, h * d)
+
+    def _attend(self, q_q, qsc, k, k_scale, v, v_scale, vmax, visible) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) v for one block of queries [B, kvh, R, D], exactly."""
+        scores = torch.matmul(q_q, k.transpose(-1, -2))  # exact: |sum| <= D * 127**2 < 2**24
+        # logit = dot * (s_q / sqrt(d)) * s_k, each product correctly rounded
+        # (in log2 units: the exp below is 2**-x, so log2(e) joins the query scale)
+        scores.mul_(qsc).mul_(k_scale)
+        scores.masked_fill_(~visible, float("-inf"))
+        peak = scores.amax(dim=-1, keepdim=True)
+        e = numerics.exp2_neg_scaled(scores.neg_().add_(peak), self.model.exp_bits)  # hidden keys: exactly 0
+        mass = e.sum(dim=-1, keepdim=True)  # exact: window * 2**bits <= 2**24
+        # u_j = floor(e_j * s_vj * c) with c = MASS / (mass * vmax)  =>  sum_j u_j < 2**17
+        c = torch.full_like(vmax, ATTN_MASS, dtype=torch.float64) / (mass.double() * vmax.double())
+        u = e.mul_(v_scale).mul_(c.float()).floor_()
+        out = torch.matmul(u, v)  # exact: sum u * |v| < 2**17 * 127 < 2**24
+        return out.mul_(vmax / torch.full_like(vmax, ATTN_MASS))
+
+    # -- logits -> the coder's intervals (frequencies.py) -----------------
+
+    def bounds(self, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CF, f) of one token per row of logits [M, V] (coding)."""
+        return frequencies(logits).bounds(tokens)
+
+    def find(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(token, CF, f) per row with CF(token) <= target < CF(token + 1) (decoding)."""
+        return frequencies(logits).find(targets)
+
+    def mixed_find(
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        spreads: torch.Tensor,
+        starts: torch.Tensor,
+        cand: torch.Tensor,
+        boosts: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(token, mixed CF, mixed f, model f) per row, the model's table mixed with boosts (lmzip/memory.py)."""
+        return mixed_find_reference(frequencies(logits), targets, spreads, starts, cand, boosts)
+
+    # -- the whole decoding step --------------------------------------------
+
+    def step_kernel(self) -> native.StepKernel | None:
+        """A decoding step in one call (step.c), where these operations have one: not here."""
+        return None
+
+
 class ExactLlama:
     """Forward passes of an int8 Llama; identical integers on every path and device.
 
@@ -417,15 +444,21 @@ class ExactLlama:
         self._grow_rope(window)
         self.exp_bits = numerics.attention_exp_bits(window)  # e <= 2**bits, window * 2**bits <= 2**24
         self.sigmoid = numerics.sigmoid_table().to(self.device)
-        # "c": the CPU kernels (attention, kernels.c; decoding step, step.c); "torch": the
-        # reference, on any device. The same integers either way.
+        # "c": the CPU kernels (native_ops.NativeOps: kernels.c, step.c); "torch": the
+        # reference (ReferenceOps), on any device. The same integers either way.
         if kernels is None:
             kernels = "c" if self.device.type == "cpu" and native.library() is not None else "torch"
         if kernels not in ("c", "torch") or (kernels == "c" and self.device.type != "cpu"):
             raise ValueError(f"kernels {kernels!r} are not available on {self.device.type}")
         self.kernels = kernels
-        self._packed: native.StepKernel | None = None
         self.exp_coef = torch.tensor(numerics.EXP2_POLY, dtype=torch.float32)
+        self.ops: ReferenceOps
+        if kernels == "c":
+            from lmzip.engine.native_ops import NativeOps  # it builds on this module's reference
+
+            self.ops = NativeOps(self)
+        else:
+            self.ops = ReferenceOps(self)
 
     def _grow_rope(self, positions: int) -> None:
         """cos/sin tables for at least ``positions`` positions (entries never depend on the size)."""
@@ -434,143 +467,6 @@ class ExactLlama:
             table = numerics.rope_table(self.config.rope_theta, self.config.dim_per_head)
             cos, sin = table.grow(size)
             self.cos, self.sin = cos.to(self.device), sin.to(self.device)
-
-    # -- attention --------------------------------------------------------
-
-    def _attention(
-        self,
-        q_q: torch.Tensor,  # [B, T, H, D] int8 queries (rotated), as int8 or as float32 integers
-        qsc: torch.Tensor,  # [B, T, H] their scales times log2(e) / sqrt(D)
-        k_all: torch.Tensor,  # [B, kvh, L, D] int-valued
-        k_scale: torch.Tensor,  # [B, kvh, 1, L]
-        v_all: torch.Tensor,  # [B, kvh, L, D]
-        v_scale: torch.Tensor,  # [B, kvh, 1, L]
-        vmax: torch.Tensor,  # [B, kvh, T, 1] bound on the v scales each query sees
-        qpos: torch.Tensor,  # [B, T] positions of the queries
-        kpos: torch.Tensor,  # [B, L] positions of the keys (-1 = empty)
-        causal_tail: int,  # the last causal_tail keys are the T queries' own, in order
-    ) -> torch.Tensor:
-        cfg = self.config
-        b, t, h, d = q_q.shape
-        kvh = cfg.num_kv_heads
-        group = h // kvh
-        n_keys = k_all.shape[2]
-        if self.kernels == "c":
-            return native.attend(
-                q_q.to(torch.int8).view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4).reshape(b, kvh, group * t, d),
-                qsc.view(b, t, kvh, group).permute(0, 2, 3, 1).reshape(b, kvh, -1),
-                qpos,
-                vmax[..., 0],
-                k_all,
-                k_scale[:, :, 0],
-                v_all,
-                v_scale[:, :, 0],
-                kpos,
-                self.window,
-                self.exp_bits,
-                self.exp_coef,
-                ATTN_MASS,
-            )
-        k_all, v_all = k_all.float(), v_all.float()  # int8 values: exact in float32 GEMMs
-        # [B, kvh, group, T, D]: query heads of one kv head side by side
-        q_q = q_q.float().view(b, t, kvh, group, d).permute(0, 2, 3, 1, 4)
-        qsc = qsc.view(b, t, kvh, group, 1).permute(0, 2, 3, 1, 4)
-        out = torch.empty(b, kvh, group, t, d, device=q_q.device)
-        # Causal tiling: a block of queries never sees the new keys after its last query.
-        for t0 in range(0, t, QUERY_BLOCK):
-            t1 = min(t, t0 + QUERY_BLOCK)
-            keys = n_keys - causal_tail + t1 if causal_tail else n_keys
-            rows = group * (t1 - t0)
-            out[:, :, :, t0:t1] = self._attend(
-                q_q[:, :, :, t0:t1].reshape(b, kvh, rows, d),
-                qsc[:, :, :, t0:t1].reshape(b, kvh, rows, 1),
-                k_all[:, :, :keys],
-                k_scale[..., :keys],
-                v_all[:, :, :keys],
-                v_scale[..., :keys],
-                vmax[:, :, t0:t1].unsqueeze(2).expand(b, kvh, group, t1 - t0, 1).reshape(b, kvh, rows, 1),
-                attends(
-                    qpos[:, None, None, t0:t1, None].expand(b, 1, group, t1 - t0, 1).reshape(b, 1, rows, 1),
-                    kpos[:, None, None, :keys],
-                    self.window,
-                ),
-            ).view(b, kvh, group, t1 - t0, d)
-        return out.permute(0, 3, 1, 2, 4).reshape(b, t, h * d)
-
-    @staticmethod
-    def _score_unit(d: int) -> float:
-        """log2(e) / sqrt(d): one fixed double (sqrt is correctly rounded), rounded to float32 by torch."""
-        return numerics.LOG2E_F32 / math.sqrt(d)
-
-    def _attend(self, q_q, qsc, k, k_scale, v, v_scale, vmax, visible) -> torch.Tensor:
-        """softmax(q k^T / sqrt(d)) v for one block of queries [B, kvh, R, D], exactly."""
-        scores = torch.matmul(q_q, k.transpose(-1, -2))  # exact: |sum| <= D * 127**2 < 2**24
-        # logit = dot * (s_q / sqrt(d)) * s_k, each product correctly rounded
-        # (in log2 units: the exp below is 2**-x, so log2(e) joins the query scale)
-        scores.mul_(qsc).mul_(k_scale)
-        scores.masked_fill_(~visible, float("-inf"))
-        peak = scores.amax(dim=-1, keepdim=True)
-        e = numerics.exp2_neg_scaled(scores.neg_().add_(peak), self.exp_bits)  # hidden keys: exactly 0
-        mass = e.sum(dim=-1, keepdim=True)  # exact: window * 2**bits <= 2**24
-        # u_j = floor(e_j * s_vj * c) with c = MASS / (mass * vmax)  =>  sum_j u_j < 2**17
-        c = torch.full_like(vmax, ATTN_MASS, dtype=torch.float64) / (mass.double() * vmax.double())
-        u = e.mul_(v_scale).mul_(c.float()).floor_()
-        out = torch.matmul(u, v)  # exact: sum u * |v| < 2**17 * 127 < 2**24
-        return out.mul_(vmax / torch.full_like(vmax, ATTN_MASS))
-
-    # -- activations: the reference functions, or the C row kernels (same integers) --
-
-    def _rms_quantized(self, x: torch.Tensor, weight: torch.Tensor, split: bool) -> Activation:
-        if self.kernels == "c":
-            q, scale = native.rms_quantize(x, weight, self.config.norm_eps, split)
-            return Activation(None, None, scale, q)
-        return rms_norm_quantized(x, weight, self.config.norm_eps, split)
-
-    def _quantized(self, x: torch.Tensor, split: bool) -> Activation:
-        if self.kernels == "c":
-            q, scale = native.quantize(x, split)
-            return Activation(None, None, scale, q)
-        return quantize_activation(x, split)
-
-    def _queries_keys_values(self, lw: LayerWeights, flat: torch.Tensor, rope, b: int, t: int):  # noqa: ANN001, ANN202
-        """The layer's queries, keys and values: RoPE applied, int8 per (token, head) with
-        their scales; the query scales already times log2(e) / sqrt(D). Shapes: q [B, T, H, D],
-        qsc [B, T, H], k and v int8 [B, T, KVH, D], their scales [B, T, KVH, 1]."""
-        h, kvh, d = self.config.num_heads, self.config.num_kv_heads, self.config.dim_per_head
-        act = self._rms_quantized(flat, lw.attn_norm, "qkv" in SPLIT)
-        if self.kernels == "c":  # one C pass after the product: scaling, RoPE, quantization
-            acc = BACKENDS[self.backend](act.packed, lw.qkv.weight)
-            cos, sin = (r.reshape(b * t, -1) for r in rope)
-            q, qsc, k, ks, v, vs = native.qkv(acc, act.scale, lw.qkv, cos, sin, h, kvh, self._score_unit(d))
-            return (
-                q.view(b, t, h, d),
-                qsc.view(b, t, h),
-                k.view(b, t, kvh, d),
-                ks.view(b, t, kvh, 1),
-                v.view(b, t, kvh, d),
-                vs.view(b, t, kvh, 1),
-            )
-        qkv = linear(act, lw.qkv, self.backend)
-        q = qkv[:, : h * d].view(b, t, h, d)
-        k = qkv[:, h * d : (h + kvh) * d].view(b, t, kvh, d)
-        v = qkv[:, (h + kvh) * d :].view(b, t, kvh, d)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        q_q, q_s = quantize_rows(q)  # per (token, head)
-        k_q, k_s = quantize_rows(k)
-        v_q, v_s = quantize_rows(v)
-        return q_q, q_s[..., 0] * self._score_unit(d), k_q.to(torch.int8), k_s, v_q.to(torch.int8), v_s
-
-    def _mlp_inner(self, lw: LayerWeights, act: Activation) -> Activation:
-        """gate_up product, silu(gate) * up, quantized for the down projection."""
-        split = "down" in SPLIT
-        if self.kernels == "c":  # one C pass after the product
-            q, scale = native.gate_up(
-                BACKENDS[self.backend](act.packed, lw.gate_up.weight), act.scale, lw.gate_up, self.sigmoid, split
-            )
-            return Activation(None, None, scale, q)
-        gu = linear(act, lw.gate_up, self.backend)
-        inter = self.config.intermediate_size
-        return quantize_activation(silu_times(gu[:, :inter], gu[:, inter:], self.sigmoid), split)
 
     # -- one layer --------------------------------------------------------
 
@@ -588,7 +484,9 @@ class ExactLlama:
         cfg, lw = self.config, self.w.layers[i]
         b, t, hid = x.shape
         h, d = cfg.num_heads, cfg.dim_per_head
-        q_q, qsc, k_q, k_s, v_q, v_s = self._queries_keys_values(lw, x.reshape(b * t, hid), rope, b, t)
+        ops = self.ops
+        normed = ops.rms_quantized(x.reshape(b * t, hid), lw.attn_norm, "qkv" in SPLIT)
+        q_q, qsc, k_q, k_s, v_q, v_s = ops.queries_keys_values(lw, normed, rope, b, t)
         k_q, v_q = k_q.transpose(1, 2), v_q.transpose(1, 2)  # [B, kvh, T, D]
         k_s, v_s = k_s.permute(0, 2, 3, 1), v_s.permute(0, 2, 3, 1)  # [B, kvh, 1, T]
         # running max of value scales, continued from the cache: [B, kvh, T, 1]
@@ -601,7 +499,7 @@ class ExactLlama:
             cv[rows, :, at], cvs[rows, :, 0, at] = v_q[:, :, 0], v_s[:, :, 0, 0]
             n = n_cached
             keys = (ck[:, :, :n], cks[..., :n], cv[:, :, :n], cvs[..., :n])
-            attn = self._attention(q_q, qsc, *keys, vmax, positions, kpos, 0)
+            attn = ops.attention(q_q, qsc, *keys, vmax, positions, kpos, 0)
         else:  # extend: the cached keys (if any), then the new ones; the ring is written afterwards
             keys = (k_q, k_s, v_q, v_s)
             if n_cached:
@@ -611,15 +509,15 @@ class ExactLlama:
                     torch.cat([cv, v_q], 2),
                     torch.cat([cvs, v_s], 3),
                 )
-            attn = self._attention(q_q, qsc, *keys, vmax, positions, kpos, t)
+            attn = ops.attention(q_q, qsc, *keys, vmax, positions, kpos, t)
             sel, at = write
             ck[:, :, at], cks[:, :, :, at] = k_q[:, :, sel], k_s[..., sel]
             cv[:, :, at], cvs[:, :, :, at] = v_q[:, :, sel], v_s[..., sel]
         cache.vmax[i] = vmax[:, :, -1:]
-        attn_act = self._quantized(attn.reshape(b * t, h * d), "o" in SPLIT)
+        attn_act = ops.quantized(attn.reshape(b * t, h * d), "o" in SPLIT)
         x = x + linear(attn_act, lw.o, self.backend).view(b, t, hid)
         flat = x.reshape(b * t, hid)
-        act = self._mlp_inner(lw, self._rms_quantized(flat, lw.mlp_norm, "gate_up" in SPLIT))
+        act = ops.mlp_inner(lw, ops.rms_quantized(flat, lw.mlp_norm, "gate_up" in SPLIT))
         return x + linear(act, lw.down, self.backend).view(b, t, hid)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -627,7 +525,7 @@ class ExactLlama:
         return emb.weight[tokens].float().mul_(emb.scale[tokens].unsqueeze(-1))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        act = self._rms_quantized(x, self.w.final_norm, "lm_head" in SPLIT)
+        act = self.ops.rms_quantized(x, self.w.final_norm, "lm_head" in SPLIT)
         return linear(act, self.w.lm_head, self.backend)
 
     # -- public paths ---------------------------------------------------------
@@ -645,7 +543,7 @@ class ExactLlama:
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Hidden states [B, hidden] after appending tokens [B] at positions [B]."""
-        kernel = self._step_kernel()
+        kernel = self.ops.step_kernel()
         if kernel is not None:
             self._grow_rope(int(positions.max()) + 1)
             return kernel.run(cache, tokens, positions, logits=False)[0]
@@ -654,7 +552,7 @@ class ExactLlama:
 
     def step_logits(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Output logits [B, vocab] after appending tokens [B] at positions [B] (decoding)."""
-        kernel = self._step_kernel()
+        kernel = self.ops.step_kernel()
         if kernel is None:
             return self.logits(self.step(tokens, positions, cache))
         self._grow_rope(int(positions.max()) + 1)
@@ -669,7 +567,7 @@ class ExactLlama:
         up to it. The cache keeps every row's keys and values; ``commit`` then says which
         row of each cache row was the last one kept (later positions are overwritten by
         the next rows written there before any query sees them). C kernels only."""
-        kernel = self._step_kernel()
+        kernel = self.ops.step_kernel()
         assert kernel is not None, "step_rows needs the C step (speculative_rows() > 0)"
         self._grow_rope(int(positions.max()) + 1)
         _, logits, row_vmax = kernel.run_rows(cache, slots, tokens, positions, logits=True)
@@ -677,21 +575,13 @@ class ExactLlama:
 
     def commit(self, cache: KVCache, slots: torch.Tensor, rows: torch.Tensor, row_vmax: torch.Tensor) -> None:
         """After step_rows: cache row slots[i] continues from row rows[i]."""
-        kernel = self._step_kernel()
+        kernel = self.ops.step_kernel()
         assert kernel is not None
         kernel.commit(cache, slots, rows, row_vmax)
 
     def speculative_rows(self) -> bool:
         """Whether step_rows is available (the C step)."""
-        return self._step_kernel() is not None
-
-    def _step_kernel(self) -> native.StepKernel | None:
-        """The C decoding step (kernels="c" and a shape it handles), packed on first use."""
-        if self.kernels != "c" or not native.step_supported(self.config):
-            return None
-        if self._packed is None:
-            self._packed = native.StepKernel(self, SPLIT, ATTN_MASS, self._score_unit(self.config.dim_per_head))
-        return self._packed
+        return self.ops.step_kernel() is not None
 
     def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         self._grow_rope(int(positions.max()) + 1)
@@ -717,30 +607,16 @@ class ExactLlama:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self._logits(hidden.reshape(-1, self.config.hidden_size))
 
-    # -- logits -> the coder's intervals (model.Frequencies, or the C kernel: same integers) --
+    # -- logits -> the coder's intervals (frequencies.py; the ops' kernels give the same) --
 
     def bounds(self, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(CF, f) of one token per row of logits [M, V] (coding)."""
-        if self.kernels == "c":
-            return native.token_bounds(logits, tokens=tokens)[1:]
-        return frequencies(logits).bounds(tokens)
+        return self.ops.bounds(logits, tokens)
 
     def find(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(token, CF, f) per row with CF(token) <= target < CF(token + 1) (decoding)."""
-        if self.kernels == "c":
-            return native.token_bounds(logits, targets=targets)
-        return frequencies(logits).find(targets)
+        return self.ops.find(logits, targets)
 
-    def mixed_find(
-        self,
-        logits: torch.Tensor,
-        targets: torch.Tensor,
-        spreads: torch.Tensor,
-        starts: torch.Tensor,
-        cand: torch.Tensor,
-        boosts: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def mixed_find(self, logits, targets, spreads, starts, cand, boosts):  # noqa: ANN001, ANN201
         """(token, mixed CF, mixed f, model f) per row, the model's table mixed with boosts (lmzip/memory.py)."""
-        if self.kernels == "c":
-            return native.mixed_find(logits, targets, spreads, starts, cand, boosts)
-        return mixed_find_reference(frequencies(logits), targets, spreads, starts, cand, boosts)
+        return self.ops.mixed_find(logits, targets, spreads, starts, cand, boosts)
