@@ -239,3 +239,28 @@ def test_engine_steps_equal_reference_on_each_product_path(tiny, amx_path):  # n
         got_rows = decode_rows(fast, seqs, slots, seed=slots)
         for got, want in zip(got_rows, decode_rows(ref, seqs, slots, seed=slots), strict=True):
             assert_rows_equal(got, want, f"kernel ({'amx' if amx_path else 'vnni'}) vs reference, {slots} slots")
+
+
+def test_profiled_step_gives_the_same_rows_and_accounts_for_its_time(tiny, monkeypatch):  # noqa: F811
+    """The -DLMZIP_PROFILE build (scripts/step_profile.py) decodes the same integers, and
+    its phases cover the steps; the normal build has no profile to give."""
+    normal = kernels.library()
+    with pytest.raises(ValueError, match="without LMZIP_PROFILE"):
+        kernels.step_profile(normal)
+    lib = kernels.library(profile=True)
+    assert lib is not None, kernels._errors.get((False, True))
+    seqs = tiny.sequences(5, seed=97)
+    want = decode_rows(Engine(tiny.loaded, window=WINDOW, kernels="c"), seqs, 3, seed=2)
+    kernels.step_profile(lib)  # start from zero
+    monkeypatch.setattr(kernels, "library", lambda portable=False, profile=False: lib)
+    t0 = time.perf_counter()
+    got = decode_rows(Engine(tiny.loaded, window=WINDOW, kernels="c"), seqs, 3, seed=2)
+    wall = time.perf_counter() - t0
+    for g, w in zip(got, want, strict=True):
+        assert_rows_equal(g, w, "profiled kernels vs the normal build, lock-step decoding")
+    steps, seconds = kernels.step_profile(lib)
+    assert steps > 0 and set(seconds) == set(kernels.STEP_PHASES)
+    assert all(s >= 0 for s in seconds.values())
+    assert seconds["attention"] > 0 and seconds["qkv product"] > 0 and seconds["head product"] > 0
+    assert sum(seconds.values()) < wall  # the steps are part of the decoding
+    assert kernels.step_profile(lib) == (0, dict.fromkeys(kernels.STEP_PHASES, 0.0))  # read and reset

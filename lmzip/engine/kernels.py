@@ -100,7 +100,7 @@ def _prune(base: Path, keep: Path) -> None:
                 old.unlink()
 
 
-_errors: dict[bool, str] = {}  # portable -> why library(portable) is None
+_errors: dict[tuple[bool, bool], str] = {}  # (portable, profile) -> why library(portable, profile) is None
 
 
 def build_error(portable: bool = False, build: bool = True) -> str | None:
@@ -109,7 +109,7 @@ def build_error(portable: bool = False, build: bool = True) -> str | None:
     The CLI reports it under -v; tests fail on it in CI (tests/strict.py)."""
     if build:
         library(portable)
-    return _errors.get(portable)
+    return _errors.get((portable, False))
 
 
 def use_amx(want: bool) -> bool:
@@ -120,32 +120,35 @@ def use_amx(want: bool) -> bool:
     return bool(lib.set_amx(int(want))) if lib is not None else False
 
 
-@lru_cache(maxsize=2)
-def library(portable: bool = False) -> ctypes.CDLL | None:
+@lru_cache(maxsize=4)
+def library(portable: bool = False, profile: bool = False) -> ctypes.CDLL | None:
     """The compiled kernels, or None where they cannot be built (then the reference path
     runs, with the same integers; build_error() says why).
 
     portable=True builds without -march=native: the plain C paths instead of the AVX-512
     ones, which tests compare with the reference (they must give the same integers).
+    profile=True builds with -DLMZIP_PROFILE: step_rows also clocks its phases
+    (step_profile; scripts/step_profile.py), the same integers otherwise.
     """
     if os.environ.get("LMZIP_NO_KERNELS"):
         return None
+    key = (portable, profile)
     cc = _compiler()
     if platform.system() not in ("Linux", "Darwin"):
-        _errors[portable] = f"no kernels for {platform.system()}"
+        _errors[key] = f"no kernels for {platform.system()}"
         return None
     if cc is None:
-        _errors[portable] = "no C compiler (cc, gcc or clang; or set CC)"
+        _errors[key] = "no C compiler (cc, gcc or clang; or set CC)"
         return None
-    flags = [f for f in FLAGS if not (portable and f == "-march=native")]
+    flags = [f for f in FLAGS if not (portable and f == "-march=native")] + (["-DLMZIP_PROFILE"] if profile else [])
     try:
         lib = ctypes.CDLL(str(_build(cc, flags)))
     except subprocess.CalledProcessError as e:
         detail = (e.stderr or b"").decode(errors="replace").strip().splitlines()
-        _errors[portable] = f"{cc} failed (exit {e.returncode})" + (f": {detail[-1][:200]}" if detail else "")
+        _errors[key] = f"{cc} failed (exit {e.returncode})" + (f": {detail[-1][:200]}" if detail else "")
         return None
     except OSError as e:
-        _errors[portable] = f"{cc}: {e}"
+        _errors[key] = f"{cc}: {e}"
         return None
     i64, ptr, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
     lib.attend.argtypes = [i64] * 9 + [ptr, f32] + [ptr] * 10
@@ -173,6 +176,8 @@ def library(portable: bool = False) -> ctypes.CDLL | None:
     ):
         getattr(lib, name).restype = None
     lib.step_rows.argtypes = [ctypes.POINTER(ModelStruct), i64] + [ptr] * 6
+    lib.step_profile.argtypes = [ptr]
+    lib.step_profile.restype = i64
     lib.step_rows.restype = ctypes.c_int
     lib.commit_vmax.argtypes = [ctypes.POINTER(ModelStruct), i64, ptr, ptr, i64, ptr]
     lib.commit_vmax.restype = None
@@ -393,6 +398,25 @@ def pack_linear(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     padded[:n] = weight
     packed = padded.view(-1, 16, k // 4, 4).permute(0, 2, 1, 3).contiguous()
     return packed, padded.sum(dim=1, dtype=torch.int32)
+
+
+# step.c's phases, in its order (PHASE_QKV ... PHASE_OTHER), as step_profile reports them.
+STEP_PHASES = (
+    "qkv product", "o product", "gate_up product", "down product", "head product",
+    "products -> float", "norms", "q/k/v rows", "attention", "o rows", "silu rows", "other",
+)  # fmt: skip
+
+
+def step_profile(lib: ctypes.CDLL) -> tuple[int, dict[str, float]]:
+    """(step_rows calls, seconds per phase) since the last call, and start again; needs
+    the kernels built with profile=True (else ValueError)."""
+    if lib.step_profile_phases() != len(STEP_PHASES):
+        raise ValueError("step.c and STEP_PHASES list different phases")
+    seconds = (ctypes.c_double * len(STEP_PHASES))()
+    steps = lib.step_profile(seconds)
+    if steps < 0:
+        raise ValueError("these kernels were built without LMZIP_PROFILE: library(profile=True)")
+    return steps, dict(zip(STEP_PHASES, seconds, strict=True))
 
 
 def amx_product_count() -> int:

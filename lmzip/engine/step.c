@@ -19,6 +19,60 @@
 #include <immintrin.h>
 #endif
 
+/* Where a step's time goes, in builds with -DLMZIP_PROFILE only (scripts/step_profile.py;
+ * kernels.STEP_PHASES names them in this order): seconds per phase summed over the
+ * step_rows calls since the last step_profile(). Each mark charges the time since the
+ * previous mark to one phase, so the phases add up to the whole step. Other builds
+ * compile the marks away. */
+enum {
+    PHASE_QKV, PHASE_O, PHASE_GATE_UP, PHASE_DOWN, PHASE_HEAD, /* the int8 products */
+    PHASE_SCALE,                                               /* products -> float (combine_row) */
+    PHASE_NORM,                                                /* RMSNorm + quantization */
+    PHASE_QKV_ROWS,                                            /* RoPE, q/k/v quantization, cache writes */
+    PHASE_ATTEND,
+    PHASE_O_ROWS,                                              /* attention output quantization */
+    PHASE_SILU,                                                /* silu(gate) * up + quantization */
+    PHASE_OTHER,                                               /* embedding, residual adds, buffers */
+    PHASES
+};
+#if defined(LMZIP_PROFILE)
+#include <time.h>
+static double phase_seconds[PHASES];
+static int64_t profiled_steps;
+static inline double phase_clock(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+static inline void phase_mark(int phase, double *since) {
+    const double now = phase_clock();
+    phase_seconds[phase] += now - *since;
+    *since = now;
+}
+#else
+static inline double phase_clock(void) { return 0.0; }
+static inline void phase_mark(int phase, double *since) { (void)phase, (void)since; }
+#endif
+
+/* Copies the phases' seconds into seconds[PHASES] and starts again; returns the number
+ * of step_rows calls they cover, or -1 in a build without LMZIP_PROFILE. */
+int64_t step_profile(double *seconds) {
+#if defined(LMZIP_PROFILE)
+    const int64_t steps = profiled_steps;
+    for (int i = 0; i < PHASES; i++) {
+        seconds[i] = phase_seconds[i];
+        phase_seconds[i] = 0.0;
+    }
+    profiled_steps = 0;
+    return steps;
+#else
+    (void)seconds;
+    return -1;
+#endif
+}
+
+int step_profile_phases(void) { return PHASES; }
+
 void attend_rows(int64_t M, int64_t KVH, int64_t G, int64_t L, int64_t LS, int64_t D, int64_t window, int64_t bits,
                  const float *coef, float mass_const, const int8_t *q, const float *qsc, const int64_t *qpos,
                  const int64_t *slots, const float *vmax, const int8_t *k, const float *ks, const int8_t *v,
@@ -359,13 +413,15 @@ int64_t amx_product_count(void) {
 void linear_product(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t *acc) { int_matmul(l, M, x, acc); }
 
 /* model.linear: y [M, N] = x @ W^T (+ bias) as float32. */
-static void linear(const qlinear_t *l, const act_t *x, int32_t *acc, float *y) {
+static void linear(const qlinear_t *l, const act_t *x, int32_t *acc, float *y, int phase, double *since) {
     const int64_t M = x->m;
     const int64_t N = l->n, N16 = (N + 15) / 16 * 16;
     int_matmul(l, l->split ? 2 * M : M, x->q, acc);
+    phase_mark(phase, since);
 #pragma omp parallel for if (M >= 8)
     for (int64_t m = 0; m < M; m++)
         combine_row(acc + m * N16, l->split ? acc + (M + m) * N16 : NULL, N, x->scale[m], l->scale, l->bias, y + m * N);
+    phase_mark(PHASE_SCALE, since);
 }
 
 /* ---- the step --------------------------------------------------------------- */
@@ -417,6 +473,7 @@ int step_rows(const model_t *m, int64_t M, const int64_t *slots, const int64_t *
     const int64_t wide_out = max3(QKV, 2 * I, H);                   /* widest layer output (y) */
     const int64_t wide_acc = (max3(wide_out, m->vocab, 0) + 15) / 16 * 16; /* and the head's, in acc */
     const int64_t wide_in = max3(I, H, NH * D);                          /* widest layer input */
+    double since = phase_clock();
     int status = -1;
     float *x = hidden;
     float *y = malloc(sizeof(float) * M * wide_out);
@@ -442,11 +499,13 @@ int step_rows(const model_t *m, int64_t M, const int64_t *slots, const int64_t *
         const float s = m->emb_scale[tokens[r]];
         for (int64_t i = 0; i < H; i++) x[r * H + i] = (float)e[i] * s;
     }
+    phase_mark(PHASE_OTHER, &since);
     for (int64_t li = 0; li < m->layers; li++) {
         const layer_t *L = &m->layer[li];
         float *vmax = row_vmax + li * M * KVH;
         norm_rows(m, M, x, L->attn_norm, L->qkv.split, tmp, wide_in, &act);
-        linear(&L->qkv, &act, acc, y);
+        phase_mark(PHASE_NORM, &since);
+        linear(&L->qkv, &act, acc, y, PHASE_QKV, &since);
 #pragma omp parallel for if (M >= 8)
         for (int64_t r = 0; r < M; r++) {
             const int64_t p = positions[r], slot = ring_slot(p, RS), b = slots[r];
@@ -473,15 +532,20 @@ int step_rows(const model_t *m, int64_t M, const int64_t *slots, const int64_t *
                 vmax[r * KVH + h] = now > prev ? now : prev;
             }
         }
+        phase_mark(PHASE_QKV_ROWS, &since);
         attend_rows(M, KVH, G, n_cached, RS, D, W, m->exp_bits, m->exp_coef, m->attn_mass, qq, qsc, positions, slots,
                     vmax, L->k, L->ks, L->v, L->vs, m->pos, attn);
+        phase_mark(PHASE_ATTEND, &since);
         for (int64_t r = 0; r < M; r++)
             quantize_row(attn + r * NH * D, NH * D, (int)L->o.split, 0x80, hi_row(&act, r, NH * D),
                          lo_row(&act, r, NH * D), xs + r);
-        linear(&L->o, &act, acc, y);
+        phase_mark(PHASE_O_ROWS, &since);
+        linear(&L->o, &act, acc, y, PHASE_O, &since);
         for (int64_t i = 0; i < M * H; i++) x[i] = x[i] + y[i];
+        phase_mark(PHASE_OTHER, &since);
         norm_rows(m, M, x, L->mlp_norm, L->gate_up.split, tmp, wide_in, &act);
-        linear(&L->gate_up, &act, acc, y);
+        phase_mark(PHASE_NORM, &since);
+        linear(&L->gate_up, &act, acc, y, PHASE_GATE_UP, &since);
 #pragma omp parallel for if (M >= 8)
         for (int64_t r = 0; r < M; r++) {
             const float *gate = y + r * 2 * I, *up = gate + I;
@@ -489,14 +553,20 @@ int step_rows(const model_t *m, int64_t M, const int64_t *slots, const int64_t *
             silu_row(gate, up, I, m->sigmoid, m->sigmoid_steps, m->sigmoid_offset, a);
             quantize_row(a, I, (int)L->down.split, 0x80, hi_row(&act, r, I), lo_row(&act, r, I), xs + r);
         }
-        linear(&L->down, &act, acc, y);
+        phase_mark(PHASE_SILU, &since);
+        linear(&L->down, &act, acc, y, PHASE_DOWN, &since);
         for (int64_t i = 0; i < M * H; i++) x[i] = x[i] + y[i];
+        phase_mark(PHASE_OTHER, &since);
     }
     if (logits) {
         norm_rows(m, M, x, m->final_norm, m->head.split, tmp, wide_in, &act);
-        linear(&m->head, &act, acc, logits);
+        phase_mark(PHASE_NORM, &since);
+        linear(&m->head, &act, acc, logits, PHASE_HEAD, &since);
     }
     status = 0;
+#if defined(LMZIP_PROFILE)
+    profiled_steps++;
+#endif
 done:
     free(y);
     free(tmp);
@@ -506,6 +576,7 @@ done:
     free(qq);
     free(qsc);
     free(attn);
+    phase_mark(PHASE_OTHER, &since);
     return status;
 }
 
