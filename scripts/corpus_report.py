@@ -36,6 +36,8 @@ NOT_DATA = {"README.md", "SHA256SUMS"}
 
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from checkout import commit  # noqa: E402  (scripts/checkout.py)
+
 from lmzip.bench import (  # noqa: E402
     BASELINES,
     LMZIP,
@@ -108,7 +110,8 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     s = doc["settings"]
     out.append(
-        f"Generated {doc['generated']} by `scripts/corpus_report.py` on {doc['machine']}; "
+        f"Generated {doc['generated']} by `scripts/corpus_report.py` at lmzip {doc.get('commit', 'unknown')} "
+        f"on {doc['machine']}; "
         f"chunk size {s['chunk_size']}, model {s['model'] or 'default'}. "
         "Every round trip verified. The best measured figure per file is in bold.\n"
     )
@@ -241,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     def document(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "settings": settings,
             "model_load_s": session.load_s if session else None,

@@ -17,23 +17,16 @@ import dataclasses
 import datetime
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
+
+from checkout import commit  # scripts/checkout.py
 
 import lmzip
 from lmzip import defaults
 from lmzip.pipeline import load_codec
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def measure(data: bytes, level: int, threads: int | None) -> dict[str, object]:
@@ -118,7 +111,7 @@ so `-d` takes no level. Levels are defined in lmzip/defaults.py.
 
 Archive sizes are exact on any machine. Times are wall-clock seconds with the model
 already loaded (loading took {loads} s per window),
-measured at lmzip {git_commit()} on {when}, {platform.machine()}, {os.cpu_count()} CPUs,
+measured at lmzip {commit()} on {when}, {platform.machine()}, {os.cpu_count()} CPUs,
 threads {args.threads or "default"}, 1-minute load average {load:.1f} at the end. On a machine shared
 with other jobs the times move with their load: only the sizes are firm there.
 

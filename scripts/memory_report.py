@@ -23,7 +23,6 @@ import datetime
 import json
 import math
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,8 @@ NOTES = "## Notes"
 
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from checkout import commit  # noqa: E402  (scripts/checkout.py)
+
 from lmzip.bench import BenchOptions, LmSession, bench_files  # noqa: E402
 from lmzip.lm_codec import DEFAULT_MEMORY_BLOCK  # noqa: E402
 
@@ -60,16 +61,6 @@ def target(name: str) -> tuple[str, float | None, float | None]:
     if name.startswith("logs/"):
         return "<= 0.6x xz -9e", None, 0.6
     return "-", None, None
-
-
-def commit() -> str:
-    """The checkout measured (``-dirty`` when lmzip/ has uncommitted changes)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "lmzip"], cwd=ROOT).returncode
-    except OSError:
-        return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty else "") if head.returncode == 0 else "unknown"
 
 
 def row(name: str, results: list[Any], settings: dict[str, Any]) -> dict[str, Any]:
