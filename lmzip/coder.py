@@ -62,7 +62,12 @@ class RangeEncoder(_RangeCoder):
         self._carry_and_renormalise()
 
     def encode_many(self, cums: np.ndarray, freqs: np.ndarray) -> None:
-        """Encode a whole chunk; same arithmetic as `encode`, inlined for speed."""
+        """Encode a whole chunk; same arithmetic as `encode`, inlined for speed.
+
+        The loop body is a second copy of `_narrow` and `_carry_and_renormalise` (a method
+        call per token costs more than the arithmetic); a change to either must be made
+        here too: tests/test_coder.py test_encode_and_encode_many_agree holds the copies
+        to the same bytes."""
         cum_arr = np.asarray(cums, dtype=np.int64)
         freq_arr = np.asarray(freqs, dtype=np.int64)
         if cum_arr.shape != freq_arr.shape or cum_arr.ndim != 1:
