@@ -46,7 +46,7 @@ from lmzip.errors import CorruptChunkError, FormatError, LmzipError, ModelMismat
 from lmzip.pipeline import (
     CompressOptions,
     DecompressOptions,
-    LMCodec,
+    ModelCodec,
     ProgressFn,
     Stats,
     compress_stream,
@@ -73,7 +73,7 @@ READ_BUFFER_SIZE = 128 * 1024  # LmzipFile's read buffer, as gzip's
 _HANDOFF = 1 << 16  # bytes handed between the caller and a stream's worker thread at once
 _HANDOFF_DEPTH = 16  # blocks in flight: bounds a stream's memory besides the pipeline's group
 
-CodecFactory = Callable[[Any], LMCodec]
+CodecFactory = Callable[[Any], ModelCodec]
 BytesLike = bytes | bytearray | memoryview
 
 
@@ -86,7 +86,7 @@ class _SharedCodec:
     encode_texts, finish_group, decode_chunks, decode_texts: one group of chunks each)
     holds the lock; what the codec lacks stays missing, as without the wrapper."""
 
-    def __init__(self, codec: LMCodec, lock: threading.Lock) -> None:
+    def __init__(self, codec: ModelCodec, lock: threading.Lock) -> None:
         self._codec = codec
         self._lock = lock
         self.identity = codec.identity
@@ -164,7 +164,7 @@ class Compressor:
             codec_factory=options.codec_factory,
         )
 
-    def _codec(self, options: CompressOptions) -> LMCodec:
+    def _codec(self, options: CompressOptions) -> ModelCodec:
         with self._lock:
             if self._loaded is None:
                 codec = load_codec(dataclasses.replace(options, codec_factory=self._factory))
@@ -229,7 +229,7 @@ class Decompressor:
             codec_factory=options.codec_factory,
         )
 
-    def _codec(self, options: DecompressOptions) -> LMCodec:
+    def _codec(self, options: DecompressOptions) -> ModelCodec:
         # The pipeline asks with the archive's model and window filled in: a codec serves
         # every archive that asks with the same options.
         key = tuple(repr(getattr(options, f.name)) for f in dataclasses.fields(options) if f.name != "codec_factory")

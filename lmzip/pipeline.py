@@ -53,7 +53,13 @@ class ModelIdentity(Protocol):
     tokenizer_hash: bytes
 
 
-class LMCodec(Protocol):
+class ModelCodec(Protocol):
+    """What the pipeline needs from the model's codec (lmzip.lm_codec.LMCodec; the tests'
+    fakes). Optional members, asked for by name: encode_texts / decode_texts (spans
+    records), finish_group / fresh / memory_block (file-wide memory), numerics_version /
+    context_window / memory_group on the codec or its identity (_identity); docs/DESIGN.md
+    "The LM codec interface used by the pipeline" has the whole contract."""
+
     identity: ModelIdentity
 
     def encode_chunks(self, chunks: list[bytes]) -> list[tuple[bytes, int] | None]: ...
@@ -88,7 +94,7 @@ class CompressOptions:
     use_lm: bool = True
     window: int | None = None  # LM context window in tokens; None = defaults.WINDOW
     memory_block: int | None = None  # file-wide memory block (positions); None = default, 0 = no memory
-    codec_factory: Callable[[CompressOptions], LMCodec] | None = None  # None: load_lm_codec
+    codec_factory: Callable[[CompressOptions], ModelCodec] | None = None  # None: load_lm_codec
 
 
 @dataclass
@@ -101,7 +107,7 @@ class DecompressOptions:
     archive_model: ModelInfo | None = None  # set from the archive's model record
     memory_block: int | None = None  # set from the archive's model record (0: no memory)
     memory_group: int = 0  # likewise
-    codec_factory: Callable[[DecompressOptions], LMCodec] | None = None
+    codec_factory: Callable[[DecompressOptions], ModelCodec] | None = None
 
 
 @dataclass
@@ -111,7 +117,7 @@ class Stats:
     chunks: dict[str, int] = field(default_factory=lambda: {c.name.lower(): 0 for c in Codec})
 
 
-def load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
+def load_codec(options: CompressOptions | DecompressOptions) -> ModelCodec:
     """The LM codec the options ask for (the codec_factory's, if set), its file-wide
     memory empty: a factory may hand out one codec for several archives."""
     if options.codec_factory is not None:
@@ -136,7 +142,7 @@ def load_codec(options: CompressOptions | DecompressOptions) -> LMCodec:
     )
 
 
-def _identity(codec: LMCodec, group: int = 0) -> ModelInfo:
+def _identity(codec: ModelCodec, group: int = 0) -> ModelInfo:
     """What pins the codec's predictions. numerics_version and context_window may live
     on the identity or on the codec itself."""
     ident = codec.identity
@@ -198,7 +204,7 @@ class _Candidate:
     text_index: int = -1  # which of the texts given to the codec's encode_texts (-1: none)
 
 
-def _candidates(codec: LMCodec | None, group: list[bytes]) -> list[_Candidate | None]:
+def _candidates(codec: ModelCodec | None, group: list[bytes]) -> list[_Candidate | None]:
     """The model-coded record each chunk could become: lm when the chunk is one TEXT span
     without escapes (the very payload of format v2), else spans (lmzip/spans.py)."""
     if codec is None:
@@ -374,14 +380,14 @@ class _Decoder:
     needs the same."""
 
     def __init__(
-        self, reader: ArchiveReader, options: DecompressOptions, codecs: dict[tuple, LMCodec] | None = None
+        self, reader: ArchiveReader, options: DecompressOptions, codecs: dict[tuple, ModelCodec] | None = None
     ) -> None:
         self.reader = reader
         self.options = options
-        self.codec: LMCodec | None = None
+        self.codec: ModelCodec | None = None
         self.codecs = {} if codecs is None else codecs
 
-    def lm_codec(self) -> LMCodec:
+    def lm_codec(self) -> ModelCodec:
         if self.codec is None:
             m = self.reader.model
             assert m is not None  # the reader rejects an lm record before the model record
@@ -468,7 +474,7 @@ class _Decoder:
         return out
 
 
-def _decode_with_memory(codec: LMCodec, texts: list[tuple[Record, bytes, int, int]]) -> list[bytes]:
+def _decode_with_memory(codec: ModelCodec, texts: list[tuple[Record, bytes, int, int]]) -> list[bytes]:
     """File-wide memory: the group's lm records share it, decoded together in chunk order
     (codec.decode_chunks); spans records' texts are coded without it (decode_texts)."""
     decoded = [b""] * len(texts)
