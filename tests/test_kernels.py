@@ -264,3 +264,26 @@ def test_profiled_step_gives_the_same_rows_and_accounts_for_its_time(tiny, monke
     assert seconds["attention"] > 0 and seconds["qkv product"] > 0 and seconds["head product"] > 0
     assert sum(seconds.values()) < wall  # the steps are part of the decoding
     assert kernels.step_profile(lib) == (0, dict.fromkeys(kernels.STEP_PHASES, 0.0))  # read and reset
+
+
+def test_decoders_sharing_one_engine_take_turns(tiny):  # noqa: F811
+    """Two lock-step decoders of one engine (one C step, bound to one cache at a time)
+    pushed in turns give each sequence the rows of the one-extend reference: the step
+    follows whichever cache it is handed."""
+    fast = Engine(tiny.loaded, window=WINDOW, kernels="c")
+    seqs = [tiny.text_ids[:60], tiny.text_ids[100:160], tiny.text_ids[300:360]]
+    decoders = [fast.decoder(2), fast.decoder(1)]
+    owners = [(0, 0, seqs[0]), (0, 1, seqs[1]), (1, 0, seqs[2])]  # (decoder, slot, sequence)
+    for d, slot, _ in owners:
+        decoders[d].begin(slot)
+    rows: list[list[torch.Tensor]] = [[] for _ in owners]
+    for p in range(60):
+        for d, dec in enumerate(decoders):  # one push of each decoder, in turn
+            mine = [(i, slot, seq) for i, (dd, slot, seq) in enumerate(owners) if dd == d]
+            table = dec.frequencies()
+            for k, (i, _, _) in enumerate(mine):
+                rows[i].append(table[k])
+            if p + 1 < 60:
+                dec.push({slot: seq[p] for _, slot, seq in mine})
+    for i, (_, _, seq) in enumerate(owners):
+        assert_rows_equal(torch.stack(rows[i]), tiny.rows(seq), f"sequence {i}, decoders in turns")

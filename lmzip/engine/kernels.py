@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import operator
 import os
 import platform
 import shutil
@@ -452,6 +453,7 @@ class StepKernel:
         cfg, w = model.config, model.w
         self.model = model
         self.keep: list[torch.Tensor] = []  # the packed weights the structs point into
+        self._bound: tuple[torch.Tensor, ...] | None = None  # the cache tensors self.layers points at
 
         def linear(layer, name: str) -> LinearStruct:  # noqa: ANN001  (a QLinear)
             packed, wsum = pack_linear(layer.weight)
@@ -478,11 +480,21 @@ class StepKernel:
         )  # fmt: skip
 
     def _bind(self, cache) -> ModelStruct:  # noqa: ANN001
-        """The struct pointing at ``cache`` (its ring size included) and the current RoPE tables."""
+        """The struct pointing at ``cache`` (its ring size included) and the current RoPE tables.
+        The layers' pointers are set again only when the cache holds other tensors than at
+        the last call (a decoder calls this twice a step with the same cache; under cProfile,
+        decoding the first 16 KiB of alice29.txt spent 0.88 s in 8,811 calls setting the 150
+        pointers every time, 0.13 s now)."""
         s = self.struct
-        for i, layer in enumerate(self.layers):
-            layer.k, layer.v = cache.k[i].data_ptr(), cache.v[i].data_ptr()
-            layer.ks, layer.vs, layer.vmax = (t.data_ptr() for t in (cache.k_scale[i], cache.v_scale[i], cache.vmax[i]))
+        tensors = (*cache.k, *cache.v, *cache.k_scale, *cache.v_scale, *cache.vmax, cache.pos)
+        bound = self._bound
+        if bound is None or len(bound) != len(tensors) or not all(map(operator.is_, bound, tensors)):
+            for i, layer in enumerate(self.layers):
+                layer.k, layer.v = cache.k[i].data_ptr(), cache.v[i].data_ptr()
+                layer.ks, layer.vs, layer.vmax = (
+                    t.data_ptr() for t in (cache.k_scale[i], cache.v_scale[i], cache.vmax[i])
+                )
+            self._bound = tensors  # kept alive here, so an identical object is the same tensor
         s.batch, s.ring, s.pos = cache.pos.shape[0], cache.pos.shape[1], cache.pos.data_ptr()
         s.cos, s.sin = self.model.cos.data_ptr(), self.model.sin.data_ptr()  # grown by the caller
         return s
