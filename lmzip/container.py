@@ -560,7 +560,7 @@ class _Layout:
 
     def add(self, f: _Fields) -> RecordInfo:
         i = self.count
-        if self.version < FIRST_VERSION.get(f.kind, 2):
+        if self.version < FIRST_VERSION.get(f.kind, READ_VERSIONS[0]):
             raise FormatError(f"record {i}: unknown record kind {f.kind} in a version {self.version} archive")
         if f.kind in MODEL_KINDS:
             if self.model:

@@ -312,16 +312,11 @@ class Mixer:
         if self.updates is not None:
             n = self.count(s)
             rate = MIX_RATE * (1 + (YOUNG_BOOST - 1) * YOUNG_HALF // (YOUNG_HALF + n))
-            if self._rows is None:
-                self.updates[s] = n + 1
-            else:
-                self._counts[s] = n + 1
+            (self.updates if self._rows is None else self._counts)[s] = n + 1
         if self._rows is None:
             th = self.theta[s]
-        else:
-            th = self._rows.get(s)
-            if th is None:
-                th = self._rows[s] = self.theta[s][:]
+        elif (th := self._rows.get(s)) is None:  # a private copy's first write to this set
+            th = self._rows[s] = self.theta[s][:]
         for i in range(MIX_INPUTS):
             step = (rate * w[i] * (probs[i] - mixed)) // (total * mixed)
             th[i] = min(MIX_THETA_MAX, max(-MIX_THETA_MAX, th[i] + step))

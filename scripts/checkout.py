@@ -8,11 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def commit() -> str:
-    """Short HEAD of this checkout, ``-dirty`` when lmzip/ has uncommitted changes ("unknown" outside git)."""
+def commit(root: Path = ROOT) -> str:
+    """Short HEAD of the checkout at ``root`` (this one by default), ``-dirty`` when its
+    lmzip/ has uncommitted changes ("unknown" outside git)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "lmzip"], cwd=ROOT).returncode
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "lmzip"], cwd=root).returncode
     except OSError:
         return "unknown"
     return head.stdout.strip() + ("-dirty" if dirty else "") if head.returncode == 0 else "unknown"

@@ -7,7 +7,8 @@ through stdin/stdout) by this checkout and by every --tree (another lmzip checko
 e.g. `git worktree add /tmp/base <commit>`), alternately, so a busy machine slows all
 alike; the best of --repeat runs is kept. Round trips are checked. Default inputs:
 alice29.txt and its first 16 KiB (one chunk), the two cases of decompression speed
-in README. Prints a Markdown table: seconds, -d / -c, and KB/s of decompression.
+in README. Prints a Markdown table, a row per tree (its commit, -dirty when its lmzip/
+has uncommitted changes) and input: seconds, -d / -c, and KB/s of decompression.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from checkout import commit  # scripts/checkout.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -48,13 +51,6 @@ def imported_from(tree: Path) -> Path:
     return Path(out.stdout.strip())
 
 
-def label(tree: Path) -> str:
-    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
-    return (head.stdout.strip() or tree.name) + ("+" if dirty else "")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tree", type=Path, action="append", default=[], help="another lmzip checkout to time")
@@ -64,8 +60,8 @@ def main() -> None:
     args = ap.parse_args()
     trees = [ROOT, *(t.resolve() for t in args.tree)]
     for tree in trees:  # each tree must time its own code
-        if imported_from(tree) != tree.resolve():
-            raise SystemExit(f"{tree}: python imports lmzip from {imported_from(tree)}, not from the tree")
+        if (found := imported_from(tree)) != tree.resolve():
+            raise SystemExit(f"{tree}: python imports lmzip from {found}, not from the tree")
     rows = []
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, best of {args.repeat}")
     print("| tree | input | bytes | archive | -c s | -d s | -d / -c | -d KB/s |")
@@ -86,7 +82,7 @@ def main() -> None:
         for tree in trees:
             c, d = best[tree]
             name = Path(path).name + (f" (first {len(data)} B)" if cut else "")
-            row = {"tree": label(tree), "input": name, "bytes": len(data), "archive": sizes[tree], "c": c, "d": d}
+            row = {"tree": commit(tree), "input": name, "bytes": len(data), "archive": sizes[tree], "c": c, "d": d}
             rows.append(row)
             print(f"| {row['tree']} | {name} | {len(data)} | {sizes[tree]} | {c:.1f} | {d:.1f} | {d / c:.2f} | "
                   f"{len(data) / d / 1000:.2f} |", flush=True)  # fmt: skip

@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     lib = kernels.library(profile=True)
     if lib is None:
-        raise SystemExit(f"no profiling build of the kernels: {kernels._errors.get((False, True))}")
+        raise SystemExit(f"no profiling build of the kernels: {kernels.build_error(profile=True)}")
     kernels.library = lambda portable=False, profile=False: lib  # every kernel call goes to this build
     amx = kernels.use_amx(True)
     engine = Engine.load(None)

@@ -104,13 +104,13 @@ def _prune(base: Path, keep: Path) -> None:
 _errors: dict[tuple[bool, bool], str] = {}  # (portable, profile) -> why library(portable, profile) is None
 
 
-def build_error(portable: bool = False, build: bool = True) -> str | None:
+def build_error(portable: bool = False, build: bool = True, profile: bool = False) -> str | None:
     """Why the kernels are unavailable (one line), or None when they loaded or were turned
     off on purpose (LMZIP_NO_KERNELS); build=False: None too if no build was tried yet.
     The CLI reports it under -v; tests fail on it in CI (tests/strict.py)."""
     if build:
-        library(portable)
-    return _errors.get((portable, False))
+        library(portable, profile)
+    return _errors.get((portable, profile))
 
 
 def use_amx(want: bool) -> bool:

@@ -91,8 +91,6 @@ class NativeOps(ReferenceOps):
 
     def step_kernel(self) -> native.StepKernel | None:
         """The C decoding step where step.c handles the model's shape, packed on first use."""
-        if not native.step_supported(self.config):
-            return None
-        if self._step is None:
+        if self._step is None and native.step_supported(self.config):
             self._step = native.StepKernel(self.model, SPLIT, ATTN_MASS, score_unit(self.config.dim_per_head))
         return self._step
