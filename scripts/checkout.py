@@ -13,7 +13,8 @@ def commit(root: Path = ROOT) -> str:
     lmzip/ has uncommitted changes ("unknown" outside git)."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "lmzip"], cwd=root).returncode
+        diff = ["git", "diff", "--quiet", "HEAD", "--", "lmzip"]
+        dirty = subprocess.run(diff, cwd=root, capture_output=True).returncode
     except OSError:
         return "unknown"
     return head.stdout.strip() + ("-dirty" if dirty else "") if head.returncode == 0 else "unknown"
