@@ -261,7 +261,7 @@ GZIP_EPILOG = """\b
 Subcommands (first argument):
   compress FILE...     same as `lmzip FILE...`
   decompress FILE...   same as `lmzip -d FILE...`
-  info FILE [--json]   header and chunk index of an archive
+  info FILE [--json]   header, records and chunks of an archive
   test FILE...         full decode and verify, writes nothing
   bench FILE...        compare with gzip/bzip2/xz/zstd, round trips verified
   explain FILE         where the bits go: text colored by cost (--html OUT)
@@ -324,7 +324,7 @@ def test_cmd(files: tuple[str, ...], **kw: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.argument("file", type=click.Path())
 def info_cmd(file: str, as_json: bool) -> None:
-    """Show the header and chunk index of an archive."""
+    """Show the header, records and chunks of an archive."""
     rep = Reporter()
 
     def action() -> None:

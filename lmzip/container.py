@@ -1,11 +1,11 @@
-"""Byte layout of the .lmz format, version 3 (2 is read too; see docs/FORMAT.md), with bounds-checked parsing.
+"""Byte layout of the .lmz format, version 5 (2 to 4 are read too; see docs/FORMAT.md), with bounds-checked parsing.
 
 Everything a reader allocates is bounded by limits checked *before* the read:
 a record never holds more than MAX_RECORD_SIZE original bytes (an lm record at
 most one chunk, <= 64 MiB), a payload never exceeds its original data by more
-than MAX_OVERHEAD, varints are at most 10 bytes, and the index size must agree
-with the records seen (streaming) or fit the file (seeking). Every problem
-raises FormatError / CorruptChunkError with a one-line message.
+than MAX_OVERHEAD, varints are at most 10 bytes, and (versions 2 to 4) the index
+size must agree with the records seen (streaming) or fit the file (seeking). Every
+problem raises FormatError / CorruptChunkError with a one-line message.
 
 Records, chunks and numbering: the input is cut into chunks of `chunk_size`
 bytes (the last may be shorter). A data record covers one or more consecutive
@@ -31,9 +31,11 @@ from lmzip.errors import CorruptChunkError, FormatError
 
 MAGIC = b"LMZ\x00"
 END_MAGIC = b"LMZE"
-INDEX_MARK = 0x4C  # "L": starts the index; never a record kind
-VERSION = 4
-READ_VERSIONS = (2, 3, 4)  # version 2: without spans records; 3: without model references
+END_MARK = 0x4C  # "L": never a record kind; ends the records (versions 2-4: starts the index)
+INDEX_MARK = END_MARK
+VERSION = 5
+READ_VERSIONS = (2, 3, 4, 5)  # 2: without spans records; 3: without model references; 4: with an index
+COMPACT_FRAMING = 5  # from this version on: one-chunk records hold chunk size - O; no index, a CRC of the fields
 
 MAX_CHUNK_SIZE = 64 << 20
 MAX_RECORD_SIZE = 64 << 20  # original bytes in one record (rounded down to whole chunks)
@@ -53,8 +55,10 @@ KIND_MODEL = 3  # record kind of the model identity record (data records use Cod
 KIND_MODEL_REF = 5  # format v4: the identity of a model lmzip knows, by number (KNOWN_MODELS)
 MODEL_KINDS = (KIND_MODEL, KIND_MODEL_REF)
 _CRC = struct.Struct("<I")
-_TRAILER = struct.Struct("<III4s")  # data CRC, index size, tail CRC, end magic
+_TRAILER = struct.Struct("<III4s")  # versions 2-4: data CRC, index size, tail CRC, end magic
 TRAILER_SIZE = _TRAILER.size  # 16
+_END = struct.Struct("<II4s")  # version 5, after the end mark: data CRC, fields CRC, end magic
+END_SIZE = 1 + _END.size  # 13, the end mark included
 # model identity body: 2 hashes, numerics and window (varints), from numerics v5 on the
 # memory group and block (varints), name length (varint), name
 MIN_MODEL_BODY = 2 * HASH_SIZE + 3
@@ -468,18 +472,26 @@ def _parse_model_body(i: int, body: bytes, kind: int = KIND_MODEL) -> ModelInfo:
 # ---------------------------------------------------------------- record layout rules
 
 
+def _shortfall(kind: int, header: Header) -> bool:
+    """Whether a record of `kind` holds its O as `chunk size - O` (one-chunk records from
+    format v5 on: a full chunk's O is one byte, 0, instead of up to four)."""
+    return header.version >= COMPACT_FRAMING and kind in (Codec.LM, Codec.SPANS)
+
+
 @dataclass(frozen=True)
 class _Fields:
-    """A record's header fields (what the index repeats): kind, O (or the model body
-    length B), P and T. The record's size follows from them."""
+    """A record's header fields: kind, O (or the model body length B), P and T, as
+    values; `pack` writes them as the archive's version does (versions 2-4 repeat
+    them in the index). The record's size follows from them."""
 
     kind: int
     length: int
     payload: int = 0
     tokens: int = 0
 
-    def pack(self) -> bytes:
-        out = bytes([self.kind]) + uvarint(self.length)
+    def pack(self, header: Header) -> bytes:
+        length = header.chunk_size - self.length if _shortfall(self.kind, header) else self.length
+        out = bytes([self.kind]) + uvarint(length)
         if self.kind in (Codec.ZSTD, Codec.LM, Codec.SPANS):
             out += uvarint(self.payload)
         if self.kind in (Codec.LM, Codec.SPANS):
@@ -490,9 +502,12 @@ class _Fields:
     def payload_length(self) -> int:
         return self.length if self.kind in (Codec.STORED, *MODEL_KINDS) else self.payload
 
-    @property
-    def size(self) -> int:
-        return len(self.pack()) + self.payload_length + _CRC.size
+    def size(self, header: Header) -> int:
+        return len(self.pack(header)) + self.payload_length + _CRC.size
+
+    def cost(self, header: Header) -> int:
+        """Bytes the record adds to an archive: itself, and its index entry before v5."""
+        return self.size(header) + (len(self.pack(header)) if header.version < COMPACT_FRAMING else 0)
 
 
 def _model_record(model: ModelInfo, version: int) -> tuple[int, bytes]:
@@ -504,14 +519,19 @@ def _model_record(model: ModelInfo, version: int) -> tuple[int, bytes]:
 
 
 def model_record_size(model: ModelInfo, version: int = VERSION) -> int:
-    """Bytes the model record of `model` adds to an archive of `version`: the record and
-    its index entry."""
+    """Bytes the model record of `model` adds to an archive of `version`: the record and,
+    before v5, its index entry."""
     kind, body = _model_record(model, version)
-    f = _Fields(kind, len(body))
-    return f.size + len(f.pack())
+    return _Fields(kind, len(body)).cost(Header(1, version=version))  # the chunk size plays no part
 
 
-def _read_fields(r: _Reader, kind: int, i: int) -> _Fields:
+def record_cost(codec: Codec, header: Header, original: int, payload: int, tokens: int = 0) -> int:
+    """Exact bytes a data record of `codec` adds to an archive with `header`: its fields,
+    CRC and payload, and before v5 its index entry. (A stored payload is the data.)"""
+    return _Fields(codec, original, payload, tokens).cost(header)
+
+
+def _read_fields(r: _Reader, kind: int, i: int, header: Header) -> _Fields:
     """Reads the fields after the kind byte, checking each bound before the next read."""
     what = f"record {i}"
     if kind == KIND_MODEL:
@@ -529,7 +549,11 @@ def _read_fields(r: _Reader, kind: int, i: int) -> _Fields:
     if kind not in _CODEC_IDS:
         raise FormatError(f"record {i}: unknown record kind {kind}")
     orig = r.varint(what)
-    if not 1 <= orig <= MAX_RECORD_SIZE:  # the layout check refines this; bound every read now
+    if _shortfall(kind, header):
+        if orig >= header.chunk_size:
+            raise FormatError(f"record {i}: shortfall {orig} outside 0..{header.chunk_size - 1}")
+        orig = header.chunk_size - orig
+    elif not 1 <= orig <= MAX_RECORD_SIZE:  # the layout check refines this; bound every read now
         raise FormatError(f"record {i}: original length {orig} outside 1..{MAX_RECORD_SIZE}")
     plen = r.varint(what) if kind != Codec.STORED else orig
     if plen > orig + MAX_OVERHEAD:
@@ -547,6 +571,7 @@ class _Layout:
     record may end in a short chunk. Numbers records and chunks as it goes."""
 
     def __init__(self, header: Header, keep: bool = True) -> None:
+        self.header = header
         self.chunk_size = header.chunk_size
         self.version = header.version
         self.records: list[RecordInfo] = []  # stays empty unless `keep` (memory O(1) in records)
@@ -566,7 +591,7 @@ class _Layout:
             if self.model:
                 raise FormatError(f"record {i}: second model identity record")
             self.model = True
-            info = RecordInfo(self.offset, f.size, "model", self.original, 0, f.length, 0, self.chunks, 0)
+            info = RecordInfo(self.offset, f.size(self.header), "model", self.original, 0, f.length, 0, self.chunks, 0)
         else:
             codec = Codec(f.kind)
             if self.short:
@@ -580,7 +605,7 @@ class _Layout:
             count = -(-f.length // self.chunk_size)
             info = RecordInfo(
                 self.offset,
-                f.size,
+                f.size(self.header),
                 codec.name.lower(),
                 self.original,
                 f.length,
@@ -595,7 +620,7 @@ class _Layout:
         if self.keep:
             self.records.append(info)
         self.count += 1
-        self.offset += f.size
+        self.offset += f.size(self.header)
         return info
 
 
@@ -692,10 +717,10 @@ def _read_index(
     digest = _entries_digest()
     index_crc = index_size = 0
     for i in range(count):
-        f = _read_fields(r, r.read(1, "index")[0], i)
+        f = _read_fields(r, r.read(1, "index")[0], i, header)
         layout.add(f)
         if expected is not None:
-            digest.update(f.pack())
+            digest.update(f.pack(header))
         if len(r.capture) >= 1 << 16:  # CRC and size as we go: the index is not kept whole
             index_crc, index_size = zlib.crc32(r.capture, index_crc), index_size + len(r.capture)
             r.capture.clear()
@@ -717,14 +742,16 @@ def _read_index(
 
 
 class ArchiveWriter:
-    """Writes header, records, index and trailer in one pass; memory is O(records) for
-    the index entries (a few bytes each), so input from a pipe needs no seeking."""
+    """Writes header, records and end in one pass, never seeking (input from a pipe
+    streams through). Memory is O(1) in the records; writing a version 2-4 archive
+    (tests do, to check readers) keeps its index entries, a few bytes a record."""
 
     def __init__(self, dst: BinaryIO, header: Header) -> None:
         self.dst = dst
         self.header = header
-        self._layout = _Layout(header)
-        self._index = bytearray()
+        self._layout = _Layout(header, keep=False)
+        self._index: bytearray | None = bytearray() if header.version < COMPACT_FRAMING else None
+        self._fields_crc = 0  # CRC32 of every record's fields, in order (v5's end)
         self.pos = self._layout.offset = self._write(header.pack())
 
     @property
@@ -741,8 +768,10 @@ class ArchiveWriter:
 
     def _record(self, f: _Fields, crc: int, payload: bytes) -> None:
         self._layout.add(f)  # raises before anything is written
-        head = f.pack()
-        self._index += head
+        head = f.pack(self.header)
+        if self._index is not None:
+            self._index += head
+        self._fields_crc = zlib.crc32(head, self._fields_crc)
         self.pos += self._write(head + _CRC.pack(crc))
         self.pos += self._write(payload)
 
@@ -761,12 +790,16 @@ class ArchiveWriter:
         f = _Fields(codec, len(original), len(payload), token_count)
         bad_tokens = not 1 <= token_count <= len(original) if codec == Codec.LM else token_count > len(original)
         if len(payload) > len(original) + MAX_OVERHEAD or bad_tokens:
-            raise FormatError(f"record {len(self._layout.records)}: fields out of range")
+            raise FormatError(f"record {self._layout.count}: fields out of range")
         self._record(f, zlib.crc32(original), payload)
 
     def close(self, data_crc: int) -> int:
-        """Writes index and trailer; returns the archive size. Does not close dst."""
-        index = bytes([INDEX_MARK]) + uvarint(len(self._layout.records)) + self._index
+        """Writes the end (before v5: index and trailer); returns the archive size. Does
+        not close dst."""
+        if self._index is None:
+            self.pos += self._write(bytes([END_MARK]) + _END.pack(data_crc, self._fields_crc, END_MAGIC))
+            return self.pos
+        index = bytes([INDEX_MARK]) + uvarint(self._layout.count) + self._index
         crc8 = struct.pack("<II", data_crc, len(index))
         tail = crc8 + _CRC.pack(zlib.crc32(crc8, zlib.crc32(index))) + END_MAGIC
         self.pos += self._write(index + tail)
@@ -829,18 +862,21 @@ class ArchiveReader:
             yield rec, payload.read()
 
     def entries(self) -> Iterator[tuple[Record, Payload]]:
-        r, layout = self._r, self.layout
-        digest = _entries_digest()
+        r, layout, header = self._r, self.layout, self.header
+        digest = _entries_digest()  # versions 2-4: compared with the index
+        fields_crc = 0  # version 5: compared with the end's
         while True:
             i, offset = layout.count, r.pos
             first = r.read_upto(1)
             if not first:
                 raise FormatError(f"truncated archive: cut short after {i} records")
-            if first[0] == INDEX_MARK:
+            if first[0] == END_MARK:
                 break
-            f = _read_fields(r, first[0], i)
+            f = _read_fields(r, first[0], i, header)
             info = layout.add(f)  # checks the layout before the payload is read
-            digest.update(f.pack())
+            head = f.pack(header)
+            digest.update(head)
+            fields_crc = zlib.crc32(head, fields_crc)
             (crc,) = _CRC.unpack(r.read(4, f"record {i}"))
             if f.kind in MODEL_KINDS:
                 payload = r.read(f.payload_length, f"record {i}")
@@ -865,7 +901,15 @@ class ArchiveReader:
                 body,
             )
             body.skip()
-        _, self.crc = _read_index(r, self.header, (layout.count, digest.digest()), self.header_size)
+        if header.version < COMPACT_FRAMING:
+            _, self.crc = _read_index(r, header, (layout.count, digest.digest()), self.header_size)
+            return
+        crc, declared, magic = _END.unpack(r.read(_END.size, "end"))
+        if magic != END_MAGIC:
+            raise FormatError("truncated archive: end missing")
+        if declared != fields_crc:
+            raise FormatError("record fields CRC mismatch (corrupt archive)")
+        self.crc = crc
 
 
 def members(src: BinaryIO, keep_records: bool = False) -> Iterator[ArchiveReader]:
@@ -894,8 +938,9 @@ def members(src: BinaryIO, keep_records: bool = False) -> Iterator[ArchiveReader
 
 
 def read_info(src: BinaryIO) -> ArchiveInfo:
-    """Header, model identity, index and trailer. Seeks to the trailer when it can; on a
-    pipe it scans (and checks) every record instead."""
+    """The first archive's header, model identity and records. Versions 2-4: seeks to the
+    trailer and reads the index when it can; version 5 (no index) and pipes: walks the
+    records, seeking over payloads where src can (a few bytes read per record)."""
     seekable = False
     try:
         seekable = src.seekable()
@@ -909,6 +954,13 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
     src.seek(start)
     r = _Reader(src)
     header = _read_header(r)
+    if header.version >= COMPACT_FRAMING:
+        src.seek(start)
+        info = _walk_info(ArchiveReader(src, keep_records=True))
+        after = read_full(src, len(MAGIC))  # as `members` would: another archive, or nothing
+        if after and after != MAGIC:
+            raise FormatError(f"trailing garbage after archive (at byte {info.compressed_size}: not an lmzip archive)")
+        return info
     header_end = r.pos
     if size < header_end + 2 + TRAILER_SIZE:
         raise FormatError("truncated archive: trailer missing")
@@ -934,7 +986,7 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
         if rec.kind == "model":
             src.seek(start + rec.offset)
             mr = _Reader(src)
-            f = _read_fields(mr, mr.read(1, f"record {i}")[0], i)
+            f = _read_fields(mr, mr.read(1, f"record {i}")[0], i, header)
             if f.kind not in MODEL_KINDS or f.length != rec.payload_length:
                 raise FormatError(f"record {i}: does not match its index entry")
             (mcrc,) = _CRC.unpack(mr.read(4, f"record {i}"))
@@ -969,14 +1021,16 @@ def read_infos(src: BinaryIO) -> list[ArchiveInfo]:
     """The info of every archive in src (concatenated archives: see `members`), found by
     walking the records in order; payloads are skipped (seeked over where src can), but
     for spans records, which are summarized as they pass (a few numbers each)."""
+    return [_walk_info(reader) for reader in members(src, keep_records=True)]
+
+
+def _walk_info(reader: ArchiveReader) -> ArchiveInfo:
+    """The info of the archive `reader` is at, by reading it to its end (keep_records)."""
     from lmzip.spans import summarize  # spans.py builds on this module
 
-    infos = []
-    for reader in members(src, keep_records=True):
-        payloads = {}
-        for rec, payload in reader.entries():
-            if rec.codec == Codec.SPANS:
-                payloads[rec.index] = summarize(payload.read(), rec.original_length, rec.token_count)
-        assert reader.crc is not None
-        infos.append(_info(reader.header, reader.model, reader.layout, reader.position, reader.crc, payloads))
-    return infos
+    payloads = {}
+    for rec, payload in reader.entries():
+        if rec.codec == Codec.SPANS:
+            payloads[rec.index] = summarize(payload.read(), rec.original_length, rec.token_count)
+    assert reader.crc is not None
+    return _info(reader.header, reader.model, reader.layout, reader.position, reader.crc, payloads)

@@ -220,7 +220,7 @@ def explain(
     `progress(n)` is called with the bytes of each chunk once it is scored.
     """
     from lmzip import spans
-    from lmzip.container import Codec, model_record_size
+    from lmzip.container import Codec, Header, model_record_size
     from lmzip.pipeline import _Candidate, _candidates, _choose, _identity
 
     engine = codec.engine
@@ -265,7 +265,7 @@ def explain(
                     progress(len(c.data))
             else:
                 cands.append(None)
-        chosen = _choose([c.data for c in group], cands, 0 if has_model else model_cost)
+        chosen = _choose([c.data for c in group], cands, 0 if has_model else model_cost, Header(chunk_size))
         for c, cand in zip(group, chosen, strict=True):
             c.codec = cand.codec.name.lower() if cand is not None else c.plain_codec
         has_model = has_model or any(chosen)

@@ -172,7 +172,8 @@ def _stdout() -> BinaryIO:
 
 @contextmanager
 def seekable_input(src: BinaryIO) -> Iterator[BinaryIO]:
-    """Readers of the chunk index need to seek; spool a pipe into a temp file first."""
+    """A seekable source: a pipe is spooled into a temp file first (readers seek over
+    payloads, and to a format v2-v4 archive's index)."""
     try:
         seekable = src.seekable()
     except (AttributeError, OSError, ValueError):

@@ -39,8 +39,8 @@ from lmzip.container import (
     read_full,
     read_info,
     read_infos,
+    record_cost,
     storable_name,
-    uvarint,
 )
 from lmzip.errors import CorruptChunkError, FormatError, LmzipError, ModelMismatchError
 
@@ -178,9 +178,10 @@ def _read_groups(src: BinaryIO, chunk_size: int, batch: int) -> Iterator[list[by
         yield group
 
 
-# What an lm record costs beyond its payload: its framing and index entry (about 20
-# bytes with 16 KiB chunks) and the extra stored/zstd record when it splits a run
-# (about 12). A chunk goes to the lm only when it saves more than that.
+# A bound on what an lm record costs beyond its payload: its framing (10 bytes with 16
+# KiB chunks in format v5; 20 with the index entry of v2-v4) and the extra stored/zstd
+# record when it splits a run (about 10). A chunk goes to the lm only when it saves more.
+# (Kept at the v2-v4 figure: the records chosen, and so the archives, stay as they were.)
 LM_RECORD_COST = 32
 
 
@@ -235,7 +236,9 @@ def _candidates(codec: ModelCodec | None, group: list[bytes]) -> list[_Candidate
     return out
 
 
-def _choose(group: list[bytes], cands: list[_Candidate | None], model_cost: int) -> list[_Candidate | None]:
+def _choose(
+    group: list[bytes], cands: list[_Candidate | None], model_cost: int, header: Header
+) -> list[_Candidate | None]:
     """Per chunk: the model-coded record to write, or None (a stored/zstd run). Plans:
     (a) lm records picked as format v2 picks them (`_lm_choices`), (b) the same rule over
     lm and spans candidates, (c) none. When (a) and (b) differ, the smallest in exact
@@ -256,22 +259,16 @@ def _choose(group: list[bytes], cands: list[_Candidate | None], model_cost: int)
         return plans[0]
     plans.append([None] * len(group))
     cache: dict[tuple[int, int], int] = {}
-    costs = [_plan_cost(group, plan, model_cost, cache) for plan in plans]
+    costs = [_plan_cost(group, plan, model_cost, cache, header) for plan in plans]
     return plans[costs.index(min(costs))]
 
 
-def _record_cost(kind: int, original: int, payload: int, tokens: int = 0) -> int:
-    """Bytes of a data record and its index entry."""
-    fields = 1 + len(uvarint(original))
-    if kind != Codec.STORED:
-        fields += len(uvarint(payload))
-    if kind in (Codec.LM, Codec.SPANS):
-        fields += len(uvarint(tokens))
-    return 2 * fields + 4 + payload
-
-
 def _plan_cost(
-    group: list[bytes], plan: list[_Candidate | None], model_cost: int, cache: dict[tuple[int, int], int]
+    group: list[bytes],
+    plan: list[_Candidate | None],
+    model_cost: int,
+    cache: dict[tuple[int, int], int],
+    header: Header,
 ) -> int:
     """Exact bytes the group's records (and the model identity record, if it needs one) take."""
     total = model_cost if any(plan) else 0
@@ -282,12 +279,12 @@ def _plan_cost(
                 if (start, i) not in cache:
                     data = b"".join(group[start:i])
                     best = encode_plain(data)
-                    cache[start, i] = _record_cost(best.codec, len(data), len(best.payload))
+                    cache[start, i] = record_cost(best.codec, header, len(data), len(best.payload))
                 total += cache[start, i]
             if i < len(group):
                 c = plan[i]
                 assert c is not None
-                total += _record_cost(c.codec, len(group[i]), len(c.payload), c.tokens)
+                total += record_cost(c.codec, header, len(group[i]), len(c.payload), c.tokens)
             start = i + 1
     return total
 
@@ -339,9 +336,9 @@ def compress_stream(
         chosen: list[_Candidate | None] = [None] * len(group)
         if codec is not None:
             model_cost = 0
-            if not writer.has_model:  # the model record and its index entry
+            if not writer.has_model:  # the model record (and before v5 its index entry)
                 model_cost = model_record_size(_identity(codec, batch))
-            chosen = _choose(group, cands, model_cost)
+            chosen = _choose(group, cands, model_cost, writer.header)
             finish = getattr(codec, "finish_group", None)
             if finish is not None:  # file-wide memory: code the chosen lm chunks with it
                 chosen = _with_memory(finish, chosen)

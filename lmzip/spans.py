@@ -448,12 +448,12 @@ def summarize(payload: bytes, original_length: int, tokens: int) -> Summary | No
 def breakdown(
     records: Sequence[Any], payloads: Mapping[int, Summary | None], size: int
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """(archive bytes per coder, original bytes per span kind) from the index's records
+    """(archive bytes per coder, original bytes per span kind) from the archive's records
     (container.RecordInfo) and the summaries of the spans records, by record number.
     Coders: model (range-coder bytes of lm records and spans texts, escapes excluded),
     escapes (estimated, see escape_estimate), zstd and stored (records and side
     streams), span_tables (span tables and their count fields: where RUN spans live),
-    container (header, record framing, index, trailer)."""
+    container (header, record framing, end; format v2-v4: index and trailer)."""
     coders = dict.fromkeys(("model", "escapes", "zstd", "stored", "span_tables", "container"), 0)
     kinds = dict.fromkeys(KIND_NAMES, 0)
     for i, rec in enumerate(records):

@@ -3,10 +3,11 @@
 Starts from valid archives (stored/zstd only, and with a fake LM codec so lm, spans
 and model identity records are present) and mutates them: truncation at every offset,
 a flipped byte at every offset, then random bit flips, byte changes, insertions,
-deletions, huge varints, wrong versions, structure-aware record/index/header field
-edits and model identity record edits (numerics version, window, the file-wide
-memory's group and block; all with their CRCs recomputed so the edit reaches the
-checks behind them), record drops/duplicates/swaps, trailing garbage and splices of
+deletions, huge varints, wrong versions, structure-aware record/header field edits
+(with the fields' CRC of the end, or in format v2-v4 bases the index, agreeing or not)
+and model identity record edits (numerics version, window, the file-wide memory's group
+and block; all with their CRCs recomputed so the edit reaches the checks behind them),
+record drops/duplicates/swaps, trailing garbage and splices of
 two archives.
 
 Every case goes through `decompress_stream` (seekable, or a pipe with short reads),
@@ -69,6 +70,8 @@ from fake_pipe import Pipe  # noqa: E402
 import lmzip  # noqa: E402
 from lmzip import cli, files  # noqa: E402
 from lmzip.container import (  # noqa: E402
+    COMPACT_FRAMING,
+    END_SIZE,
     KNOWN_MODELS,
     MAX_CHUNK_SIZE,
     ArchiveReader,
@@ -146,6 +149,9 @@ def make_bases() -> dict[str, tuple[bytes, bytes]]:
     data, archive = bases["text-lm"]
     for name, model_name in HOSTILE_NAMES.items():  # what no writer stores, but an archive may say
         bases[name] = (data, with_model_name(archive, data, model_name))
+    for name in ("multi-group", "spans-lm"):  # format v4 (index and trailer), which readers still meet
+        data, archive = bases[name]
+        bases[f"{name}-v4"] = (data, rewritten(archive, data, version=4))
     return bases
 
 
@@ -158,14 +164,22 @@ HOSTILE_NAMES = {
 
 def with_model_name(archive: bytes, original: bytes, name: str) -> bytes:
     """`archive` (of `original`) with its model record's name replaced, every CRC recomputed."""
+    return rewritten(archive, original, name=name)
+
+
+def rewritten(archive: bytes, original: bytes, name: str | None = None, version: int | None = None) -> bytes:
+    """`archive` (of `original`) written again, every CRC recomputed: with its model
+    record's name replaced by `name`, in format `version` (None: as they are)."""
     reader = ArchiveReader(io.BytesIO(archive))
     out = io.BytesIO()
-    writer = ArchiveWriter(out, reader.header)
+    header = reader.header if version is None else dataclasses.replace(reader.header, version=version)
+    writer = ArchiveWriter(out, header)
     pos = 0
     for rec, payload in reader.records():
-        if rec.codec == Codec.LM and not writer.has_model:
+        if rec.codec in (Codec.LM, Codec.SPANS) and not writer.has_model:
             assert reader.model is not None
-            writer.add_model(dataclasses.replace(reader.model, name=name))
+            model = reader.model if name is None else dataclasses.replace(reader.model, name=name)
+            writer.add_model(model)
         writer.add(rec.codec, original[pos : pos + rec.original_length], payload, rec.token_count)
         pos += rec.original_length
     writer.close(zlib.crc32(original))
@@ -181,7 +195,8 @@ class Layout:
 
     header_end: int  # offset after the header CRC
     records: list[tuple[int, int, list[int], int]]  # (offset, kind, field values, size)
-    index_start: int
+    index_start: int  # where the records end: the end mark (format v5) or the index (v2-v4)
+    version: int
 
 
 def _varint_at(b: bytes, pos: int) -> tuple[int, int]:
@@ -225,8 +240,11 @@ def layout_of(archive: bytes) -> Layout:
             v, pos = _varint_at(archive, pos)
             values.append(v)
         records.append((r.offset, kind, values, r.size))
+    version = archive[4]
+    if version >= COMPACT_FRAMING:
+        return Layout(hend, records, len(archive) - END_SIZE, version)
     (index_size,) = struct.unpack_from("<I", archive, len(archive) - 12)
-    return Layout(hend, records, len(archive) - 16 - index_size)
+    return Layout(hend, records, len(archive) - 16 - index_size, version)
 
 
 def pack_fields(kind: int, values: list[int]) -> bytes:
@@ -240,8 +258,37 @@ def fix_header_crc(b: bytes) -> bytes:
     return b[: end - 4] + struct.pack("<I", zlib.crc32(b[: end - 4])) + b[end:]
 
 
+FIELD_COUNTS = {0: 1, 1: 2, 2: 3, 3: 1, 4: 3, 5: 1}  # varints after each record kind byte
+
+
+def fields_crc(b: bytes, pos: int) -> int | None:
+    """CRC32 of the fields of the records from `pos` to the end mark, walked leniently
+    (None where they do not parse): what a format v5 end holds."""
+    crc = 0
+    try:
+        while b[pos] != 0x4C:
+            count = FIELD_COUNTS.get(b[pos])
+            if count is None:
+                return None
+            values, p = [], pos + 1
+            for _ in range(count):
+                v, p = _varint_at(b, p)
+                values.append(v)
+            crc = zlib.crc32(b[pos:p], crc)
+            pos = p + 4 + (values[0] if b[pos] in (0, 3, 5) else values[1])
+        return crc
+    except IndexError:
+        return None
+
+
 def fix_tail(b: bytes, index_start: int | None = None) -> bytes:
-    """Recompute the trailer's index size (when index_start is given) and its tail CRC."""
+    """Format v5: recompute the end's CRC of the record fields (where they parse).
+    Versions 2-4: recompute the trailer's index size (when index_start is given) and its
+    tail CRC."""
+    if len(b) > 5 and b[4] >= COMPACT_FRAMING:
+        hend = header_len(b)
+        crc = None if hend is None or len(b) < hend + END_SIZE else fields_crc(b, hend)
+        return b if crc is None else b[:-8] + struct.pack("<I", crc) + b[-4:]
     if len(b) < 16:
         return b
     crc, index_size = struct.unpack_from("<II", b, len(b) - 16)
@@ -264,11 +311,15 @@ def rebuild(
 ) -> bytes:
     """Re-assemble an archive from (kind, field values, crc+payload), with an index of
     `index` (default: the same records) whose count `count` may override, and a fresh
-    tail CRC. The trailer keeps the base's whole-stream CRC."""
+    tail CRC; format v5: an end whose CRC covers the fields of `index` (default: the
+    records; `count` plays no part). The end or trailer keeps the base's whole-stream CRC."""
     body = bytearray(archive[: lay.header_end])
     for kind, values, rest in records:
         body += pack_fields(kind, values) + rest
     entries = records if index is None else index
+    if lay.version >= COMPACT_FRAMING:
+        crc = zlib.crc32(b"".join(pack_fields(kind, values) for kind, values, _ in entries))
+        return bytes(body) + bytes([0x4C]) + archive[-12:-8] + struct.pack("<I", crc) + b"LMZE"
     idx = bytearray([0x4C]) + leb128(len(entries) if count is None else count)
     for kind, values, _ in entries:
         idx += pack_fields(kind, values)
@@ -458,7 +509,7 @@ class Mutator:
         if blob != self.bases[name][1]:  # structure-aware edits need the intact base
             return self.mutate(rng.choice(["cut", "flip", "byte", "insert", "delete", "varint"]), name, blob)
         if kind == "version":
-            v = rng.choice([0, 1, 2, 4, 0x7F, 0xFF])  # 2: a v2 archive cannot hold spans records
+            v = rng.choice([0, 1, 2, 3, 4, 5, 6, 0x7F, 0xFF])  # 2: a v2 archive cannot hold spans records
             out = blob[:4] + bytes([v]) + blob[5:]
             return (fix_header_crc(out) if rng.random() < 0.5 else out), f"version:{v}", set()
         if kind == "header":
@@ -538,7 +589,11 @@ class Mutator:
                 new = interesting(values[j], rng)
                 values[j] = rng.choice([4, 5, 6, new]) if j == 0 else new
             return with_model_fields(blob, lay, values), f"model:{values}", set()
-        if kind == "count":
+        if kind == "count":  # the index's record count (v2-v4), the end's CRCs (v5)
+            if lay.version >= COMPACT_FRAMING:
+                at = n - rng.choice([8, 12])
+                crc = rng.choice([0, rng.getrandbits(32), int.from_bytes(blob[at : at + 4], "little") ^ 1])
+                return blob[:at] + struct.pack("<I", crc) + blob[at + 4 :], f"end-crc:{n - at}={crc}", set()
             c = interesting(len(recs), rng)
             return rebuild(blob, lay, recs, count=c), f"count:{c}", set()
         if kind == "garbage":

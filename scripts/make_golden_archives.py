@@ -17,8 +17,8 @@ of the start of lmzip/coder.py) are committed as they are; binary.bin (pseudo-ra
 bytes from a fixed seed, then zero bytes), mixed.tar (a tar of text with a stray byte
 and a binary member: spans records) and empty.bin are rewritten by this script.
 
-tests/golden/archives/v2/ and v3/ keep the format version 2 and 3 archives of the same
-originals (v2: all but mixed.tar) with their MANIFEST.json: this build must still decode
+tests/golden/archives/v2/, v3/ and v4/ keep the format version 2, 3 and 4 archives of the
+same originals (v2: all but mixed.tar) with their MANIFEST.json: this build must still decode
 them, and no longer writes them, so this script leaves them alone. After a format
 version bump, move the current archives and MANIFEST.json into a new vN/ first.
 Every archive is made by the real CLI with the default model (`lmzip -c ARGS FILE`),

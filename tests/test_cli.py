@@ -331,7 +331,7 @@ def test_disk_full_with_a_file_target(work: Path, monkeypatch: pytest.MonkeyPatc
         src, target = "a.txt", "a.txt.lmz"
     before = (work / src).read_bytes()
     real_fdopen = os.fdopen
-    monkeypatch.setattr(fileio.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 100))
+    monkeypatch.setattr(fileio.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 50))
     r = invoke(*([NO_LM] if mode == "compress" else ["-d"]), src)
     assert r.exit_code == 1
     assert_one_error_line(r.stderr, "lmzip: ")

@@ -1,4 +1,4 @@
-"""The byte layout (format v2 to v4): varints, header, hand-built records that break the layout rules,
+"""The byte layout (format v2 to v5): varints, header, hand-built records that break the layout rules,
 zstd bounds, and a property-based fuzz of the parser."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from test_pipeline import compress
 import lmzip
 from lmzip.codecs import zstd_decompress
 from lmzip.container import (
+    COMPACT_FRAMING,
+    END_MARK,
     INDEX_MARK,
     KIND_MODEL,
     KIND_MODEL_REF,
@@ -83,7 +85,7 @@ def test_bad_varints(raw: bytes, message: str) -> None:
 def test_header_round_trip(mtime: int) -> None:
     header = Header(chunk_size=16384, name="a.txt", mtime=mtime)
     raw = header.pack()
-    assert raw[:6] == b"LMZ\x00\x04\x03" and raw[6:9] == uvarint(16384)
+    assert raw[:6] == b"LMZ\x00\x05\x03" and raw[6:9] == uvarint(16384)
     assert ArchiveReader(io.BytesIO(raw)).header == header
     assert len(Header(chunk_size=16384).pack()) == 13
 
@@ -91,17 +93,20 @@ def test_header_round_trip(mtime: int) -> None:
 def test_version_1_is_refused() -> None:
     v1 = b"LMZ\x00\x01\x00" + struct.pack("<I", 16384) + b"\x00" * 30
     for read in (decompress, lambda a: read_archive_info(io.BytesIO(a))):
-        with pytest.raises(FormatError, match=r"unsupported format version 1 \(this lmzip reads versions 2 to 4\)"):
+        with pytest.raises(FormatError, match=r"unsupported format version 1 \(this lmzip reads versions 2 to 5\)"):
             read(v1)
 
 
 # ------------------------------------------------------------------ hand-built archives
 
 
-def record(kind: int, original: bytes, payload: bytes | None = None, tokens: int = 0) -> tuple[bytes, bytes]:
-    """(fields, whole record) for a data record."""
+def record(
+    kind: int, original: bytes, payload: bytes | None = None, tokens: int = 0, version: int = VERSION
+) -> tuple[bytes, bytes]:
+    """(fields, whole record) for a data record of an archive with 100-byte chunks."""
     payload = original if payload is None else payload
-    fields = bytes([kind]) + uvarint(len(original))
+    one_chunk = version >= COMPACT_FRAMING and kind in (Codec.LM, Codec.SPANS)
+    fields = bytes([kind]) + uvarint(100 - len(original) if one_chunk else len(original))
     if kind != Codec.STORED:
         fields += uvarint(len(payload))
     if kind == Codec.LM:
@@ -116,15 +121,21 @@ def model_record(body: bytes | None = None) -> tuple[bytes, bytes]:
 
 
 def build(records: list[tuple[bytes, bytes]], data: bytes, chunk_size: int = 100, version: int = VERSION) -> bytes:
-    index = bytes([INDEX_MARK]) + uvarint(len(records)) + b"".join(f for f, _ in records)
-    head = struct.pack("<II", zlib.crc32(data), len(index))
-    tail = head + struct.pack("<I", zlib.crc32(head, zlib.crc32(index))) + b"LMZE"
-    return Header(chunk_size=chunk_size, version=version).pack() + b"".join(r for _, r in records) + index + tail
+    """An archive of these (fields, record) pairs: the fields go into the index (v2-v4)
+    or the fields CRC of the end (v5), so a test can make them disagree with the records."""
+    fields = b"".join(f for f, _ in records)
+    if version >= COMPACT_FRAMING:
+        tail = bytes([END_MARK]) + struct.pack("<II", zlib.crc32(data), zlib.crc32(fields)) + b"LMZE"
+    else:
+        index = bytes([INDEX_MARK]) + uvarint(len(records)) + fields
+        head = struct.pack("<II", zlib.crc32(data), len(index))
+        tail = index + head + struct.pack("<I", zlib.crc32(head, zlib.crc32(index))) + b"LMZE"
+    return Header(chunk_size=chunk_size, version=version).pack() + b"".join(r for _, r in records) + tail
 
 
-def lm_record(data: bytes) -> tuple[bytes, bytes]:
+def lm_record(data: bytes, version: int = VERSION) -> tuple[bytes, bytes]:
     payload, tokens = FakeLM().encode_chunks([data])[0]  # type: ignore[misc]
-    return record(Codec.LM, data, payload, tokens)
+    return record(Codec.LM, data, payload, tokens, version)
 
 
 def both_readers_fail(archive: bytes, exc: type[Exception], match: str) -> None:
@@ -136,9 +147,10 @@ def both_readers_fail(archive: bytes, exc: type[Exception], match: str) -> None:
         read_archive_info(Pipe(archive))  # type: ignore[arg-type]
 
 
-def test_hand_built_archive_reads() -> None:
+@pytest.mark.parametrize("version", [4, VERSION])
+def test_hand_built_archive_reads(version: int) -> None:
     a, b = text(200), text(50, seed=1)
-    archive = build([record(Codec.STORED, a), model_record(), lm_record(b)], a + b)
+    archive = build([record(Codec.STORED, a), model_record(), lm_record(b, version)], a + b, version=version)
     assert decompress(archive) == a + b
     info = read_archive_info(io.BytesIO(archive))
     assert info.model == MODEL
@@ -175,12 +187,14 @@ def test_known_model_written_as_a_reference() -> None:
     raw = out.getvalue()
     head = len(Header(chunk_size=100).pack())
     assert raw[head] == KIND_MODEL_REF and KNOWN.pack_reference() == b"\x01\x05\x80\x08\x20\x0c"
-    assert raw[head + 12] == INDEX_MARK  # the record: kind, B = 6, CRC, 6 body bytes
-    assert model_record_size(KNOWN) == 12 + 2  # and its index entry: kind, B
+    assert raw[head + 12] == END_MARK  # the record: kind, B = 6, CRC, 6 body bytes
+    assert model_record_size(KNOWN) == 12
+    assert model_record_size(KNOWN, version=4) == 12 + 2  # and v4's index entry: kind, B
     reader = ArchiveReader(io.BytesIO(raw))
     assert list(reader.records()) == []
     assert reader.model == ModelInfo(KNOWN_NAME, KNOWN_HASH, KNOWN_TOKENIZER, 5, 1024, 32, 12)
-    assert model_record_size(MODEL) == len(model_record()[1]) + len(model_record()[0]) > 6 + 64
+    assert model_record_size(MODEL) == len(model_record()[1]) > 6 + 64
+    assert model_record_size(MODEL, version=4) == len(model_record()[1]) + len(model_record()[0])
     assert model_record_size(KNOWN, version=3) == 6 + len(KNOWN.pack_body()) + 2  # v3 has no references
     v3 = io.BytesIO()
     w = ArchiveWriter(v3, Header(chunk_size=100, version=3))
@@ -245,9 +259,15 @@ def test_layout_rules() -> None:
     )
     big = text(150)
     both_readers_fail(
-        build([model_record(), lm_record(big)], big),
+        build([model_record(), lm_record(big, version=4)], big, version=4),
         FormatError,
         r"record 1: original length 150 outside 1\.\.100",
+    )
+    # v5 holds an lm record's O as chunk size - O: 0 .. 99 with 100-byte chunks
+    both_readers_fail(
+        build([model_record(), (b"\x02\x64\x01\x01", b"\x02\x64\x01\x01" + bytes(5))], b""),
+        FormatError,
+        r"record 1: shortfall 100 outside 0\.\.99",
     )
     both_readers_fail(build([(b"\x07\x01", b"\x07\x01")], b""), FormatError, "record 0: unknown record kind 7")
     both_readers_fail(build([record(Codec.LM, a, b"x", 0)], a), FormatError, "record 0: token count 0")
@@ -272,13 +292,50 @@ def test_model_record_checks() -> None:
 def test_index_must_match_records() -> None:
     a = text(100)
     fields, rec = record(Codec.ZSTD, a, zstandard.ZstdCompressor().compress(a))
-    archive = build([(fields, rec)], a)
+    archive = build([(fields, rec)], a, version=4)
     assert decompress(archive) == a
-    other = build([(bytes([Codec.ZSTD, 100, 90]), rec)], a)  # index entry lies about the payload
+    other = build([(bytes([Codec.ZSTD, 100, 90]), rec)], a, version=4)  # index entry lies about the payload
     with pytest.raises(FormatError, match="index does not match the records"):
         decompress(other)
     with pytest.raises(FormatError, match="index does not match the records"):
         read_archive_info(io.BytesIO(other))
+
+
+def test_end_checks_the_record_fields() -> None:
+    """Version 5 has no index: its end holds a CRC of every record's fields, so fields that
+    decode to the right data by chance are still caught, and a cut or damaged end is refused."""
+    a = text(100)
+    fields, rec = record(Codec.ZSTD, a, zstandard.ZstdCompressor().compress(a))
+    assert decompress(build([(fields, rec)], a)) == a
+    both_readers_fail(build([(bytes([Codec.ZSTD, 100, 90]), rec)], a), FormatError, "record fields CRC mismatch")
+    archive = build([(fields, rec)], a)
+    both_readers_fail(archive[:-1], FormatError, "truncated archive: end cut short")
+    both_readers_fail(archive[:-4] + b"LMZX", FormatError, "truncated archive: end missing")
+    with pytest.raises(CorruptChunkError, match="CRC mismatch"):  # the whole stream's CRC (info does not check it)
+        decompress(archive[:-12] + b"\0\0\0\0" + archive[-8:])
+
+
+def test_compact_framing() -> None:
+    """Format v5's lm record: kind, shortfall 0 for a full chunk (one byte, not three with
+    16 KiB chunks), P, T and the CRC; no index entry, and a 13-byte end instead of an index
+    and a 16-byte trailer. A writer still writes v4 when asked, and both read back."""
+    data = text(16384 + 700, seed=5)
+    lm = FakeLM()
+    for version, size in ((VERSION, 13 + 11 + 13), (4, 13 + 11 + 2 + 2 + 16)):  # header, model record, end
+        out = io.BytesIO()
+        w = ArchiveWriter(out, Header(chunk_size=16384, version=version))
+        w.add_model(MODEL)
+        for chunk in (data[:16384], data[16384:]):
+            payload, tokens = lm.encode_chunks([chunk])[0]  # type: ignore[misc]
+            w.add(Codec.LM, chunk, payload, tokens)
+            fields = 1 + len(uvarint(16384 - len(chunk) if version >= COMPACT_FRAMING else len(chunk)))
+            fields += len(uvarint(len(payload))) + len(uvarint(tokens))
+            size += fields + 4 + len(payload) + (fields if version < COMPACT_FRAMING else 0)
+        size += len(model_record()[1]) - 11 + (len(model_record()[0]) - 2 if version < COMPACT_FRAMING else 0)
+        assert w.close(zlib.crc32(data)) == len(out.getvalue()) == size
+        assert lmzip.decompress(out.getvalue(), codec_factory=factory(FakeLM())) == data
+        info = read_archive_info(io.BytesIO(out.getvalue()))
+        assert [r.original_length for r in info.records] == [0, 16384, 700] and info.header.version == version
 
 
 def test_run_record_crc_names_its_chunks() -> None:
@@ -349,11 +406,26 @@ def _originals() -> list[bytes]:
     ]
 
 
+def _version_4(original: bytes) -> bytes:
+    """A format v4 archive (index and trailer) of a model record, lm records and a stored one."""
+    out = io.BytesIO()
+    w = ArchiveWriter(out, Header(chunk_size=100, version=4))
+    w.add_model(MODEL)
+    for k in range(0, len(original) - 100, 100):
+        payload, tokens = FakeLM().encode_chunks([original[k : k + 100]])[0]  # type: ignore[misc]
+        w.add(Codec.LM, original[k : k + 100], payload, tokens)
+    w.add(Codec.STORED, original[-100:], original[-100:])
+    w.close(zlib.crc32(original))
+    return out.getvalue()
+
+
 ORIGINALS = _originals()
+ORIGINALS.append(ORIGINALS[1])
 ARCHIVES = [
     compress(ORIGINALS[0], chunk_size=128, batch=3, name="f.txt", mtime=-7, codec_factory=factory(FakeLM())),
     compress(ORIGINALS[1], chunk_size=100, batch=4, use_lm=False),
     compress(ORIGINALS[2], use_lm=False),
+    _version_4(ORIGINALS[3]),
 ]
 HUGE = [
     b"\xff" * 9 + b"\x01",  # 2**64
@@ -420,4 +492,4 @@ def test_fuzz_parser(which: int, edits: list[tuple]) -> None:
 def test_fuzz_bases_are_valid() -> None:
     for archive, original in zip(ARCHIVES, ORIGINALS, strict=True):
         assert decompress(archive) == original
-    assert TRAILER_SIZE == 16
+    assert [a[4] for a in ARCHIVES] == [VERSION, VERSION, VERSION, 4] and TRAILER_SIZE == 16

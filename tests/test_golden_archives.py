@@ -6,9 +6,10 @@ A failure here after a NUMERICS_VERSION or format version bump is expected: rege
 Otherwise it means archives written by earlier builds no longer decode, or the writer no
 longer produces the same bytes.
 
-tests/golden/archives/v2/ and v3/ hold the format version 2 and 3 archives of the same
-originals (each with its own MANIFEST.json): they must keep decoding (they are never
-written again). Version 3 names the default model by its hashes, version 4 by its number.
+tests/golden/archives/v2/, v3/ and v4/ hold the format version 2, 3 and 4 archives of the
+same originals (each with its own MANIFEST.json): they must keep decoding (they are never
+written again). Version 3 names the default model by its hashes, version 4 by its number;
+version 5 frames the same records without an index.
 
 Every CLI call passes `--threads 1`: thread count must not change any byte (the archives
 were made with the default thread count), and one thread is much faster on a busy machine.
@@ -32,7 +33,7 @@ from lmzip.pipeline import read_archive_info
 GOLDEN = Path(__file__).resolve().parent / "golden" / "archives"
 MANIFEST = json.loads((GOLDEN / "MANIFEST.json").read_text())
 ARCHIVES: dict[str, dict] = MANIFEST["archives"]
-OLD_MANIFESTS = {v: json.loads((GOLDEN / f"v{v}" / "MANIFEST.json").read_text()) for v in (2, 3)}
+OLD_MANIFESTS = {v: json.loads((GOLDEN / f"v{v}" / "MANIFEST.json").read_text()) for v in (2, 3, 4)}
 ENGINE = ("--threads", "1")
 REGENERATE = "regenerate with scripts/make_golden_archives.py"
 
@@ -187,7 +188,7 @@ def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
 
 def with_format_version(data: bytes, version: int) -> bytes:
     """The archive with header byte 4 (format version) replaced and the header CRC fixed."""
-    assert data[:4] == b"LMZ\x00" and data[4] in (2, 3, VERSION) and data[5] == 0  # no name/mtime in the fixtures
+    assert data[:4] == b"LMZ\x00" and data[4] in (2, 3, 4, VERSION) and data[5] == 0  # no name/mtime in the fixtures
     _, crc_at = _uvarint(data, 6)  # chunk size, then the header CRC
     out = bytearray(data)
     out[4] = version

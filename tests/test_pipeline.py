@@ -17,7 +17,17 @@ from strict import missing
 import lmzip
 from lmzip import container
 from lmzip.codecs import zstd_compress
-from lmzip.container import MAX_CHUNK_SIZE, TRAILER_SIZE, Codec, Header, ModelInfo, uvarint
+from lmzip.container import (
+    END_SIZE,
+    MAX_CHUNK_SIZE,
+    TRAILER_SIZE,
+    ArchiveReader,
+    ArchiveWriter,
+    Codec,
+    Header,
+    ModelInfo,
+    uvarint,
+)
 from lmzip.errors import (
     CorruptChunkError,
     FormatError,
@@ -343,7 +353,7 @@ def test_truncation_messages(mixed_archive: bytes) -> None:
 
 
 def test_flipped_bits_everywhere(mixed_archive: bytes) -> None:
-    # Header, index and trailer are under CRCs, record fields are repeated in the index,
+    # Header and end are under CRCs, record fields are under the end's CRC of them,
     # the model record's body is under its CRC, and every record's data is checked
     # (length and CRC32) after decoding. A flipped payload bit that the decoder ignores
     # (deflate's or the range coder's final padding) yields the exact original: not an
@@ -401,6 +411,19 @@ def rewrite_header(archive: bytes, chunk_size: int) -> bytes:
     return head + struct.pack("<I", zlib.crc32(head)) + archive[11:]
 
 
+def as_version_4(archive: bytes, original: bytes) -> bytes:
+    """The same records written as format v4 (with an index and trailer; no model record)."""
+    reader = ArchiveReader(io.BytesIO(archive))
+    out = io.BytesIO()
+    writer = ArchiveWriter(out, Header(reader.header.chunk_size, version=4))
+    pos = 0
+    for rec, payload in reader.records():
+        writer.add(rec.codec, original[pos : pos + rec.original_length], payload)
+        pos += rec.original_length
+    writer.close(zlib.crc32(original))
+    return out.getvalue()
+
+
 def reseal_tail(archive: bytes, index: bytes, index_size: int | None = None) -> bytes:
     """Replaces the index (from its mark) and re-seals the trailer around it."""
     index_offset = len(archive) - TRAILER_SIZE - struct.unpack("<I", archive[-12:-8])[0]
@@ -411,7 +434,7 @@ def reseal_tail(archive: bytes, index: bytes, index_size: int | None = None) -> 
 
 def test_huge_declared_lengths() -> None:
     archive = compress(b"hello world" * 10, chunk_size=64, use_lm=False)
-    assert archive[11:14] == bytes([Codec.ZSTD, 110, len(archive) - 11 - 7 - 5 - TRAILER_SIZE])
+    assert archive[11:14] == bytes([Codec.ZSTD, 110, len(archive) - 11 - 7 - END_SIZE])
     assert decompress(rewrite_header(archive, 64)) == b"hello world" * 10
     with pytest.raises(FormatError, match="chunk size"):
         decompress(rewrite_header(archive, MAX_CHUNK_SIZE + 1))
@@ -424,7 +447,9 @@ def test_huge_declared_lengths() -> None:
         too_long = archive[:field_offset] + b"\xff" * 10 + b"\x01" + archive[field_offset + 1 :]
         with pytest.raises(FormatError, match="record 0: varint too large"):
             decompress(too_long)
-    # An index claiming 2**60 records: info must not try to read that many.
+    # Format v4: an index claiming 2**60 records: info must not try to read that many.
+    archive = as_version_4(archive, b"hello world" * 10)
+    assert decompress(archive) == b"hello world" * 10
     index_offset = len(archive) - TRAILER_SIZE - 5
     assert archive[index_offset : index_offset + 2] == b"L\x01"
     entry = archive[index_offset + 2 : index_offset + 5]  # kind, original length, payload length
@@ -485,9 +510,9 @@ def test_random_data_growth_is_exactly_the_framing() -> None:
     data = random.Random(7).randbytes(10 * 1024 + 5)
     archive = compress(data, chunk_size=1024, use_lm=False)
     empty = compress(b"", chunk_size=1024, use_lm=False)
-    assert len(empty) == 12 + 2 + TRAILER_SIZE  # header, index mark and count, trailer
-    # one stored record for the group: kind, varint length, CRC; index entry: kind, length
-    assert len(archive) == len(data) + len(empty) + (1 + 2 + 4) + (1 + 2)
+    assert len(empty) == 12 + END_SIZE == 25  # header, end
+    # one stored record for the group: kind, varint length, CRC
+    assert len(archive) == len(data) + len(empty) + (1 + 2 + 4)
 
 
 @pytest.mark.skipif(not (CORPUS / "fireworks.jpeg").is_file(), reason=missing(f"../shared corpus not at {CORPUS}"))

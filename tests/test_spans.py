@@ -416,5 +416,5 @@ def test_container_rules_for_spans_records() -> None:
         w.add(Codec.SPANS, b"x" * 10, b"p", 11)
     with pytest.raises(FormatError, match="outside 1..100"):
         w.add(Codec.SPANS, b"x" * 101, b"p", 1)  # one chunk at most
-    with pytest.raises(ValueError, match="cannot write format version 5"):
-        Header(chunk_size=100, version=5).pack()
+    with pytest.raises(ValueError, match="cannot write format version 6"):
+        Header(chunk_size=100, version=6).pack()
