@@ -1,14 +1,16 @@
-"""Record codecs: stored, zstd (level 19) and lm (payload made by the LM codec).
+"""Record codecs: stored, zstd (level 19), lzma (LZMA2 at xz -9e's settings) and lm
+(payload made by the LM codec).
 
 A chunk goes to the lm codec when its lm payload beats both stored and zstd on that
 chunk by more than an lm record's framing costs (`lm_saving`; the pipeline decides);
-every run of other consecutive chunks becomes one record, zstd-compressed when that
-is smaller than the data, else stored (`encode_plain`), so a payload never exceeds
+every run of other consecutive chunks becomes one record, zstd- or lzma-compressed when
+that is smaller than the data, else stored (`encode_plain`), so a payload never exceeds
 its data: incompressible data costs only the record framing.
 """
 
 from __future__ import annotations
 
+import lzma
 import threading
 import zlib
 from collections.abc import Callable
@@ -24,6 +26,11 @@ ZSTD_LEVEL = 19
 # The largest zstd window a record may need (bytes): what zstd -19 uses on any input
 # (windowLog 23). The decoder refuses more, so a frame never makes it allocate more.
 MAX_ZSTD_WINDOW = 1 << 23
+
+# An lzma record's dictionary: the smallest power of two >= its data, between these.
+# The decoder allocates it, so the cap bounds decoding memory as MAX_ZSTD_WINDOW does.
+MIN_LZMA_DICT = 1 << 12
+MAX_LZMA_DICT = 1 << 23
 
 _local = threading.local()  # zstd contexts are not thread-safe; reuse one per thread
 
@@ -73,10 +80,54 @@ def zstd_decompress(payload: bytes, original_length: int) -> bytes:
     return out
 
 
-def encode_plain(data: bytes) -> Encoded:
-    """A stored or zstd record for `data` (one or more chunks): zstd when it is smaller."""
+def lzma_dict_size(original_length: int) -> int:
+    """The dictionary of an lzma record of original_length bytes (docs/FORMAT.md)."""
+    return min(MAX_LZMA_DICT, max(MIN_LZMA_DICT, 1 << (original_length - 1).bit_length()))
+
+
+def _lzma_filters(original_length: int, preset: int | None = None) -> list[dict[str, int]]:
+    f = {"id": lzma.FILTER_LZMA2, "dict_size": lzma_dict_size(original_length)}
+    return [f | {"preset": preset}] if preset is not None else [f]
+
+
+def lzma_compress(data: bytes) -> bytes:
+    """A raw LZMA2 stream of data (no .xz container: the record holds length and CRC),
+    xz -9e's settings with the record's dictionary size."""
+    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_lzma_filters(len(data), 9 | lzma.PRESET_EXTREME))
+
+
+def _lzma_decompressor(original_length: int) -> lzma.LZMADecompressor:
+    return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_lzma_filters(original_length))
+
+
+def lzma_decompress(payload: bytes, original_length: int) -> bytes:
+    """Never produces more than original_length bytes: a stream holding more, cut short,
+    or followed by any byte is corrupt."""
+    d = _lzma_decompressor(original_length)
+    try:
+        out = d.decompress(payload, max_length=original_length)
+        if not d.eof and (d.decompress(b"", max_length=1) or not d.eof):
+            raise CorruptChunkError("lzma data corrupt (more data than the record's, or cut short)")
+    except lzma.LZMAError as e:
+        raise CorruptChunkError(f"lzma data corrupt ({e})") from None
+    if d.unused_data:
+        raise CorruptChunkError("lzma data corrupt (extra bytes after the stream)")
+    return out
+
+
+def encode_plain(data: bytes, try_lzma: bool = False) -> Encoded:
+    """A stored, zstd or (with try_lzma) lzma record for `data` (one or more chunks): the
+    smallest; stored unless a compressor makes it smaller, zstd on a tie with lzma (the
+    faster decoder). try_lzma costs xz -9e's time (about 1 MB/s) on top of zstd -19's."""
+    best = Encoded(Codec.STORED, data)
     packed = zstd_compress(data)
-    return Encoded(Codec.ZSTD, packed) if len(packed) < len(data) else Encoded(Codec.STORED, data)
+    if len(packed) < len(data):
+        best = Encoded(Codec.ZSTD, packed)
+    if try_lzma and data:
+        packed = lzma_compress(data)
+        if len(packed) < len(best.payload):
+            best = Encoded(Codec.LZMA, packed)
+    return best
 
 
 def lm_saving(data: bytes, lm: tuple[bytes, int] | None) -> int:
@@ -88,11 +139,13 @@ def lm_saving(data: bytes, lm: tuple[bytes, int] | None) -> int:
 
 
 def decode_plain(codec: Codec, payload: bytes, original_length: int) -> bytes:
-    """Decode a stored or zstd payload (lm records go to the LM codec in batches)."""
+    """Decode a stored, zstd or lzma payload (lm records go to the LM codec in batches)."""
     if codec == Codec.STORED:
         return payload
     if codec == Codec.ZSTD:
         return zstd_decompress(payload, original_length)
+    if codec == Codec.LZMA:
+        return lzma_decompress(payload, original_length)
     raise ValueError(f"decode_plain cannot decode {codec.name}")
 
 
@@ -103,18 +156,21 @@ class PayloadSource(Protocol):
 def decode_plain_into(
     codec: Codec, payload: PayloadSource, original_length: int, write: Callable[[bytes], object]
 ) -> tuple[int, int]:
-    """Decode a stored or zstd payload read in pieces, handing the output to `write` in
-    pieces of at most PIECE bytes; returns (output length, its CRC32). Memory stays at
-    about PIECE plus the zstd window (MAX_ZSTD_WINDOW) whatever the record's size. The
-    checks are those of zstd_decompress: a frame holding more than original_length
-    bytes, cut short, followed by anything or needing a larger window is corrupt. The
-    caller compares length and CRC with the record's (output is written before that)."""
+    """Decode a stored, zstd or lzma payload read in pieces, handing the output to `write`
+    in pieces of at most PIECE bytes; returns (output length, its CRC32). Memory stays at
+    about PIECE plus the zstd window (MAX_ZSTD_WINDOW) or the lzma dictionary
+    (MAX_LZMA_DICT) whatever the record's size. The checks are those of zstd_decompress
+    and lzma_decompress: a stream holding more than original_length bytes, cut short,
+    followed by anything or needing a larger window is corrupt. The caller compares
+    length and CRC with the record's (output is written before that)."""
     crc = n = 0
     if codec == Codec.STORED:
         while piece := payload.read(PIECE):
             crc, n = zlib.crc32(piece, crc), n + len(piece)
             write(piece)
         return n, crc
+    if codec == Codec.LZMA:
+        return _lzma_into(payload, original_length, write)
     if codec != Codec.ZSTD:
         raise ValueError(f"decode_plain_into cannot decode {codec.name}")
     walker = _FrameWalker(original_length)
@@ -139,6 +195,27 @@ def decode_plain_into(
     while rest := payload.read(PIECE):  # what the reader left after its frame ended
         walker.feed(rest)
     walker.finish()
+    return n, crc
+
+
+def _lzma_into(payload: PayloadSource, original_length: int, write: Callable[[bytes], object]) -> tuple[int, int]:
+    d = _lzma_decompressor(original_length)
+    crc = n = 0
+    try:
+        while not d.eof:
+            data = payload.read(1 << 17) if d.needs_input else b""
+            if d.needs_input and not data:
+                raise CorruptChunkError("lzma data corrupt (cut short)")
+            piece = d.decompress(data, max_length=PIECE)
+            n += len(piece)
+            if n > original_length:
+                raise CorruptChunkError(f"lzma stream holds more than the record's {original_length} bytes")
+            crc = zlib.crc32(piece, crc)
+            write(piece)
+    except lzma.LZMAError as e:
+        raise CorruptChunkError(f"lzma data corrupt ({e})") from None
+    if d.unused_data or payload.read(1):
+        raise CorruptChunkError("lzma data corrupt (extra bytes after the stream)")
     return n, crc
 
 

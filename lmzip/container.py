@@ -88,10 +88,13 @@ class Codec(enum.IntEnum):
     ZSTD = 1
     LM = 2
     SPANS = 4  # format v3: one chunk as TEXT / RUN / BINARY spans (lmzip/spans.py)
+    LZMA = 6  # format v5: chunks as one raw LZMA2 stream (the stdlib's lzma; xz -9e's coder)
 
 
 _CODEC_IDS = frozenset(c.value for c in Codec)
-FIRST_VERSION = {Codec.SPANS: 3, KIND_MODEL_REF: 4}  # record kinds newer than format v2: the version that added them
+PACKED = (Codec.ZSTD, Codec.LZMA)  # record kinds of whole chunks coded by a general-purpose compressor
+# record kinds newer than format v2: the version that added them
+FIRST_VERSION = {Codec.SPANS: 3, KIND_MODEL_REF: 4, Codec.LZMA: 5}
 
 
 # ---------------------------------------------------------------- varints
@@ -261,7 +264,7 @@ class RecordInfo:
 
     offset: int  # of the record in the archive
     size: int  # bytes of the whole record
-    kind: str  # "stored", "zstd", "lm" or "model"
+    kind: str  # "stored", "zstd", "lzma", "lm", "spans" or "model"
     original_offset: int
     original_length: int  # 0 for the model record
     payload_length: int
@@ -492,7 +495,7 @@ class _Fields:
     def pack(self, header: Header) -> bytes:
         length = header.chunk_size - self.length if _shortfall(self.kind, header) else self.length
         out = bytes([self.kind]) + uvarint(length)
-        if self.kind in (Codec.ZSTD, Codec.LM, Codec.SPANS):
+        if self.kind in (*PACKED, Codec.LM, Codec.SPANS):
             out += uvarint(self.payload)
         if self.kind in (Codec.LM, Codec.SPANS):
             out += uvarint(self.tokens)

@@ -87,14 +87,14 @@ class ChunkReport:
     index: int
     offset: int
     data: bytes
-    plain_codec: str  # "zstd" or "stored": the best other codec for this chunk alone
+    plain_codec: str  # "zstd", "lzma" or "stored": the best other codec for this chunk alone
     plain_bytes: int
     ids: list[int] | None = None
     freqs: np.ndarray | None = None
     guesses: np.ndarray | None = None
     lm_bytes: int | None = None  # the range coder's payload for the chunk
     spans_bytes: int | None = None  # the spans record's payload, for a chunk that is not plain text
-    codec: str = ""  # what compression writes for it: "lm", "spans", "zstd" or "stored"
+    codec: str = ""  # what compression writes for it: "lm", "spans", "zstd", "lzma" or "stored"
 
     @property
     def is_text(self) -> bool:
@@ -228,7 +228,7 @@ def explain(
     chunks = []
     for index, offset in enumerate(range(0, len(data), chunk_size)):
         piece = data[offset : offset + chunk_size]
-        plain = encode_plain(piece)
+        plain = encode_plain(piece, try_lzma=True)
         chunks.append(ChunkReport(index, offset, piece, plain.codec.name.lower(), len(plain.payload)))
 
     def plain_text(piece: bytes) -> bool:

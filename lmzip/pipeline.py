@@ -278,7 +278,7 @@ def _plan_cost(
             if start < i:  # the run group[start:i], costed as one record (the writer splits at 64 MiB)
                 if (start, i) not in cache:
                     data = b"".join(group[start:i])
-                    best = encode_plain(data)
+                    best = encode_plain(data, try_lzma=True)  # as the writer with a model
                     cache[start, i] = record_cost(best.codec, header, len(data), len(best.payload))
                 total += cache[start, i]
             if i < len(group):
@@ -351,7 +351,7 @@ def compress_stream(
                 stats.chunks[cand.codec.name.lower()] += 1
             else:
                 data = b"".join(chunks)
-                best = encode_plain(data)
+                best = encode_plain(data, try_lzma=codec is not None)  # --no-lm / -1: zstd's speed
                 writer.add(best.codec, data, best.payload)
                 stats.chunks[best.codec.name.lower()] += len(chunks)
         n = sum(map(len, group))

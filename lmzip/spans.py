@@ -451,13 +451,13 @@ def breakdown(
     """(archive bytes per coder, original bytes per span kind) from the archive's records
     (container.RecordInfo) and the summaries of the spans records, by record number.
     Coders: model (range-coder bytes of lm records and spans texts, escapes excluded),
-    escapes (estimated, see escape_estimate), zstd and stored (records and side
+    escapes (estimated, see escape_estimate), zstd, lzma and stored (records and side
     streams), span_tables (span tables and their count fields: where RUN spans live),
     container (header, record framing, end; format v2-v4: index and trailer)."""
-    coders = dict.fromkeys(("model", "escapes", "zstd", "stored", "span_tables", "container"), 0)
+    coders = dict.fromkeys(("model", "escapes", "zstd", "lzma", "stored", "span_tables", "container"), 0)
     kinds = dict.fromkeys(KIND_NAMES, 0)
     for i, rec in enumerate(records):
-        if rec.kind in ("lm", "zstd", "stored"):
+        if rec.kind in ("lm", "zstd", "lzma", "stored"):
             coders["model" if rec.kind == "lm" else rec.kind] += rec.payload_length
         elif rec.kind == "spans":
             sp = payloads.get(i)

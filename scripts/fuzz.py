@@ -64,11 +64,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from access_guard import AccessGuard  # noqa: E402
-from fake_lm import FakeIdentity, FakeLM, text  # noqa: E402
+from fake_lm import FakeIdentity, FakeLM, structs, text  # noqa: E402
 from fake_pipe import Pipe  # noqa: E402
 
 import lmzip  # noqa: E402
 from lmzip import cli, files  # noqa: E402
+from lmzip.codecs import encode_plain  # noqa: E402
 from lmzip.container import (  # noqa: E402
     COMPACT_FRAMING,
     END_SIZE,
@@ -142,6 +143,8 @@ def make_bases() -> dict[str, tuple[bytes, bytes]]:
         # numerics v5: the model record carries a memory group (3 chunks) and block; decoding
         # hands the codec one memory group at a time
         "memory-lm": (mixed, {"chunk_size": 200, "batch": 3, "codec_factory": memory_factory}),
+        # format v5: lzma records (structured binary, where LZMA2 beats zstd -19)
+        "lzma": (structs(1500) + text(700, 9), {"chunk_size": 2048, "batch": 2}),
         # format v4: the model as a reference by number (kind 5), not by its hashes
         "known-model": (text(1500, 8), {"chunk_size": 256, "batch": 2, "codec_factory": known_factory}),
     }
@@ -169,7 +172,8 @@ def with_model_name(archive: bytes, original: bytes, name: str) -> bytes:
 
 def rewritten(archive: bytes, original: bytes, name: str | None = None, version: int | None = None) -> bytes:
     """`archive` (of `original`) written again, every CRC recomputed: with its model
-    record's name replaced by `name`, in format `version` (None: as they are)."""
+    record's name replaced by `name`, in format `version` (None: as they are; before v5,
+    lzma records become zstd or stored ones)."""
     reader = ArchiveReader(io.BytesIO(archive))
     out = io.BytesIO()
     header = reader.header if version is None else dataclasses.replace(reader.header, version=version)
@@ -180,7 +184,12 @@ def rewritten(archive: bytes, original: bytes, name: str | None = None, version:
             assert reader.model is not None
             model = reader.model if name is None else dataclasses.replace(reader.model, name=name)
             writer.add_model(model)
-        writer.add(rec.codec, original[pos : pos + rec.original_length], payload, rec.token_count)
+        data = original[pos : pos + rec.original_length]
+        if rec.codec == Codec.LZMA and header.version < COMPACT_FRAMING:
+            plain = encode_plain(data)
+            writer.add(plain.codec, data, plain.payload)
+        else:
+            writer.add(rec.codec, data, payload, rec.token_count)
         pos += rec.original_length
     writer.close(zlib.crc32(original))
     return out.getvalue()
@@ -234,7 +243,7 @@ def layout_of(archive: bytes) -> Layout:
     records = []
     for r in info.records:
         kind = archive[r.offset]
-        n_fields = {0: 1, 1: 2, 2: 3, 3: 1, 4: 3, 5: 1}[kind]
+        n_fields = FIELD_COUNTS[kind]
         values, pos = [], r.offset + 1
         for _ in range(n_fields):
             v, pos = _varint_at(archive, pos)
@@ -258,7 +267,7 @@ def fix_header_crc(b: bytes) -> bytes:
     return b[: end - 4] + struct.pack("<I", zlib.crc32(b[: end - 4])) + b[end:]
 
 
-FIELD_COUNTS = {0: 1, 1: 2, 2: 3, 3: 1, 4: 3, 5: 1}  # varints after each record kind byte
+FIELD_COUNTS = {0: 1, 1: 2, 2: 3, 3: 1, 4: 3, 5: 1, 6: 2}  # varints after each record kind byte
 
 
 def fields_crc(b: bytes, pos: int) -> int | None:

@@ -15,7 +15,8 @@ writer picks codecs. Then commit the new archives and MANIFEST.json with that ch
 Originals: prose.txt (English written for this fixture) and code_py.txt (a frozen copy
 of the start of lmzip/coder.py) are committed as they are; binary.bin (pseudo-random
 bytes from a fixed seed, then zero bytes), mixed.tar (a tar of text with a stray byte
-and a binary member: spans records) and empty.bin are rewritten by this script.
+and a binary member: spans records), structs.bin (6-byte binary records: an lzma
+record) and empty.bin are rewritten by this script.
 
 tests/golden/archives/v2/, v3/ and v4/ keep the format version 2, 3 and 4 archives of the
 same originals (v2: all but mixed.tar) with their MANIFEST.json: this build must still decode
@@ -56,8 +57,10 @@ FIXTURES: dict[str, tuple[str, list[str], bool]] = {
     "empty": ("empty.bin", [], False),
     # format v3: a tar of text with NUL padding, a stray byte without a token and a binary member
     "mixed": ("mixed.tar", ["--chunk-size", "2048"], True),
+    # format v5: structured binary that lzma codes better than zstd -19 (an lzma record)
+    "structs": ("structs.bin", [], True),
 }
-NEEDS = {"mixed": "spans"}  # the record kind a fixture must come out with (default: lm)
+NEEDS = {"mixed": "spans", "structs": "lzma"}  # the record kind a fixture must come out with (default: lm)
 
 
 ARCHIVE_NAMES = {"prose-v4": "prose-v4.txt.lmz"}  # archives not named after their original
@@ -136,8 +139,16 @@ def mixed_original() -> bytes:
     return buf.getvalue()
 
 
+def structs_original() -> bytes:
+    """4.8 KB of 6-byte records (a counter, a seeded pseudo-random field below 300, a
+    constant): lzma's case, a third smaller than zstd -19."""
+    rng = random.Random(BINARY_SEED + 2)
+    return b"".join(i.to_bytes(2, "little") + rng.randrange(300).to_bytes(2, "little") + b"\0\1" for i in range(800))
+
+
 def write_originals() -> None:
     (GOLDEN / "binary.bin").write_bytes(binary_original())
+    (GOLDEN / "structs.bin").write_bytes(structs_original())
     (GOLDEN / "empty.bin").write_bytes(b"")
     (GOLDEN / "mixed.tar").write_bytes(mixed_original())
 

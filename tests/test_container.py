@@ -13,14 +13,14 @@ from datetime import timedelta
 
 import pytest
 import zstandard
-from fake_lm import FakeIdentity, FakeLM, factory, text
+from fake_lm import FakeIdentity, FakeLM, factory, structs, text
 from fake_pipe import Pipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_pipeline import compress
 
 import lmzip
-from lmzip.codecs import zstd_decompress
+from lmzip.codecs import MAX_LZMA_DICT, lzma_compress, lzma_decompress, lzma_dict_size, zstd_decompress
 from lmzip.container import (
     COMPACT_FRAMING,
     END_MARK,
@@ -392,6 +392,55 @@ def test_zstd_decompress_bounds() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20, peak
+
+
+def test_lzma_decompress_bounds() -> None:
+    """Raw LZMA2 streams (format v5's lzma records): exactly O bytes and the stream's end,
+    else corrupt; a stream of 16 MiB of zeros declared as 100 bytes is never decoded whole."""
+    data = structs(800)
+    packed = lzma_compress(data)
+    assert len(packed) < 0.7 * len(zstandard.ZstdCompressor(level=19).compress(data))  # why the kind exists
+    assert lzma_decompress(packed, len(data)) == data
+    assert lzma_decompress(packed, len(data) + 100) == data  # short output: the caller's length check fails
+    for bad, message in (
+        (packed[:-1], "cut short"),
+        (packed[: len(packed) // 2], "cut short"),
+        (packed + b"\x00", "extra bytes"),
+        (packed + packed, "extra bytes"),
+        (b"\xff" * 20, "lzma data corrupt"),
+        (b"", "cut short"),
+    ):
+        with pytest.raises(CorruptChunkError, match=message):
+            lzma_decompress(bad, len(data))
+    with pytest.raises(CorruptChunkError, match="more data than the record's"):
+        lzma_decompress(packed, len(data) - 1)
+    assert [lzma_dict_size(n) for n in (1, 4096, 4097, 5 << 20, 64 << 20)] == [4096, 4096, 8192, 8 << 20, MAX_LZMA_DICT]
+    bomb = lzma_compress(bytes(16 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptChunkError):
+            lzma_decompress(bomb, 100)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+
+
+def test_lzma_record_kind() -> None:
+    """With a model, a run of chunks goes to lzma when that beats zstd -19 and stored;
+    without one (--no-lm, level 1) lzma is not tried (zstd's speed). Version 4 has no kind 6."""
+    data = structs(3000)  # 18 KB
+    with_model = compress(data, chunk_size=4096, codec_factory=factory(FakeLM()))
+    no_lm = compress(data, chunk_size=4096, use_lm=False)
+    assert read_archive_info(io.BytesIO(with_model)).codec_counts["lzma"] == 5
+    assert read_archive_info(io.BytesIO(no_lm)).codec_counts == {"stored": 0, "zstd": 5, "lm": 0, "spans": 0, "lzma": 0}
+    assert len(with_model) < 0.7 * len(no_lm)
+    assert decompress(with_model) == data == decompress(no_lm)
+    packed = lzma_compress(data[:100])
+    records = [record(Codec.LZMA, data[:100], packed)]
+    assert decompress(build(records, data[:100])) == data[:100]
+    v4 = build(records, data[:100], version=4)
+    both_readers_fail(v4, FormatError, "unknown record kind 6 in a version 4 archive")
 
 
 # ------------------------------------------------------------------ fuzz

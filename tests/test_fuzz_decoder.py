@@ -52,7 +52,7 @@ def test_bases_hold_every_record_kind() -> None:
         assert decode(archive) == original, name
         assert decode(archive, batch=1, pipe=True) == original, name
         kinds |= {r[1] for r in fuzz.layout_of(archive).records}
-    assert kinds == {0, 1, 2, 3, 4, 5}  # stored, zstd, lm, model identity, spans, model reference
+    assert kinds == {0, 1, 2, 3, 4, 5, 6}  # stored, zstd, lm, model identity, spans, model reference, lzma
 
 
 @pytest.mark.parametrize("name", LM_BASES)

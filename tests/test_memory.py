@@ -10,6 +10,7 @@ large records with counts and tracemalloc.
 from __future__ import annotations
 
 import io
+import lzma
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ from fake_lm import FakeIdentity
 from script_modules import load_script
 
 from lmzip import pipeline
+from lmzip.codecs import MAX_LZMA_DICT, lzma_dict_size
 from lmzip.container import ArchiveWriter, Codec, Header, ModelInfo
 from lmzip.errors import LmzipError
 from lmzip.pipeline import CompressOptions, DecompressOptions, compress_stream, decompress_stream
@@ -129,6 +131,28 @@ def test_zstd_record_streams_in_pieces() -> None:
     assert peak < 4 * MIB, peak
 
 
+def test_lzma_record_streams_in_pieces() -> None:
+    data = b"".join(b"%08d\n" % i for i in range(2 * MIB))  # 18 MiB, compressible
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 0, "dict_size": lzma_dict_size(len(data))}]
+    out = io.BytesIO()
+    w = ArchiveWriter(out, Header(chunk_size=32 * MIB))
+    w.add(Codec.LZMA, data, lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters))
+    w.close(zlib.crc32(data))
+    archive = io.BytesIO(out.getvalue())
+    want = zlib.crc32(data)
+    del data, out, w
+    got = Sink()
+    tracemalloc.start()
+    try:
+        stats = decompress_stream(archive, got, DecompressOptions())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.crc == want and stats.chunks["lzma"] == 1
+    assert max(got.sizes) <= MIB
+    assert peak < MAX_LZMA_DICT + 4 * MIB, peak  # liblzma allocates through Python: the dictionary counts
+
+
 class Sink:
     """An output that keeps only a CRC and the sizes of the writes."""
 
@@ -200,7 +224,7 @@ def test_streamed_records_survive_damage(monkeypatch: pytest.MonkeyPatch) -> Non
     fuzz bases' truncations and bit flips: the exact original or an LmzipError."""
     monkeypatch.setattr(pipeline, "STREAM_RECORD_BYTES", 0)
     bases = fuzz.make_bases()
-    for name in ("text-nolm", "random", "zeros-named", "multi-group"):  # zstd and stored records
+    for name in ("text-nolm", "random", "zeros-named", "multi-group", "lzma"):  # zstd, stored, lzma records
         original, archive = bases[name]
         for cut in range(len(archive)):
             with pytest.raises(LmzipError):
