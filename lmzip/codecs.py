@@ -153,6 +153,22 @@ class PayloadSource(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
 
+class _Output:
+    """Where a streamed record's pieces go: counted, CRC'd, bounded by the record's
+    length (a stream that decodes to more is corrupt), then written."""
+
+    def __init__(self, write: Callable[[bytes], object], original_length: int, what: str) -> None:
+        self.write, self.limit, self.what = write, original_length, what
+        self.n = self.crc = 0
+
+    def add(self, piece: bytes) -> None:
+        self.n += len(piece)
+        if self.n > self.limit:
+            raise CorruptChunkError(f"{self.what} holds more than the record's {self.limit} bytes")
+        self.crc = zlib.crc32(piece, self.crc)
+        self.write(piece)
+
+
 def decode_plain_into(
     codec: Codec, payload: PayloadSource, original_length: int, write: Callable[[bytes], object]
 ) -> tuple[int, int]:
@@ -163,16 +179,16 @@ def decode_plain_into(
     and lzma_decompress: a stream holding more than original_length bytes, cut short,
     followed by anything or needing a larger window is corrupt. The caller compares
     length and CRC with the record's (output is written before that)."""
-    crc = n = 0
     if codec == Codec.STORED:
+        out = _Output(write, original_length, "stored record")  # the payload length is O: never over
         while piece := payload.read(PIECE):
-            crc, n = zlib.crc32(piece, crc), n + len(piece)
-            write(piece)
-        return n, crc
+            out.add(piece)
+        return out.n, out.crc
     if codec == Codec.LZMA:
-        return _lzma_into(payload, original_length, write)
+        return _lzma_into(payload, _Output(write, original_length, "lzma stream"))
     if codec != Codec.ZSTD:
         raise ValueError(f"decode_plain_into cannot decode {codec.name}")
+    out = _Output(write, original_length, "zstd frame")
     walker = _FrameWalker(original_length)
 
     class _Source:  # what the zstd reader pulls from: the payload, seen by the walker on the way
@@ -185,38 +201,28 @@ def decode_plain_into(
     try:
         with dctx.stream_reader(_Source(), read_size=1 << 17, read_across_frames=False, closefd=False) as reader:
             while piece := reader.read(PIECE):
-                n += len(piece)
-                if n > original_length:
-                    raise CorruptChunkError(f"zstd frame holds more than the record's {original_length} bytes")
-                crc = zlib.crc32(piece, crc)
-                write(piece)
+                out.add(piece)
     except zstandard.ZstdError as e:
         raise CorruptChunkError(f"zstd data corrupt ({e})") from None
     while rest := payload.read(PIECE):  # what the reader left after its frame ended
         walker.feed(rest)
     walker.finish()
-    return n, crc
+    return out.n, out.crc
 
 
-def _lzma_into(payload: PayloadSource, original_length: int, write: Callable[[bytes], object]) -> tuple[int, int]:
-    d = _lzma_decompressor(original_length)
-    crc = n = 0
+def _lzma_into(payload: PayloadSource, out: _Output) -> tuple[int, int]:
+    d = _lzma_decompressor(out.limit)
     try:
         while not d.eof:
             data = payload.read(1 << 17) if d.needs_input else b""
             if d.needs_input and not data:
                 raise CorruptChunkError("lzma data corrupt (cut short)")
-            piece = d.decompress(data, max_length=PIECE)
-            n += len(piece)
-            if n > original_length:
-                raise CorruptChunkError(f"lzma stream holds more than the record's {original_length} bytes")
-            crc = zlib.crc32(piece, crc)
-            write(piece)
+            out.add(d.decompress(data, max_length=PIECE))
     except lzma.LZMAError as e:
         raise CorruptChunkError(f"lzma data corrupt ({e})") from None
     if d.unused_data or payload.read(1):
         raise CorruptChunkError("lzma data corrupt (extra bytes after the stream)")
-    return n, crc
+    return out.n, out.crc
 
 
 class _FrameWalker:
