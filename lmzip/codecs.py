@@ -118,7 +118,7 @@ def lzma_decompress(payload: bytes, original_length: int) -> bytes:
 def encode_plain(data: bytes, try_lzma: bool = False) -> Encoded:
     """A stored, zstd or (with try_lzma) lzma record for `data` (one or more chunks): the
     smallest; stored unless a compressor makes it smaller, zstd on a tie with lzma (the
-    faster decoder). try_lzma costs xz -9e's time (about 1 MB/s) on top of zstd -19's."""
+    faster decoder). try_lzma adds xz -9e's time to zstd -19's (scripts/lzma_cost.py)."""
     best = Encoded(Codec.STORED, data)
     packed = zstd_compress(data)
     if len(packed) < len(data):

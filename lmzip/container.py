@@ -32,7 +32,6 @@ from lmzip.errors import CorruptChunkError, FormatError
 MAGIC = b"LMZ\x00"
 END_MAGIC = b"LMZE"
 END_MARK = 0x4C  # "L": never a record kind; ends the records (versions 2-4: starts the index)
-INDEX_MARK = END_MARK
 VERSION = 5
 READ_VERSIONS = (2, 3, 4, 5)  # 2: without spans records; 3: without model references; 4: with an index
 COMPACT_FRAMING = 5  # from this version on: one-chunk records hold chunk size - O; no index, a CRC of the fields
@@ -510,7 +509,8 @@ class _Fields:
 
     def cost(self, header: Header) -> int:
         """Bytes the record adds to an archive: itself, and its index entry before v5."""
-        return self.size(header) + (len(self.pack(header)) if header.version < COMPACT_FRAMING else 0)
+        fields = len(self.pack(header))
+        return fields + self.payload_length + _CRC.size + (fields if header.version < COMPACT_FRAMING else 0)
 
 
 def _model_record(model: ModelInfo, version: int) -> tuple[int, bytes]:
@@ -575,8 +575,6 @@ class _Layout:
 
     def __init__(self, header: Header, keep: bool = True) -> None:
         self.header = header
-        self.chunk_size = header.chunk_size
-        self.version = header.version
         self.records: list[RecordInfo] = []  # stays empty unless `keep` (memory O(1) in records)
         self.keep = keep
         self.count = 0  # records added
@@ -588,8 +586,9 @@ class _Layout:
 
     def add(self, f: _Fields) -> RecordInfo:
         i = self.count
-        if self.version < FIRST_VERSION.get(f.kind, READ_VERSIONS[0]):
-            raise FormatError(f"record {i}: unknown record kind {f.kind} in a version {self.version} archive")
+        version, chunk_size = self.header.version, self.header.chunk_size
+        if version < FIRST_VERSION.get(f.kind, READ_VERSIONS[0]):
+            raise FormatError(f"record {i}: unknown record kind {f.kind} in a version {version} archive")
         if f.kind in MODEL_KINDS:
             if self.model:
                 raise FormatError(f"record {i}: second model identity record")
@@ -600,15 +599,15 @@ class _Layout:
             if self.short:
                 raise FormatError(f"record {i}: data after the short last chunk")
             one = codec in (Codec.LM, Codec.SPANS)
-            limit = self.chunk_size * (1 if one else max_record_chunks(self.chunk_size))
+            limit = chunk_size * (1 if one else max_record_chunks(chunk_size))
             if not 1 <= f.length <= limit:
                 raise FormatError(f"record {i}: original length {f.length} outside 1..{limit}")
             if one and not self.model:
                 raise FormatError(f"record {i}: {codec.name.lower()} record before the model identity record")
-            count = -(-f.length // self.chunk_size)
+            count = -(-f.length // chunk_size)
             info = RecordInfo(
                 self.offset,
-                f.size(self.header),
+                f.size(self.header),  # after the checks: a v5 shortfall exists only for a valid length
                 codec.name.lower(),
                 self.original,
                 f.length,
@@ -617,13 +616,13 @@ class _Layout:
                 self.chunks,
                 count,
             )
-            self.short = f.length % self.chunk_size != 0
+            self.short = f.length % chunk_size != 0
             self.chunks += count
             self.original += f.length
         if self.keep:
             self.records.append(info)
         self.count += 1
-        self.offset += f.size(self.header)
+        self.offset += info.size
         return info
 
 
@@ -635,7 +634,7 @@ class ChunkView(Sequence[ChunkInfo]):
     """
 
     def __init__(self, layout: _Layout) -> None:
-        self._cs = layout.chunk_size
+        self._cs = layout.header.chunk_size
         self._records = [(i, r) for i, r in enumerate(layout.records) if r.kind != "model"]
         self._starts: list[int] = []  # first chunk index of each data record
         n = 0
@@ -709,7 +708,7 @@ def _read_index(
     layout rules. Returns the layout (record offsets from `start`, the header's end;
     records listed only when `expected` is None) and the whole-stream CRC. With
     `expected`, memory is O(1) in the number of records."""
-    r.capture = bytearray([INDEX_MARK])
+    r.capture = bytearray([END_MARK])
     count = r.varint("index")
     if expected is not None and count != expected[0]:
         raise FormatError(f"index lists {count} records, archive has {expected[0]}")
@@ -802,7 +801,7 @@ class ArchiveWriter:
         if self._index is None:
             self.pos += self._write(bytes([END_MARK]) + _END.pack(data_crc, self._fields_crc, END_MAGIC))
             return self.pos
-        index = bytes([INDEX_MARK]) + uvarint(self._layout.count) + self._index
+        index = bytes([END_MARK]) + uvarint(self._layout.count) + self._index
         crc8 = struct.pack("<II", data_crc, len(index))
         tail = crc8 + _CRC.pack(zlib.crc32(crc8, zlib.crc32(index))) + END_MAGIC
         self.pos += self._write(index + tail)
@@ -866,6 +865,7 @@ class ArchiveReader:
 
     def entries(self) -> Iterator[tuple[Record, Payload]]:
         r, layout, header = self._r, self.layout, self.header
+        indexed = header.version < COMPACT_FRAMING
         digest = _entries_digest()  # versions 2-4: compared with the index
         fields_crc = 0  # version 5: compared with the end's
         while True:
@@ -877,9 +877,10 @@ class ArchiveReader:
                 break
             f = _read_fields(r, first[0], i, header)
             info = layout.add(f)  # checks the layout before the payload is read
-            head = f.pack(header)
-            digest.update(head)
-            fields_crc = zlib.crc32(head, fields_crc)
+            if indexed:
+                digest.update(f.pack(header))
+            else:
+                fields_crc = zlib.crc32(f.pack(header), fields_crc)
             (crc,) = _CRC.unpack(r.read(4, f"record {i}"))
             if f.kind in MODEL_KINDS:
                 payload = r.read(f.payload_length, f"record {i}")
@@ -904,7 +905,7 @@ class ArchiveReader:
                 body,
             )
             body.skip()
-        if header.version < COMPACT_FRAMING:
+        if indexed:
             _, self.crc = _read_index(r, header, (layout.count, digest.digest()), self.header_size)
             return
         crc, declared, magic = _END.unpack(r.read(_END.size, "end"))
@@ -928,13 +929,20 @@ def members(src: BinaryIO, keep_records: bool = False) -> Iterator[ArchiveReader
             if reader.crc is None:
                 raise RuntimeError("members(): the previous archive was not read to its end")
             offset += reader.position
-            lead = read_full(src, len(MAGIC))
-            if not lead:
+            if not _another_archive(src, offset):
                 return
-            if lead != MAGIC:
-                raise FormatError(f"trailing garbage after archive (at byte {offset}: not an lmzip archive)")
+            lead = MAGIC
         reader = ArchiveReader(src, lead=lead, keep_records=keep_records)
         yield reader
+
+
+def _another_archive(src: BinaryIO, offset: int) -> bool:
+    """After an archive that ended at byte `offset`: whether another one follows (its
+    magic, now read), or nothing does; anything else raises FormatError."""
+    lead = read_full(src, len(MAGIC))
+    if lead and lead != MAGIC:
+        raise FormatError(f"trailing garbage after archive (at byte {offset}: not an lmzip archive)")
+    return bool(lead)
 
 
 # ---------------------------------------------------------------- info
@@ -960,9 +968,7 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
     if header.version >= COMPACT_FRAMING:
         src.seek(start)
         info = _walk_info(ArchiveReader(src, keep_records=True))
-        after = read_full(src, len(MAGIC))  # as `members` would: another archive, or nothing
-        if after and after != MAGIC:
-            raise FormatError(f"trailing garbage after archive (at byte {info.compressed_size}: not an lmzip archive)")
+        _another_archive(src, info.compressed_size)  # another archive may follow, nothing else
         return info
     header_end = r.pos
     if size < header_end + 2 + TRAILER_SIZE:
@@ -977,7 +983,7 @@ def read_info(src: BinaryIO) -> ArchiveInfo:
         raise FormatError("trailer does not match the archive size")
     src.seek(start + index_offset)
     r = _Reader(src, "index malformed: {} cut short (corrupt archive)")
-    if r.read(1, "index")[0] != INDEX_MARK:
+    if r.read(1, "index")[0] != END_MARK:
         raise FormatError("index missing at the offset the trailer gives")
     layout, crc = _read_index(r, header, None, header_end, index_size // 2)
     if r.pos != index_size + TRAILER_SIZE:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from lmzip import defaults, spans
-from lmzip.codecs import decode_plain, decode_plain_into, encode_plain, lm_saving, zstd_compress
+from lmzip.codecs import Encoded, decode_plain, decode_plain_into, encode_plain, lm_saving, zstd_compress
 from lmzip.container import (
     MAX_OVERHEAD,
     ArchiveInfo,
@@ -236,13 +236,17 @@ def _candidates(codec: ModelCodec | None, group: list[bytes]) -> list[_Candidate
     return out
 
 
+Runs = dict[tuple[int, int], Encoded]  # a group's runs group[start:stop] -> their record's payload
+
+
 def _choose(
-    group: list[bytes], cands: list[_Candidate | None], model_cost: int, header: Header
+    group: list[bytes], cands: list[_Candidate | None], model_cost: int, header: Header, runs: Runs | None = None
 ) -> list[_Candidate | None]:
-    """Per chunk: the model-coded record to write, or None (a stored/zstd run). Plans:
+    """Per chunk: the model-coded record to write, or None (a stored/zstd/lzma run). Plans:
     (a) lm records picked as format v2 picks them (`_lm_choices`), (b) the same rule over
     lm and spans candidates, (c) none. When (a) and (b) differ, the smallest in exact
-    bytes wins, (a) on ties: a group never costs more than without spans records."""
+    bytes wins, (a) on ties: a group never costs more than without spans records. The
+    runs coded to cost the plans are left in `runs`, for the writer to reuse."""
     alone = [0] * len(group)  # each chunk's own stored/zstd size, computed once
     for i, (data, c) in enumerate(zip(group, cands, strict=True)):
         if c is not None and len(c.payload) < len(data):
@@ -258,56 +262,46 @@ def _choose(
     if plans[1] == plans[0]:
         return plans[0]
     plans.append([None] * len(group))
-    cache: dict[tuple[int, int], int] = {}
-    costs = [_plan_cost(group, plan, model_cost, cache, header) for plan in plans]
+    runs = {} if runs is None else runs
+    costs = [_plan_cost(group, plan, model_cost, header, runs) for plan in plans]
     return plans[costs.index(min(costs))]
 
 
-def _plan_cost(
-    group: list[bytes],
-    plan: list[_Candidate | None],
-    model_cost: int,
-    cache: dict[tuple[int, int], int],
-    header: Header,
-) -> int:
+def _run_record(group: list[bytes], start: int, stop: int, try_lzma: bool, runs: Runs) -> Encoded:
+    """The record of the run group[start:stop]: coded once, whoever asks first."""
+    if (start, stop) not in runs:
+        runs[start, stop] = encode_plain(b"".join(group[start:stop]), try_lzma)
+    return runs[start, stop]
+
+
+def _plan_cost(group: list[bytes], plan: list[_Candidate | None], model_cost: int, header: Header, runs: Runs) -> int:
     """Exact bytes the group's records (and the model identity record, if it needs one) take."""
     total = model_cost if any(plan) else 0
-    start = 0
-    for i in range(len(group) + 1):
-        if i == len(group) or plan[i] is not None:
-            if start < i:  # the run group[start:i], costed as one record (the writer splits at 64 MiB)
-                if (start, i) not in cache:
-                    data = b"".join(group[start:i])
-                    best = encode_plain(data, try_lzma=True)  # as the writer with a model
-                    cache[start, i] = record_cost(best.codec, header, len(data), len(best.payload))
-                total += cache[start, i]
-            if i < len(group):
-                c = plan[i]
-                assert c is not None
-                total += record_cost(c.codec, header, len(group[i]), len(c.payload), c.tokens)
-            start = i + 1
+    for start, stop, cand in _segments(plan, max_record_chunks(header.chunk_size)):
+        original = sum(len(c) for c in group[start:stop])
+        if cand is None:  # a run, coded as the writer with a model codes it
+            run = _run_record(group, start, stop, True, runs)
+            total += record_cost(run.codec, header, original, len(run.payload))
+        else:
+            total += record_cost(cand.codec, header, original, len(cand.payload), cand.tokens)
     return total
 
 
-def _segments(
-    group: list[bytes], chosen: list[_Candidate | None], run_limit: int
-) -> Iterator[tuple[list[bytes], _Candidate | None]]:
-    """The records of a group: ([chunk], candidate) for an lm or spans record, (chunks,
-    None) for a run of up to run_limit consecutive other chunks."""
-    run: list[bytes] = []
-    for data, cand in zip(group, chosen, strict=True):
+def _segments(chosen: list[_Candidate | None], run_limit: int) -> Iterator[tuple[int, int, _Candidate | None]]:
+    """The records of a group, as (start, stop, candidate) over its chunks: one chunk and
+    its candidate for an lm or spans record, a run of up to run_limit consecutive other
+    chunks and None."""
+    start = 0
+    for i, cand in enumerate(chosen):
+        if cand is not None or i - start >= run_limit:
+            if start < i:
+                yield start, i, None
+            start = i
         if cand is not None:
-            if run:
-                yield run, None
-                run = []
-            yield [data], cand
-        else:
-            run.append(data)
-            if len(run) >= run_limit:
-                yield run, None
-                run = []
-    if run:
-        yield run, None
+            yield i, i + 1, cand
+            start = i + 1
+    if start < len(chosen):
+        yield start, len(chosen), None
 
 
 def compress_stream(
@@ -334,26 +328,26 @@ def compress_stream(
         for data in group:
             crc = zlib.crc32(data, crc)
         chosen: list[_Candidate | None] = [None] * len(group)
+        runs: Runs = {}  # the runs _choose coded, reused below (lzma -9e is slow)
         if codec is not None:
             model_cost = 0
             if not writer.has_model:  # the model record (and before v5 its index entry)
                 model_cost = model_record_size(_identity(codec, batch))
-            chosen = _choose(group, cands, model_cost, writer.header)
+            chosen = _choose(group, cands, model_cost, writer.header, runs)
             finish = getattr(codec, "finish_group", None)
             if finish is not None:  # file-wide memory: code the chosen lm chunks with it
                 chosen = _with_memory(finish, chosen)
-        for chunks, cand in _segments(group, chosen, run_limit):
+        for start, stop, cand in _segments(chosen, run_limit):
             if cand is not None:
                 if not writer.has_model:
                     assert codec is not None
                     writer.add_model(_identity(codec, batch))
-                writer.add(cand.codec, chunks[0], cand.payload, cand.tokens)
+                writer.add(cand.codec, group[start], cand.payload, cand.tokens)
                 stats.chunks[cand.codec.name.lower()] += 1
-            else:
-                data = b"".join(chunks)
-                best = encode_plain(data, try_lzma=codec is not None)  # --no-lm / -1: zstd's speed
-                writer.add(best.codec, data, best.payload)
-                stats.chunks[best.codec.name.lower()] += len(chunks)
+            else:  # --no-lm / -1 keep zstd's speed: no lzma without a model
+                best = _run_record(group, start, stop, codec is not None, runs)
+                writer.add(best.codec, b"".join(group[start:stop]), best.payload)
+                stats.chunks[best.codec.name.lower()] += stop - start
         n = sum(map(len, group))
         stats.original_bytes += n
         if progress:

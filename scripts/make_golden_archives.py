@@ -41,6 +41,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_lm import structs  # noqa: E402  (tests/fake_lm.py: the lzma fixture's records)
 
 GOLDEN = ROOT / "tests" / "golden" / "archives"
 MANIFEST = GOLDEN / "MANIFEST.json"
@@ -139,16 +142,9 @@ def mixed_original() -> bytes:
     return buf.getvalue()
 
 
-def structs_original() -> bytes:
-    """4.8 KB of 6-byte records (a counter, a seeded pseudo-random field below 300, a
-    constant): lzma's case, a third smaller than zstd -19."""
-    rng = random.Random(BINARY_SEED + 2)
-    return b"".join(i.to_bytes(2, "little") + rng.randrange(300).to_bytes(2, "little") + b"\0\1" for i in range(800))
-
-
 def write_originals() -> None:
     (GOLDEN / "binary.bin").write_bytes(binary_original())
-    (GOLDEN / "structs.bin").write_bytes(structs_original())
+    (GOLDEN / "structs.bin").write_bytes(structs(800, seed=BINARY_SEED + 2))  # 4.8 KB of 6-byte records
     (GOLDEN / "empty.bin").write_bytes(b"")
     (GOLDEN / "mixed.tar").write_bytes(mixed_original())
 

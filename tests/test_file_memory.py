@@ -256,7 +256,9 @@ def test_pipeline_round_trip_with_memory(tiny, batch, monkeypatch):  # noqa: F81
 
     # the tiny random model rarely beats zstd: every chunk but the fourth goes to the lm
     monkeypatch.setattr(
-        pipeline, "_choose", lambda group, cands, cost, header: [c if i % 4 != 3 else None for i, c in enumerate(cands)]
+        pipeline,
+        "_choose",
+        lambda group, cands, cost, header, runs=None: [c if i % 4 != 3 else None for i, c in enumerate(cands)],
     )
     data = training_text(seed=9, sentences=120).encode()
     out = io.BytesIO()
