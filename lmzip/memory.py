@@ -1,4 +1,4 @@
-"""File-wide memory: exact online models mixed with the language model (numerics v5, v6).
+"""File-wide memory: exact online models mixed with the language model (numerics v5-v7).
 
 The language model sees 1,024 tokens of its own chunk. This module remembers the whole
 file: a match model (the longest recent repeat of the token context) and hashed token
@@ -40,6 +40,15 @@ a weight set learns faster while it is young (few updates), since 4x more sets s
 fewer updates each; and the n-gram orders are 1, 2, 3, 5 and 8 (long log prefixes).
 Ideal code (`scripts/memory_variants.py replay`): Linux_2k.log 6,277 -> 5,813 B,
 Spark_2k.log 5,412 -> 5,048, Android_2k.log 9,307 -> 8,494, alice29.txt +4 B.
+
+Numerics v7 (what lmzip writes from 2026-12-03 on) adds a fourth input, the shape model:
+an n-gram over the line's *skeleton*, in which a finished run of digit tokens counts as
+one item (RUN_MARK) and the open run as its length. Inside a number the n-grams see only
+the digits so far, random in an id or a port; the skeleton still sees the words before it
+and how many digits came, so it knows where a 19-digit block id or a 5-digit port ends and
+what follows, and which line template the words belong to (orders up to 48 items). Its
+confidence selects the mixer's weight set too. Ideal code against v6 (`replay`):
+HDFS_2k.log -5.9%, Spark_2k.log -15.6%, Linux_2k.log -8.0%, alice29.txt -0.03%.
 """
 
 from __future__ import annotations
@@ -59,18 +68,21 @@ MATCH_BITS = 20  # match hash table: 1 Mi positions (4 MiB)
 MATCH_MIN = 3  # tokens of context hashed to find a match
 MATCH_ORDERS = (MATCH_MIN,)  # context lengths looked up, longest first (one hash table each)
 MATCH_MAX = 65535  # match length saturates here
-NGRAM_ORDERS = {5: (1, 2, 3, 4), 6: (1, 2, 3, 5, 8)}  # per numerics version: context lengths, one table each
+NGRAM_ORDERS = {5: (1, 2, 3, 4), 6: (1, 2, 3, 5, 8), 7: (1, 2, 3, 5, 8)}  # per numerics version: one table each
 NGRAM_BITS = 17  # slots per order (each: check + 16 token/count pairs: 33 int32 = 132 B)
 NGRAM_WAYS = 16
 NGRAM_COUNT_MAX = 1023  # counts of a slot are halved when one passes this
 STATEMAP_LIMIT = 1023  # adaptation rate of match confidence: 1/(n+2), n capped here
-MIX_INPUTS = 3  # language model, n-gram, match
+MIX_INPUTS = 3  # language model, n-gram, match (v7: and the shape model)
 MIX_RATE = 77  # learning rate of the mixer, in 1/256 (0.3)
 MIX_THETA_MAX = 16 * 256  # mixer parameters are clamped to +-16 nats
 MIX_THETA_LM = 2 * 256  # initial parameter of the language model (the others start at 0)
-MEMORY_NUMERICS = (5, 6)  # numerics versions of archives with file-wide memory (6: what lmzip writes)
+MEMORY_NUMERICS = (5, 6, 7)  # numerics versions of archives with file-wide memory (7: what lmzip writes)
 YOUNG_BOOST = 4  # v6: a weight set's first updates learn up to this many times faster ...
 YOUNG_HALF = 64  # ... the boost falling as YOUNG_HALF / (YOUNG_HALF + updates so far)
+SHAPE_ORDERS = (3, 6, 12, 24, 48)  # v7: skeleton items of context (a digit run counts as one), one table each
+RUN_CAP = 24  # v7: digit-run lengths above this share a context
+RUN_MARK = -1  # v7: a finished digit run in the skeleton
 
 _MASK64 = (1 << 64) - 1
 _HASH_MUL = 0x9E3779B97F4A7C15
@@ -108,15 +120,23 @@ def match_bucket(length: int) -> int:
 
 
 NGRAM_CONFIDENCES = 13
+SHAPE_CONFIDENCES = 7
+
+
+def _top_level(dist: dict[int, int]) -> int:
+    """0..5: how many of 1/4, 1/2, 3/4, 7/8, 15/16 the top probability of ``dist`` reaches."""
+    top = max(dist.values())
+    return sum(top >= x for x in (ONE // 4, ONE // 2, 3 * ONE // 4, 7 * ONE // 8, 15 * ONE // 16))
 
 
 def ngram_confidence(dist: dict[int, int], order: int) -> int:
     """0: no n-gram prediction; else 1 + 6 * (order >= 3) + level of the top probability (0..5)."""
-    if not dist:
-        return 0
-    top = max(dist.values())
-    level = sum(top >= x for x in (ONE // 4, ONE // 2, 3 * ONE // 4, 7 * ONE // 8, 15 * ONE // 16))
-    return 1 + 6 * (order >= 3) + level
+    return 1 + 6 * (order >= 3) + _top_level(dist) if dist else 0
+
+
+def shape_confidence(dist: dict[int, int]) -> int:
+    """v7: 0: no shape prediction; else 1 + level of the top probability (0..5)."""
+    return 1 + _top_level(dist) if dist else 0
 
 
 # ---------------------------------------------------------------------------
@@ -272,8 +292,8 @@ class Mixer:
     it writes one (a full copy of v6's 832 sets per chunk and block took 1.5 s of a pass
     over alice29.txt: `scripts/memory_variants.py replay` prints each pass's time)."""
 
-    def __init__(self, sets: int, young: bool = False) -> None:
-        self.theta = [[MIX_THETA_LM] + [0] * (MIX_INPUTS - 1) for _ in range(sets)]
+    def __init__(self, sets: int, young: bool = False, inputs: int = MIX_INPUTS) -> None:
+        self.theta = [[MIX_THETA_LM] + [0] * (inputs - 1) for _ in range(sets)]
         self.updates = [0] * sets if young else None
         self._rows: dict[int, list[int]] | None = None  # a private copy's own rows (None: the shared mixer)
         self._counts: dict[int, int] = {}  # and its own update counts
@@ -317,9 +337,25 @@ class Mixer:
             th = self.theta[s]
         elif (th := self._rows.get(s)) is None:  # a private copy's first write to this set
             th = self._rows[s] = self.theta[s][:]
-        for i in range(MIX_INPUTS):
+        for i in range(len(th)):
             step = (rate * w[i] * (probs[i] - mixed)) // (total * mixed)
             th[i] = min(MIX_THETA_MAX, max(-MIX_THETA_MAX, th[i] + step))
+
+
+def _counts(table: NGramTable, h: int, pending: dict[int, dict[int, int]]) -> dict[int, int]:
+    """Token counts of context hash ``h``: the shared table's plus a chunk's own not yet absorbed."""
+    counts = dict(table.lookup(h))
+    for t, c in pending.get(h, {}).items():
+        counts[t] = counts.get(t, 0) + c
+    return counts
+
+
+def _blend(lower: dict[int, int], counts: dict[int, int]) -> dict[int, int]:
+    """A longer context's counts over the shorter contexts' distribution (q16): n counts
+    of d tokens keep d / (n + d) of the mass for the shorter contexts (Witten-Bell)."""
+    n = sum(counts.values())
+    d = len(counts)
+    return {t: (counts.get(t, 0) * ONE + d * lower.get(t, 0)) // (n + d) for t in set(lower) | set(counts)}
 
 
 # ---------------------------------------------------------------------------
@@ -344,7 +380,14 @@ class ChunkState:
     # the shared adaptive parameters as of the last barrier plus this chunk's own updates since
     mixer: Mixer | None = None
     confidence: StateMap | None = None
-    events: list[tuple[int, int, int, tuple[int, int, int], int]] = field(default_factory=list)
+    events: list[tuple[int, int, int, tuple[int, ...], int]] = field(default_factory=list)
+    # v7: the skeleton (last tokens, each finished digit run as RUN_MARK), the open run's
+    # length, the shape context of every position coded and its counts not yet absorbed
+    skeleton: list[int] = field(default_factory=list)
+    skeleton_hashes: tuple[int, ...] = ()  # per SHAPE_ORDERS: hash of that many last skeleton items
+    run: int = 0
+    shape_keys: list[tuple[int, ...]] = field(default_factory=list)  # positions absorbed .. now
+    shape_pending: dict[int, dict[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -355,6 +398,8 @@ class Prediction:
     predicted: int  # match model's token, -1 if none
     q_match: int  # q16
     ngram: dict[int, int]  # token -> q16
+    shape: dict[int, int] = field(default_factory=dict)  # v7: token -> q16
+    shape_keys: tuple[int, ...] = ()  # v7: its contexts, one per SHAPE_ORDERS
 
 
 class FileMemory:
@@ -375,6 +420,7 @@ class FileMemory:
         self.vocab = vocab
         self.block = block
         self.v6 = numerics >= 6
+        self.v7 = numerics >= 7
         self.digits = digits
         self.history = History()
         # per match order: hash of that many tokens -> history position after them
@@ -386,7 +432,10 @@ class FileMemory:
         # match bucket x (match in own chunk) [x (predicts a digit), v6]
         self.confidence = StateMap(16 * 2 * (2 if self.v6 else 1), ONE // 2)
         # match bucket x n-gram confidence [x (last token a digit) x (predicted token a digit), v6]
-        self.mixer = Mixer(16 * NGRAM_CONFIDENCES * (4 if self.v6 else 1), young=self.v6)
+        sets = 16 * NGRAM_CONFIDENCES * (4 if self.v6 else 1) * (SHAPE_CONFIDENCES if self.v7 else 1)
+        self.mixer = Mixer(sets, young=self.v6, inputs=MIX_INPUTS + int(self.v7))
+        # v7: skeleton contexts -> next token counts
+        self.shapes = [NGramTable(k) for k in SHAPE_ORDERS] if self.v7 else []
 
     # -- prediction ------------------------------------------------------------
 
@@ -399,19 +448,28 @@ class FileMemory:
         for i, table in enumerate(self.ngrams):
             if table.order > len(hashes):
                 break
-            h = hashes[table.order - 1] + table.order
-            counts = dict(table.lookup(h))
-            own = cs.pending.get(h)
-            if own:
-                for t, c in own.items():
-                    counts[t] = counts.get(t, 0) + c
+            counts = _counts(table, hashes[table.order - 1] + table.order, cs.pending)
             if not counts:
                 break
             found = i + 1
-            n = sum(counts.values())
-            d = len(counts)
-            dist = {t: (counts.get(t, 0) * ONE + d * dist.get(t, 0)) // (n + d) for t in set(dist) | set(counts)}
+            dist = _blend(dist, counts)
         return dist, found
+
+    def _shape_keys(self, cs: ChunkState) -> tuple[int, ...]:
+        """v7: per SHAPE_ORDERS, the hash of that many skeleton items and the open run's length."""
+        hashes = cs.skeleton_hashes or (0,) * len(SHAPE_ORDERS)
+        run = min(cs.run, RUN_CAP)
+        return tuple(_hash_step(h, run) + order for h, order in zip(hashes, SHAPE_ORDERS, strict=True))
+
+    def _shape(self, cs: ChunkState, keys: tuple[int, ...]) -> dict[int, int]:
+        """v7: the next token's distribution given the skeleton, interpolated as _ngram's."""
+        dist: dict[int, int] = {}
+        for table, h in zip(self.shapes, keys, strict=True):
+            counts = _counts(table, h, cs.shape_pending)
+            if not counts:
+                break
+            dist = _blend(dist, counts)
+        return dist
 
     def predict(self, cs: ChunkState) -> Prediction:
         if cs.mixer is None or cs.confidence is None:
@@ -433,6 +491,12 @@ class FileMemory:
             guess = predicted if predicted >= 0 else min(dist, key=lambda t: (-dist[t], t)) if dist else -1
             last_digit = bool(cs.tokens) and cs.tokens[-1] in self.digits
             mix_set = mix_set * 4 + 2 * int(last_digit) + int(guess in self.digits)
+        shape: dict[int, int] = {}
+        keys: tuple[int, ...] = ()
+        if self.v7:
+            keys = self._shape_keys(cs)
+            shape = self._shape(cs, keys)
+            mix_set = mix_set * SHAPE_CONFIDENCES + shape_confidence(shape)
         q_match = cs.confidence.q16(conf_ctx) if predicted >= 0 else 0
         w = cs.mixer.weights(mix_set)
         total = sum(w)
@@ -442,6 +506,8 @@ class FileMemory:
                 boost[t] = w[1] * q
         if predicted >= 0:
             boost[predicted] = boost.get(predicted, 0) + w[2] * q_match
+        for t, q in shape.items():
+            boost[t] = boost.get(t, 0) + w[3] * q
         scale = total * ONE
         items = sorted((t, (v << FREQ_BITS) // scale) for t, v in boost.items())
         items = [(t, v) for t, v in items if v > 0]
@@ -451,7 +517,7 @@ class FileMemory:
             items = [(t, v * cap // b_sum) for t, v in items]
             b_sum = sum(v for _, v in items)
         boosts = Boosts(tuple(t for t, _ in items), tuple(v for _, v in items), TOTAL - self.vocab - b_sum)
-        return Prediction(boosts, mix_set, conf_ctx, predicted, q_match, dist)
+        return Prediction(boosts, mix_set, conf_ctx, predicted, q_match, dist, shape, keys)
 
     # -- after a token is coded ------------------------------------------------
 
@@ -459,8 +525,12 @@ class FileMemory:
         """Record the coded token: private match model now, shared updates at the barrier."""
         p_ng = pred.ngram.get(token, 0) << 8
         p_m = (pred.q_match << 8) if pred.predicted == token else 0
+        probs: tuple[int, ...] = (lm_freq, p_ng, p_m)
+        if self.v7:
+            probs += (pred.shape.get(token, 0) << 8,)
+            self._observe_shape(cs, pred.shape_keys, token)
         event = (pred.mix_set, pred.bucket, int(pred.predicted >= 0) + int(pred.predicted == token),
-                 (lm_freq, p_ng, p_m), mixed_freq)  # fmt: skip
+                 probs, mixed_freq)  # fmt: skip
         cs.events.append(event)
         assert cs.mixer is not None and cs.confidence is not None  # set by predict
         self._learn(cs.mixer, cs.confidence, event)
@@ -496,6 +566,30 @@ class FileMemory:
         for _, order, h in hashes:
             cs.own[h + order] = n
 
+    def _observe_shape(self, cs: ChunkState, keys: tuple[int, ...], token: int) -> None:
+        """v7: count the token under its skeleton contexts (privately until the barrier) and
+        extend the skeleton: digits lengthen the open run, anything else closes it."""
+        cs.shape_keys.append(keys)
+        for h in keys:
+            own = cs.shape_pending.setdefault(h, {})
+            own[token] = own.get(token, 0) + 1
+        if token in self.digits:
+            cs.run += 1
+            return
+        if cs.run:
+            cs.skeleton.append(RUN_MARK)
+            cs.run = 0
+        cs.skeleton.append(token)
+        if len(cs.skeleton) > 2 * SHAPE_ORDERS[-1]:
+            del cs.skeleton[: -SHAPE_ORDERS[-1]]
+        hashes, h, n = [], 0, len(cs.skeleton)
+        for i in range(1, SHAPE_ORDERS[-1] + 1):  # the last i items, newest first
+            if i <= n:
+                h = _hash_step(h, cs.skeleton[n - i])
+            if i in SHAPE_ORDERS:
+                hashes.append(h)
+        cs.skeleton_hashes = tuple(hashes)
+
     def _find_match(self, cs: ChunkState, table: int, order: int, h: int) -> None:
         """Start a match on the last ``order`` tokens: the chunk's own last occurrence
         first, else the shared history; its length is the verified common suffix (at most
@@ -529,8 +623,12 @@ class FileMemory:
             toks = cs.tokens
             for i in range(cs.absorbed, len(toks)):
                 self._absorb(toks, i)
+                for table, h in zip(self.shapes, cs.shape_keys[i - cs.absorbed] if self.v7 else (), strict=True):
+                    table.update(h, toks[i])
             cs.absorbed = len(toks)
             cs.pending.clear()
+            cs.shape_keys.clear()
+            cs.shape_pending.clear()
             for event in cs.events:
                 self._learn(self.mixer, self.confidence, event)
             cs.events.clear()
@@ -538,7 +636,7 @@ class FileMemory:
             cs.mixer = cs.confidence = None
 
     @staticmethod
-    def _learn(mixer: Mixer, confidence: StateMap, event: tuple[int, int, int, tuple[int, int, int], int]) -> None:
+    def _learn(mixer: Mixer, confidence: StateMap, event: tuple[int, int, int, tuple[int, ...], int]) -> None:
         mix_set, bucket, outcome, probs, mixed = event
         if outcome:
             confidence.update(bucket, outcome == 2)

@@ -21,7 +21,9 @@ record) and empty.bin are rewritten by this script.
 tests/golden/archives/v2/, v3/ and v4/ keep the format version 2, 3 and 4 archives of the
 same originals (v2: all but mixed.tar) with their MANIFEST.json: this build must still decode
 them, and no longer writes them, so this script leaves them alone. After a format
-version bump, move the current archives and MANIFEST.json into a new vN/ first.
+version bump, move the current archives and MANIFEST.json into a new vN/ first; after a
+memory numerics bump, likewise into numerics<N>/ (numerics6/: the v6 archives of prose,
+code and mixed, which this build still decodes).
 Every archive is made by the real CLI with the default model (`lmzip -c ARGS FILE`),
 then decoded again as a check. prose and code must come out with lm records, or the
 script fails: a golden archive that never exercises the model pins nothing.

@@ -39,12 +39,15 @@ Group = list[tuple[list[int], list[int], list[int]]]  # per chunk: tokens, CF, f
 VARIANTS: dict[str, dict[str, object]] = {
     "as-built": {},
     "numerics5": {"numerics": 5},  # what lmzip wrote before numerics v6
-    "ngram1-4": {"NGRAM_ORDERS": {5: (1, 2, 3, 4), 6: (1, 2, 3, 4)}},  # v6 with v5's orders
-    "ngram+6,8": {"NGRAM_ORDERS": {5: (1, 2, 3, 4), 6: (1, 2, 3, 4, 6, 8)}},
-    "young-off": {"YOUNG_BOOST": 1},  # v6 without the faster start of young weight sets
+    "numerics6": {"numerics": 6},  # what lmzip wrote before numerics v7
+    "ngram1-4": {"NGRAM_ORDERS": {5: (1, 2, 3, 4), 7: (1, 2, 3, 4)}},  # v7 with v5's orders
+    "ngram+6,8": {"NGRAM_ORDERS": {5: (1, 2, 3, 4), 7: (1, 2, 3, 4, 6, 8)}},
+    "young-off": {"YOUNG_BOOST": 1},  # v7 without the faster start of young weight sets
     "match6,3": {"MATCH_ORDERS": (6, 3)},
     "mixrate0.45": {"MIX_RATE": 115},
     "countmax255": {"NGRAM_COUNT_MAX": 255},
+    "shape3-24": {"SHAPE_ORDERS": (3, 6, 12, 24)},  # v7's skeleton without its longest context
+    "shape-run8": {"RUN_CAP": 8},  # v7 with digit runs longer than 8 sharing a context
 }
 
 

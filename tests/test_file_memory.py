@@ -1,11 +1,12 @@
-"""File-wide memory (lmzip/memory.py, numerics v6, and v5 as archives of it hold): the
+"""File-wide memory (lmzip/memory.py, numerics v7, and v5, v6 as archives of them hold): the
 online models alone, and the LM codec's compression and decompression paths computing
 identical integer tables for any number of decoder slots (fewer than the group
-included). The texts mix words and numbers: v6 treats digit tokens apart."""
+included). The texts mix words and numbers: v6 and v7 treat digit tokens apart."""
 
 from __future__ import annotations
 
 import io
+import math
 from collections import defaultdict
 
 import pytest
@@ -266,7 +267,7 @@ def test_pipeline_round_trip_with_memory(tiny, batch, monkeypatch):  # noqa: F81
     pipeline.compress_stream(io.BytesIO(data), out, copts)
     info = read_info(io.BytesIO(out.getvalue()))
     assert info.model is not None
-    assert (info.model.numerics_version, info.model.memory_group, info.model.memory_block) == (6, 4, 16)
+    assert (info.model.numerics_version, info.model.memory_group, info.model.memory_block) == (7, 4, 16)
     assert info.codec_counts["lm"] >= 6 and info.codec_counts["zstd"] >= 2
     back = io.BytesIO()
     pipeline.decompress_stream(
@@ -320,15 +321,16 @@ def _golden_stream() -> list[list[list[int]]]:
 MEMORY_GOLDEN = {
     5: "564bac7d3412d3c6be66577a0f8c9fecf963b65790b1314ccff2b5c2e6004ffc",
     6: "0ce2d2e6e53b860c2813c53323a6cfb0640bdff04d84b324841015ae280c9ede",
+    7: "10cb82853df3ee7f88aca8d0a058622fc9fe2c6019a3fed057ef28f5f27c8580",
 }
 
 
-@pytest.mark.parametrize("numerics", [5, 6])
+@pytest.mark.parametrize("numerics", [5, 6, 7])
 def test_memory_golden_vector(numerics: int) -> None:
     """The mixed tables of a fixed stream (flat model, 3 groups of 3 chunks, block 4;
     tokens below 50 count as digits), as a hash: any change to memory.py's integers shows
-    here. Numerics v5 is frozen (its archives must decode forever); v6 changes only on
-    purpose, with a new numerics version and a new hash."""
+    here. Numerics v5 and v6 are frozen (their archives must decode forever); v7 changes
+    only on purpose, with a new numerics version and a new hash."""
     import hashlib
 
     memory = mem.FileMemory(500, 4, numerics, frozenset(range(50)))
@@ -351,6 +353,54 @@ def test_v6_differs_from_v5_where_digits_are() -> None:
         mem.FileMemory(500, 4, 4)
 
 
+def _records(seed: int, lines: int) -> list[int]:
+    """Log-like lines over a 100-token vocabulary (tokens below 10 are digits): one of three
+    templates, each with a random number of its own fixed length, then its own end token."""
+    import random
+
+    rng = random.Random(seed)
+    templates = [([20, 21, 22], 7, 30), ([20, 23, 22], 12, 31), ([24, 21, 22], 4, 32)]
+    out: list[int] = []
+    for _ in range(lines):
+        words, length, end = rng.choice(templates)
+        out += [*words, *(rng.randrange(10) for _ in range(length)), end, 99]
+    return out
+
+
+def test_v7_skeleton_knows_where_a_number_ends() -> None:
+    """v7's shape model: after a template and a digit run of its usual length, the token
+    that ends the run is expected (v6's n-grams see only random digits there)."""
+    stream = _records(5, 400)
+    ends = [i for i, t in enumerate(stream) if t in (30, 31, 32)][200:]  # once both have learned
+    cost = {}
+    for numerics in (6, 7):
+        memory = mem.FileMemory(100, 16, numerics, frozenset(range(10)))
+        ((cums, freqs),) = _code(memory, [stream])
+        cost[numerics] = sum(mem.FREQ_BITS - math.log2(freqs[i]) for i in ends) / len(ends)
+        digits = [i for i, t in enumerate(stream) if t < 10][2000:]
+        cost[numerics, "digits"] = sum(mem.FREQ_BITS - math.log2(freqs[i]) for i in digits) / len(digits)
+    assert cost[7] < 0.5 and cost[6] > 3, cost  # bits per end token (measured: 0.18 and 5.6)
+    assert cost[7, "digits"] <= cost[6, "digits"], cost  # and random digits cost no more (4.05, 4.30)
+
+
+def test_skeleton_folds_digit_runs() -> None:
+    """The skeleton holds a finished run of digits as one RUN_MARK; the open run is a count."""
+    memory = mem.FileMemory(100, 16, 7, frozenset(range(10)))
+    cs = mem.ChunkState()
+    for t in [20, 1, 2, 3, 21, 4, 5]:
+        memory.observe(cs, memory.predict(cs), t, 1000, 1000)
+    assert cs.skeleton == [20, mem.RUN_MARK, 21] and cs.run == 2
+    plain = mem.ChunkState()  # the same words without the first number
+    for t in [20, 21, 4, 5]:
+        memory.observe(plain, memory.predict(plain), t, 1000, 1000)
+    assert plain.skeleton == [20, 21] and memory._shape_keys(cs) != memory._shape_keys(plain)
+    assert len(cs.shape_keys) == 7 and len(cs.shape_pending) > 0
+    last = cs.shape_keys[-1]
+    memory.barrier([cs])  # the shared tables take the counts, the chunk's own go
+    assert cs.shape_pending == {} and cs.shape_keys == []
+    assert all(dict(memory.shapes[i].lookup(k)) == {5: 1} for i, k in enumerate(last))
+
+
 def test_young_weight_sets_learn_faster() -> None:
     """v6: a set's first updates move it YOUNG_BOOST times as far as v5's fixed rate."""
     v5, v6 = mem.Mixer(2), mem.Mixer(2, young=True)
@@ -365,9 +415,9 @@ def test_young_weight_sets_learn_faster() -> None:
     assert v6.row(0) != copy.row(0) and copy.copy().row(0) == copy.row(0)
 
 
-@pytest.mark.parametrize("numerics", [5, 6])
+@pytest.mark.parametrize("numerics", [5, 6, 7])
 def test_codec_of_either_memory_version_round_trips(tiny, numerics):  # noqa: F811
-    """A v5 archive's codec (load_lm_codec with want's numerics) decodes what v5 coded."""
+    """An archive's codec (load_lm_codec with want's numerics) decodes what its version coded."""
     from lmzip.lm_codec import LMCodec
 
     chunks = _chunks()[:4]
@@ -377,7 +427,7 @@ def test_codec_of_either_memory_version_round_trips(tiny, numerics):  # noqa: F8
     items = enc.finish_group([0, 1, 2, 3])
     dec = LMCodec(tiny.engine, batch=2, memory_block=8, memory_group=4, memory_numerics=numerics)
     assert dec.decode_chunks(items) == chunks  # type: ignore[arg-type]
-    other = LMCodec(tiny.engine, batch=4, memory_block=8, memory_numerics=11 - numerics)
+    other = LMCodec(tiny.engine, batch=4, memory_block=8, memory_numerics=6 if numerics == 7 else numerics + 1)
     other.encode_chunks(chunks)
     assert other.finish_group([0, 1, 2, 3]) != items
 

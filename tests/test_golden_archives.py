@@ -9,7 +9,9 @@ longer produces the same bytes.
 tests/golden/archives/v2/, v3/ and v4/ hold the format version 2, 3 and 4 archives of the
 same originals (each with its own MANIFEST.json): they must keep decoding (they are never
 written again). Version 3 names the default model by its hashes, version 4 by its number;
-version 5 frames the same records without an index.
+version 5 frames the same records without an index. tests/golden/archives/numerics6/
+holds format version 5 archives whose file-wide memory is numerics v6, as lmzip wrote
+them before numerics v7: they must keep decoding too.
 
 Every CLI call passes `--threads 1`: thread count must not change any byte (the archives
 were made with the default thread count), and one thread is much faster on a busy machine.
@@ -34,6 +36,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "archives"
 MANIFEST = json.loads((GOLDEN / "MANIFEST.json").read_text())
 ARCHIVES: dict[str, dict] = MANIFEST["archives"]
 OLD_MANIFESTS = {v: json.loads((GOLDEN / f"v{v}" / "MANIFEST.json").read_text()) for v in (2, 3, 4)}
+NUMERICS6 = json.loads((GOLDEN / "numerics6" / "MANIFEST.json").read_text())
 ENGINE = ("--threads", "1")
 REGENERATE = "regenerate with scripts/make_golden_archives.py"
 
@@ -136,6 +139,22 @@ def test_golden_older_archive_decodes(version: int, name: str, tmp_path: Path) -
     p = lmzip("-dc", "--", str(GOLDEN / f"v{version}" / entry["archive"]), cwd=tmp_path)
     assert p.returncode == 0, p.stderr.decode()
     assert p.stdout == (GOLDEN / entry["original"]).read_bytes()
+    assert hashlib.sha256(p.stdout).hexdigest() == entry["original_sha256"]
+
+
+@pytest.mark.requires_model
+@pytest.mark.parametrize("name", list(NUMERICS6["archives"]))
+def test_golden_numerics6_archive_decodes(name: str, tmp_path: Path) -> None:
+    """An archive of the memory's numerics v6 decodes with v6's tables, not this build's."""
+    entry = NUMERICS6["archives"][name]
+    path = GOLDEN / "numerics6" / entry["archive"]
+    data = path.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == entry["archive_sha256"], f"{name}: numerics v6 archive changed"
+    info = read_archive_info(io.BytesIO(data))
+    assert data[4] == 5 and info.model is not None and info.model.numerics_version == 6
+    assert data != archive(name), "the numerics v7 archive should differ"
+    p = lmzip("-dc", "--", str(path), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
     assert hashlib.sha256(p.stdout).hexdigest() == entry["original_sha256"]
 
 

@@ -81,7 +81,7 @@ def test_variant_replay_restores_the_constants_and_counts_kinds() -> None:
     cache = {"vocab": 64, "groups": [group, group], "pieces": {t: b"%c" % (60 + t) for t in rep}}
     before = mem.NGRAM_ORDERS
     with variants.patched(variants.VARIANTS["ngram+6,8"]):
-        assert mem.NGRAM_ORDERS[6] == (1, 2, 3, 4, 6, 8)
+        assert mem.NGRAM_ORDERS[7] == (1, 2, 3, 4, 6, 8)
         seen: list[str] = []
         mixed, model = variants.replay(cache, lambda piece, kind, lm_f, mixed_f: seen.append(kind))
     assert mem.NGRAM_ORDERS == before
