@@ -6,7 +6,7 @@ baselines use Python's modules at those settings (see `BASELINES`); sizes match 
 command-line tools within a few header bytes (gzip: the stored name; zstd: identical).
 
 lmzip's row also carries the model's ideal code length (`ideal_bytes`) and, with the
-file-wide memory on (numerics v6), the mixed ideal code length beside it
+file-wide memory on (numerics v7), the mixed ideal code length beside it
 (`mixed_ideal_bytes`: the same sum over the mixed tables the lm records are coded
 with), so the memory's gain shows per file. `ideal_bytes`: for every chunk
 stored with the LM codec, the cross-entropy of its tokens under the engine's integer

@@ -6,7 +6,7 @@ spans records (format v3) may hold bytes without a single-byte token: escapes, c
 between the tokens in the same stream (lmzip/spans.py, EscapeCoder) and decoded per
 slot between engine steps, so lm and spans records share one lock-step batch.
 
-With file-wide memory (numerics v5 or v6, ``memory_block`` > 0) the model's tables for lm
+With file-wide memory (numerics v5-v7, ``memory_block`` > 0) the model's tables for lm
 records are mixed with lmzip/memory.py's online models. Which chunks of a group become
 lm records is decided on the model's own payloads (``encode_texts``); ``finish_group``
 then codes the chosen ones with the memory, in the order the decoder replays: the
@@ -46,7 +46,7 @@ class LMCodec:
     threads: int | None = None  # set in every thread that calls the codec (OpenMP counts are per thread)
     memory_block: int = 0  # 0: no file-wide memory (numerics v4)
     memory_group: int = 0  # chunks per memory group (the archive's; compression: batch)
-    memory_numerics: int = NUMERICS_MEMORY  # with memory: the archive's numerics version (5 or 6)
+    memory_numerics: int = NUMERICS_MEMORY  # with memory: the archive's numerics version (5, 6 or 7)
     last_mixed_bits: list[float | None] = field(default_factory=list)  # per text of the last finish_group
     speculate: int = prop.SPECULATE  # guessed tokens verified per slot and engine call (0: none)
     # (text index, its tokens so far, at most how many) -> guesses; None: lmzip/proposals.py
@@ -387,7 +387,7 @@ def load_lm_codec(
     """The codec for `model` (a --model argument; None: the default model), or, when
     `model` is None and `want` is given, for the model with `want`'s hashes.
     `threads`: None for lmzip.threads' default (usable CPUs less the load).
-    `memory_block` > 0: file-wide memory (numerics v6, or `want`'s v5) in groups of
+    `memory_block` > 0: file-wide memory (numerics v7, or `want`'s v5 or v6) in groups of
     `memory_group` chunks (0: the batch, as compression groups them)."""
     check_device(device)  # before the model loads: a bad device is one line, not a traceback
     n = choose_threads(threads)

@@ -82,7 +82,7 @@ class ByteTokenizer:
 
     @cached_property
     def digit_tokens(self) -> frozenset[int]:
-        """Tokens spelled with ASCII digits only (file-wide memory v6 selects weights by them)."""
+        """Tokens spelled with ASCII digits only (the memory v6+ weighs them apart, v7 folds numbers)."""
         return frozenset(i for i, b in enumerate(self.id_to_bytes) if b.isdigit())  # bytes: ASCII digits only
 
     @property
