@@ -231,28 +231,35 @@ class NGramTable:
         if self.check[idx] != chk:
             return []
         base = idx * NGRAM_WAYS
-        return [(self.tok[base + w], self.cnt[base + w]) for w in range(NGRAM_WAYS) if self.cnt[base + w]]
+        counts = self.cnt[base : base + NGRAM_WAYS]
+        return [(t, c) for t, c in zip(self.tok[base : base + NGRAM_WAYS], counts, strict=True) if c]
 
     def update(self, h: int, token: int) -> None:
+        """Count ``token`` in the first way holding it, else replace the first of the weakest
+        ways (count 0 = empty). Array slices and index() do the scans (every coded token
+        updates every table, so this is the memory's hottest loop)."""
         idx, chk = self._slot(h)
         base = idx * NGRAM_WAYS
         cnt, tok = self.cnt, self.tok
         if self.check[idx] != chk:
             self.check[idx] = chk
-            for w in range(NGRAM_WAYS):
-                cnt[base + w] = 0
-        weakest = base
-        for w in range(base, base + NGRAM_WAYS):
-            if cnt[w] and tok[w] == token:
-                cnt[w] += 1
-                if cnt[w] > NGRAM_COUNT_MAX:
-                    for v in range(base, base + NGRAM_WAYS):
-                        cnt[v] = (cnt[v] + 1) >> 1
-                return
-            if cnt[w] < cnt[weakest]:
-                weakest = w
+            cnt[base : base + NGRAM_WAYS] = _EMPTY_WAYS
+        counts = cnt[base : base + NGRAM_WAYS]
+        toks = tok[base : base + NGRAM_WAYS]
+        w = toks.index(token) if token in toks else -1
+        while w >= 0 and not counts[w]:  # a stale token of an emptied way: look further
+            w = toks.index(token, w + 1) if token in toks[w + 1 :] else -1
+        if w >= 0:
+            cnt[base + w] += 1
+            if cnt[base + w] > NGRAM_COUNT_MAX:
+                cnt[base : base + NGRAM_WAYS] = array("i", ((c + 1) >> 1 for c in cnt[base : base + NGRAM_WAYS]))
+            return
+        weakest = base + counts.index(min(counts))
         tok[weakest] = token
         cnt[weakest] = 1
+
+
+_EMPTY_WAYS = array("i", bytes(4 * NGRAM_WAYS))
 
 
 class StateMap:
@@ -582,12 +589,13 @@ class FileMemory:
         cs.skeleton.append(token)
         if len(cs.skeleton) > 2 * SHAPE_ORDERS[-1]:
             del cs.skeleton[: -SHAPE_ORDERS[-1]]
-        hashes, h, n = [], 0, len(cs.skeleton)
-        for i in range(1, SHAPE_ORDERS[-1] + 1):  # the last i items, newest first
-            if i <= n:
-                h = _hash_step(h, cs.skeleton[n - i])
-            if i in SHAPE_ORDERS:
-                hashes.append(h)
+        hashes, h, done = [], 0, 0
+        items = cs.skeleton[::-1]  # newest first
+        for order in SHAPE_ORDERS:  # the hash of the last `order` items (all of them, if fewer)
+            for t in items[done:order]:
+                h = ((h + t + 1) * _HASH_MUL) & _MASK64  # _hash_step, inlined: this runs for every token
+            done = order
+            hashes.append(h)
         cs.skeleton_hashes = tuple(hashes)
 
     def _find_match(self, cs: ChunkState, table: int, order: int, h: int) -> None:
