@@ -48,7 +48,7 @@ the digits so far, random in an id or a port; the skeleton still sees the words 
 and how many digits came, so it knows where a 19-digit block id or a 5-digit port ends and
 what follows, and which line template the words belong to (orders up to 48 items). Its
 confidence selects the mixer's weight set too. Ideal code against v6 (`replay`):
-HDFS_2k.log -5.9%, Spark_2k.log -15.6%, Linux_2k.log -8.0%, alice29.txt -0.03%.
+HDFS_2k.log -5.8%, Spark_2k.log -15.6%, Linux_2k.log -8.0%, alice29.txt -0.03%.
 """
 
 from __future__ import annotations
@@ -357,6 +357,12 @@ def _counts(table: NGramTable, h: int, pending: dict[int, dict[int, int]]) -> di
     return counts
 
 
+def _count_pending(pending: dict[int, dict[int, int]], h: int, token: int) -> None:
+    """A chunk's own count of ``token`` after context hash ``h``, kept until the barrier."""
+    own = pending.setdefault(h, {})
+    own[token] = own.get(token, 0) + 1
+
+
 def _blend(lower: dict[int, int], counts: dict[int, int]) -> dict[int, int]:
     """A longer context's counts over the shorter contexts' distribution (q16): n counts
     of d tokens keep d / (n + d) of the mass for the shorter contexts (Witten-Bell)."""
@@ -544,9 +550,7 @@ class FileMemory:
         for k in self.orders:  # the chunk's own counts, until the barrier absorbs them
             if k > len(cs.hashes):
                 break
-            key = cs.hashes[k - 1] + k
-            own = cs.pending.setdefault(key, {})
-            own[token] = own.get(token, 0) + 1
+            _count_pending(cs.pending, cs.hashes[k - 1] + k, token)
         cs.tokens.append(token)
         n = len(cs.tokens)
         h = 0
@@ -578,8 +582,7 @@ class FileMemory:
         extend the skeleton: digits lengthen the open run, anything else closes it."""
         cs.shape_keys.append(keys)
         for h in keys:
-            own = cs.shape_pending.setdefault(h, {})
-            own[token] = own.get(token, 0) + 1
+            _count_pending(cs.shape_pending, h, token)
         if token in self.digits:
             cs.run += 1
             return
@@ -631,7 +634,8 @@ class FileMemory:
             toks = cs.tokens
             for i in range(cs.absorbed, len(toks)):
                 self._absorb(toks, i)
-                for table, h in zip(self.shapes, cs.shape_keys[i - cs.absorbed] if self.v7 else (), strict=True):
+            for i, keys in enumerate(cs.shape_keys, cs.absorbed):  # v7 (the tables are apart from the rest)
+                for table, h in zip(self.shapes, keys, strict=True):
                     table.update(h, toks[i])
             cs.absorbed = len(toks)
             cs.pending.clear()

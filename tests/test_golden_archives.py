@@ -124,6 +124,13 @@ def test_golden_archives_are_for_this_build() -> None:
 # ---------------------------------------------------------------- (a) decode, (b) re-encode
 
 
+def _decoded(path: Path, tmp_path: Path) -> bytes:
+    """`lmzip -dc PATH`'s output, which must exit 0."""
+    p = lmzip("-dc", "--", str(path), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    return p.stdout
+
+
 @pytest.mark.parametrize(("version", "name"), DECODE_OLD)
 def test_golden_older_archive_decodes(version: int, name: str, tmp_path: Path) -> None:
     manifest = OLD_MANIFESTS[version]
@@ -136,10 +143,9 @@ def test_golden_older_archive_decodes(version: int, name: str, tmp_path: Path) -
     if entry["model"] is not None:  # the full identity record: the hashes themselves
         assert info.model is not None and info.model.model_hash.hex() == entry["model"]["model_hash"]
         assert [r.kind for r in info.records].count("model") == 1
-    p = lmzip("-dc", "--", str(GOLDEN / f"v{version}" / entry["archive"]), cwd=tmp_path)
-    assert p.returncode == 0, p.stderr.decode()
-    assert p.stdout == (GOLDEN / entry["original"]).read_bytes()
-    assert hashlib.sha256(p.stdout).hexdigest() == entry["original_sha256"]
+    out = _decoded(GOLDEN / f"v{version}" / entry["archive"], tmp_path)
+    assert out == (GOLDEN / entry["original"]).read_bytes()
+    assert hashlib.sha256(out).hexdigest() == entry["original_sha256"]
 
 
 @pytest.mark.requires_model
@@ -153,9 +159,7 @@ def test_golden_numerics6_archive_decodes(name: str, tmp_path: Path) -> None:
     info = read_archive_info(io.BytesIO(data))
     assert data[4] == 5 and info.model is not None and info.model.numerics_version == 6
     assert data != archive(name), "the numerics v7 archive should differ"
-    p = lmzip("-dc", "--", str(path), cwd=tmp_path)
-    assert p.returncode == 0, p.stderr.decode()
-    assert hashlib.sha256(p.stdout).hexdigest() == entry["original_sha256"]
+    assert hashlib.sha256(_decoded(path, tmp_path)).hexdigest() == entry["original_sha256"]
 
 
 def test_fixtures_cover_every_record_form() -> None:
