@@ -241,6 +241,24 @@ def test_engine_steps_equal_reference_on_each_product_path(tiny, amx_path):  # n
             assert_rows_equal(got, want, f"kernel ({'amx' if amx_path else 'vnni'}) vs reference, {slots} slots")
 
 
+def test_scoring_products_on_tiles_equal_reference(tiny, amx_path, monkeypatch):  # noqa: F811
+    """Scoring's linear products move to step.c (AMX tiles) once native_ops.TILES_AFTER rows
+    have entered the model: the same integers before and after the switch, on both paths."""
+    from lmzip.engine import native_ops
+
+    seqs = tiny.sequences(4, seed=7)
+    want = Engine(tiny.loaded, window=WINDOW, kernels="torch").score(seqs)
+    small = Engine(tiny.loaded, window=WINDOW, kernels="c")
+    assert_scores_equal(small.score(seqs), want)
+    assert small.model.ops._step is None, "a small input packed the weights"
+    monkeypatch.setattr(native_ops, "TILES_AFTER", 0)
+    tiled = Engine(tiny.loaded, window=WINDOW, kernels="c")
+    before = kernels.amx_product_count()
+    assert_scores_equal(tiled.score(seqs), want)
+    assert (kernels.amx_product_count() > before) == amx_path
+    assert (tiled.model.ops._step is not None) == amx_path, "the tiles took the products only with AMX in use"
+
+
 def test_profiled_step_gives_the_same_rows_and_accounts_for_its_time(tiny, monkeypatch):  # noqa: F811
     """The -DLMZIP_PROFILE build (scripts/step_profile.py) decodes the same integers, and
     its phases cover the steps; the normal build has no profile to give."""

@@ -121,6 +121,12 @@ def use_amx(want: bool) -> bool:
     return bool(lib.set_amx(int(want))) if lib is not None else False
 
 
+def amx_in_use() -> bool:
+    """Whether step.c's products of a few rows or more run on AMX tiles now (use_amx)."""
+    lib = library()
+    return bool(lib.amx_in_use()) if lib is not None else False
+
+
 @lru_cache(maxsize=4)
 def library(portable: bool = False, profile: bool = False) -> ctypes.CDLL | None:
     """The compiled kernels, or None where they cannot be built (then the reference path
@@ -187,6 +193,7 @@ def library(portable: bool = False, profile: bool = False) -> ctypes.CDLL | None
     lib.amx_product_count.restype = ctypes.c_int64
     lib.set_amx.argtypes = [ctypes.c_int]
     lib.set_amx.restype = ctypes.c_int
+    lib.amx_in_use.restype = ctypes.c_int
     lib.set_amx(os.environ.get("LMZIP_AMX", "1") != "0")
     return lib
 
@@ -454,13 +461,16 @@ class StepKernel:
         self.model = model
         self.keep: list[torch.Tensor] = []  # the packed weights the structs point into
         self._bound: tuple[torch.Tensor, ...] | None = None  # the cache tensors self.layers points at
+        self.linears: dict[int, LinearStruct] = {}  # id(QLinear) -> its packed struct (product)
 
         def linear(layer, name: str) -> LinearStruct:  # noqa: ANN001  (a QLinear)
             packed, wsum = pack_linear(layer.weight)
             self.keep += [packed, wsum]
             n, k = layer.weight.shape
             bias = None if layer.bias is None else layer.bias.data_ptr()
-            return LinearStruct(packed.data_ptr(), wsum.data_ptr(), layer.scale.data_ptr(), bias, n, k, name in split)
+            struct = LinearStruct(packed.data_ptr(), wsum.data_ptr(), layer.scale.data_ptr(), bias, n, k, name in split)
+            self.linears[id(layer)] = struct
+            return struct
 
         self.layers = (LayerStruct * cfg.num_layers)()
         for i, lw in enumerate(w.layers):
@@ -478,6 +488,16 @@ class StepKernel:
             w.embedding.scale.data_ptr(), w.final_norm.data_ptr(), 0, 0,
             linear(w.lm_head, "lm_head"), 0, self.layers,
         )  # fmt: skip
+
+    def product(self, layer, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001  (a QLinear of the model)
+        """x [M, K] int8 times the layer's weight transposed: exact int32 [M, N], by step.c's
+        product on the weights packed here (AMX tiles where in use), as int_product."""
+        struct = self.linears[id(layer)]
+        unsigned = torch.bitwise_xor(x.contiguous().view(torch.uint8), 0x80)  # the input side of the tiles
+        m, n16 = x.shape[0], (struct.n + 15) // 16 * 16
+        acc = torch.empty(m, n16, dtype=torch.int32)
+        library().linear_product(ctypes.byref(struct), m, unsigned.data_ptr(), acc.data_ptr())  # type: ignore[union-attr]
+        return acc if n16 == struct.n else acc[:, : struct.n].contiguous()
 
     def _bind(self, cache) -> ModelStruct:  # noqa: ANN001
         """The struct pointing at ``cache`` (its ring size included) and the current RoPE tables.

@@ -12,6 +12,7 @@ token (15 bits, as two int8 halves) right before each matrix product.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -175,19 +176,21 @@ def quantize_activation(x: torch.Tensor, split: bool = True) -> Activation:
     return Activation(hi, lo, scale)
 
 
-def linear(x: Activation, layer: QLinear, backend: str) -> torch.Tensor:
+Product = Callable[[torch.Tensor, "QLinear"], torch.Tensor]  # int8 [M, K], layer -> exact int32 [M, N]
+
+
+def linear(x: Activation, layer: QLinear, product: Product) -> torch.Tensor:
     """x @ W^T (+ bias) as float32. Both halves go through one exact int8 product; they
     are then combined and scaled with correctly rounded float32 operations."""
-    mm = BACKENDS[backend]
     if x.packed is not None:  # the C row kernels made it: they also finish the layer
         split = x.packed.shape[0] != x.scale.shape[0]
-        return native.combine(mm(x.packed, layer.weight), split, x.scale, layer.scale, layer.bias)
+        return native.combine(product(x.packed, layer), split, x.scale, layer.scale, layer.bias)
     assert x.hi is not None
     if x.lo is None:
-        y = mm(x.hi.to(torch.int8), layer.weight).float()
+        y = product(x.hi.to(torch.int8), layer).float()
     else:
         m = x.hi.shape[0]
-        acc = mm(torch.cat([x.hi, x.lo]).to(torch.int8), layer.weight)
+        acc = product(torch.cat([x.hi, x.lo]).to(torch.int8), layer)
         y = acc[:m].float().mul_(256.0).add_(acc[m:].float())
     y.mul_(x.scale).mul_(layer.scale)
     if layer.bias is not None:
@@ -293,7 +296,11 @@ class ReferenceOps:
         self.model = model
         self.config = model.config
 
-    # -- activations --------------------------------------------------------
+    # -- products and activations ---------------------------------------------
+
+    def product(self, x: torch.Tensor, layer: QLinear) -> torch.Tensor:
+        """x [M, K] int8 times the layer's weight transposed: exact int32 [M, N]."""
+        return BACKENDS[self.model.backend](x, layer.weight)
 
     def rms_quantized(self, x: torch.Tensor, weight: torch.Tensor, split: bool) -> Activation:
         return rms_norm_quantized(x, weight, self.config.norm_eps, split)
@@ -307,7 +314,7 @@ class ReferenceOps:
         log2(e) / sqrt(D). Shapes: q [B, T, H, D], qsc [B, T, H], k and v int8 [B, T, KVH, D],
         their scales [B, T, KVH, 1]."""
         h, kvh, d = self.config.num_heads, self.config.num_kv_heads, self.config.dim_per_head
-        qkv = linear(act, lw.qkv, self.model.backend)
+        qkv = linear(act, lw.qkv, self.product)
         q = qkv[:, : h * d].view(b, t, h, d)
         k = qkv[:, h * d : (h + kvh) * d].view(b, t, kvh, d)
         v = qkv[:, (h + kvh) * d :].view(b, t, kvh, d)
@@ -319,7 +326,7 @@ class ReferenceOps:
 
     def mlp_inner(self, lw: LayerWeights, act: Activation) -> Activation:
         """gate_up product, silu(gate) * up, quantized for the down projection."""
-        gu = linear(act, lw.gate_up, self.model.backend)
+        gu = linear(act, lw.gate_up, self.product)
         inter = self.config.intermediate_size
         return quantize_activation(silu_times(gu[:, :inter], gu[:, inter:], self.model.sigmoid), "down" in SPLIT)
 
@@ -515,10 +522,10 @@ class ExactLlama:
             cv[:, :, at], cvs[:, :, :, at] = v_q[:, :, sel], v_s[..., sel]
         cache.vmax[i] = vmax[:, :, -1:]
         attn_act = ops.quantized(attn.reshape(b * t, h * d), "o" in SPLIT)
-        x = x + linear(attn_act, lw.o, self.backend).view(b, t, hid)
+        x = x + linear(attn_act, lw.o, ops.product).view(b, t, hid)
         flat = x.reshape(b * t, hid)
         act = ops.mlp_inner(lw, ops.rms_quantized(flat, lw.mlp_norm, "gate_up" in SPLIT))
-        return x + linear(act, lw.down, self.backend).view(b, t, hid)
+        return x + linear(act, lw.down, ops.product).view(b, t, hid)
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         emb = self.w.embedding
@@ -526,7 +533,7 @@ class ExactLlama:
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         act = self.ops.rms_quantized(x, self.w.final_norm, "lm_head" in SPLIT)
-        return linear(act, self.w.lm_head, self.backend)
+        return linear(act, self.w.lm_head, self.ops.product)
 
     # -- public paths ---------------------------------------------------------
 

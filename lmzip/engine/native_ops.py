@@ -14,20 +14,40 @@ import torch
 from lmzip.engine import kernels as native
 from lmzip.engine.model import (
     ATTN_MASS,
-    BACKENDS,
     SPLIT,
     Activation,
     ExactLlama,
     LayerWeights,
+    QLinear,
     ReferenceOps,
     score_unit,
 )
+
+# Scoring's products go to step.c's AMX tiles (on the weights the decoding step packs)
+# where the CPU has them, once TILES_AFTER rows have entered the first layer (a token is
+# two rows with the 15-bit split): packing costs about 0.2 s, which the tiles win back
+# over about 2,000 tokens, so small inputs never pack.
+# Layers of more than TILE_MAX_INPUTS inputs (down: 1,536) stay on torch._int_mm, which
+# is faster there. Measured with `python scripts/amx_speed.py --products` (2-core Xeon:
+# qkv, o, gate_up and the head 1.4-2.1x faster, down 0.8x). Same integers either way.
+TILES_AFTER = 4096  # rows: about 2,000 tokens
+TILE_MAX_INPUTS = 1024
 
 
 class NativeOps(ReferenceOps):
     def __init__(self, model: ExactLlama) -> None:
         super().__init__(model)
         self._step: native.StepKernel | None = None  # packed on first use
+        self._rows = 0  # product rows so far, before the tiles take over (TILES_AFTER)
+
+    def product(self, x: torch.Tensor, layer: QLinear) -> torch.Tensor:
+        """As ReferenceOps.product; on AMX tiles (step.c) where that is faster."""
+        if x.shape[1] <= TILE_MAX_INPUTS and native.amx_in_use():
+            if self._rows >= TILES_AFTER and (step := self.step_kernel()) is not None:
+                return step.product(layer, x)
+            if layer is self.model.w.layers[0].qkv:
+                self._rows += x.shape[0]
+        return super().product(x, layer)
 
     def rms_quantized(self, x: torch.Tensor, weight: torch.Tensor, split: bool) -> Activation:
         q, scale = native.rms_quantize(x, weight, self.config.norm_eps, split)
@@ -40,7 +60,7 @@ class NativeOps(ReferenceOps):
     def queries_keys_values(self, lw: LayerWeights, act: Activation, rope, b: int, t: int):  # noqa: ANN001, ANN201
         """One C pass after the product: scaling, RoPE, quantization."""
         h, kvh, d = self.config.num_heads, self.config.num_kv_heads, self.config.dim_per_head
-        acc = BACKENDS[self.model.backend](act.packed, lw.qkv.weight)
+        acc = self.product(act.packed, lw.qkv)
         cos, sin = (r.reshape(b * t, -1) for r in rope)
         q, qsc, k, ks, v, vs = native.qkv(acc, act.scale, lw.qkv, cos, sin, h, kvh, score_unit(d))
         return (
@@ -54,7 +74,7 @@ class NativeOps(ReferenceOps):
 
     def mlp_inner(self, lw: LayerWeights, act: Activation) -> Activation:
         """One C pass after the gate_up product."""
-        acc = BACKENDS[self.model.backend](act.packed, lw.gate_up.weight)
+        acc = self.product(act.packed, lw.gate_up)
         q, scale = native.gate_up(acc, act.scale, lw.gate_up, self.model.sigmoid, "down" in SPLIT)
         return Activation(None, None, scale, q)
 
