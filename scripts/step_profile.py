@@ -4,7 +4,9 @@ The kernels are built once more with -DLMZIP_PROFILE (kernels.library(profile=Tr
 same integers, plus a clock at every phase boundary of step_rows); every slot holds
 --context tokens of alice29.txt (a realistic attention length), then --steps lock-step
 steps are timed. Prints milliseconds per step for each phase (the phases add up to the
-step; the wall time also counts the Python around it).
+step; the wall time also counts the Python around it). Last, the floor under any step:
+the time to read the packed weights once (a sum over them as int64 on the same threads),
+which every step pays however few its rows.
 Run: python scripts/step_profile.py [--threads 2] [--slots 1,10,32] [--context 1000] [--steps 20]
 """
 
@@ -59,6 +61,24 @@ def main() -> None:
             ms = {name: s / steps * 1000 for name, s in seconds.items()}
             cells = " | ".join(f"{v:.2f}" for v in ms.values())
             print(f"| {slots} | {context} | {wall:.2f} | {sum(ms.values()):.2f} | {cells} |", flush=True)
+    step = engine.model.ops.step_kernel()
+    if step is not None:
+        ms, size = weights_read(step.keep)
+        print(f"\nreading the packed weights once ({size / 1e6:.1f} MB): {ms:.2f} ms = {size / ms / 1e6:.1f} GB/s")
+
+
+def weights_read(tensors: list[torch.Tensor], reps: int = 10) -> tuple[float, int]:
+    """(milliseconds to read every tensor once, bytes): a sum over each as int64 words,
+    best of ``reps`` (the memory traffic of a step's products without their arithmetic)."""
+    words = [t.view(-1)[: t.numel() // 8 * 8].view(torch.int64) for t in tensors]
+    size = sum(w.numel() * 8 for w in words)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for w in words:
+            w.sum()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000, size
 
 
 if __name__ == "__main__":
