@@ -111,15 +111,21 @@ def _wait_for_temp(d: Path, p: subprocess.Popen[bytes], timeout: float = 60) -> 
     return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_leaves_input_and_no_output(tmp_path: Path, sig: signal.Signals) -> None:
-    # Incompressible-ish but slow: zstd -19 on 12 MB of mixed data takes seconds.
+def _slow_input() -> bytes:
+    """Incompressible-ish but slow: zstd -19 on 12 MB of mixed data takes seconds."""
     rng = __import__("random").Random(1)
     words = [bytes(rng.choices(b"abcdefghijklmnop", k=rng.randint(2, 9))) for _ in range(4000)]
-    data = b" ".join(rng.choices(words, k=1_500_000))
+    return b" ".join(rng.choices(words, k=1_500_000))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_input_and_no_output(tmp_path: Path, sig: signal.Signals) -> None:
+    data = _slow_input()
     big = tmp_path / "big.txt"
     big.write_bytes(data)
-    p = lmzip("--no-lm", "big.txt", cwd=tmp_path)
+    # The signal's default action in the child, whatever this process inherited: a test
+    # run started in the background ignores SIGINT, and lmzip keeps an inherited ignore.
+    p = lmzip("--no-lm", "big.txt", cwd=tmp_path, preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     started = _wait_for_temp(tmp_path, p)
     if not started:
         p.communicate(timeout=120)
@@ -131,6 +137,21 @@ def test_interrupt_leaves_input_and_no_output(tmp_path: Path, sig: signal.Signal
     assert b"Traceback" not in err
     assert sorted(n.name for n in tmp_path.iterdir()) == ["big.txt"]
     assert big.read_bytes() == data
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_inherited_ignore_is_kept(tmp_path: Path, sig: signal.Signals) -> None:
+    """Started with the signal ignored (nohup, a background job), lmzip keeps ignoring it,
+    as gzip does: the signal changes nothing and the output is complete."""
+    data = _slow_input()
+    (tmp_path / "f.txt").write_bytes(data)
+    p = lmzip("--no-lm", "f.txt", cwd=tmp_path, preexec_fn=lambda: signal.signal(sig, signal.SIG_IGN))
+    assert _wait_for_temp(tmp_path, p), "compression finished before the signal"
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert sorted(n.name for n in tmp_path.iterdir()) == ["f.txt.lmz"]
+    assert run("-d", "-c", "f.txt.lmz", cwd=tmp_path)[1] == data
 
 
 def test_atomic_output_cleans_up_on_error(tmp_path: Path) -> None:
