@@ -28,8 +28,8 @@ from lmzip.engine.model import (
 # two rows with the 15-bit split): packing costs about 0.2 s, which the tiles win back
 # over about 2,000 tokens, so small inputs never pack.
 # Layers of more than TILE_MAX_INPUTS inputs (down: 1,536) stay on torch._int_mm, which
-# is faster there. Measured with `python scripts/amx_speed.py --products` (2-core Xeon:
-# qkv, o, gate_up and the head 1.4-2.1x faster, down 0.8x). Same integers either way.
+# is faster there. Measured with `python scripts/amx_speed.py --scoring` (2-core Xeon:
+# qkv, o, gate_up and the head 1.2-1.5x faster, down 1.4x slower). Same integers either way.
 TILES_AFTER = 4096  # rows: about 2,000 tokens
 TILE_MAX_INPUTS = 1024
 

@@ -287,8 +287,9 @@ static void amx_configure(int rows0, int rows1) {
 /* Rows are taken AMX_ROW_BLOCK at a time, every channel pair for each block: a block's
  * inputs (at most 256 x K bytes) stay in L2 while all the weights pass, where a pass of
  * all M rows per channel pair re-read the inputs from further out for every pair (a
- * prefill product of 2048 rows of 576 inputs and 3072 channels: 3.3 ms either way
- * before, about twice as fast with the blocks; scripts/amx_speed.py --products). */
+ * scoring product of 2048 rows x 576 inputs x 3072 channels: 3.3 ms, as slow as
+ * torch._int_mm, before the blocks; 2.6-2.9 ms with them; scripts/amx_speed.py --scoring).
+ * Decoding steps have fewer rows than a block: for them nothing changes. */
 enum { AMX_ROW_BLOCK = 256 };
 static void amx_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t *acc) {
     const int64_t blocks = (l->n + 15) / 16, N16 = blocks * 16, K = l->k, groups = K / 4;
