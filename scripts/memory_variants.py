@@ -119,14 +119,21 @@ def kinds_of(text: bytes) -> bytearray:
 
 
 def replay(
-    cache: dict, on_token: Callable[[bytes, str, int, int], None] | None = None, numerics: int = mem.MEMORY_NUMERICS[-1]
+    cache: dict,
+    on_token: Callable[[bytes, str, int, int], None] | None = None,
+    numerics: int = mem.MEMORY_NUMERICS[-1],
+    independent: bool = False,
 ) -> tuple[float, float]:
     """(mixed, model) ideal bytes of the cached groups through memory.py as patched now,
-    with the memory of numerics version ``numerics``."""
+    with the memory of numerics version ``numerics``; ``independent``: every memory group
+    starts from an empty memory (what decoding groups apart, on other cores or machines,
+    would cost: the format chains them, group g seeing all of the groups before it)."""
     digits = frozenset(t for t, piece in cache["pieces"].items() if piece and piece.isdigit())  # of the used tokens
     memory = mem.FileMemory(cache["vocab"], _block(), numerics, digits)
     mixed = model = 0.0
-    for group in cache["groups"]:
+    for g, group in enumerate(cache["groups"]):
+        if independent and g:
+            memory = mem.FileMemory(cache["vocab"], _block(), numerics, digits)
         for (toks, _, fs), (_, freqs) in zip(group, mem.encode_group(memory, group), strict=True):
             mixed += sum(mem.FREQ_BITS - math.log2(f) for f in freqs)
             model += sum(mem.FREQ_BITS - math.log2(f) for f in fs)
@@ -152,6 +159,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--variant", action="append", choices=list(VARIANTS), help="default: all")
     ap.add_argument("--breakdown", action="store_true", help="split the as-built replay by kind of token")
+    ap.add_argument(
+        "--independent-groups", action="store_true", help="every memory group from an empty memory (not the format)"
+    )
     args = ap.parse_args()
     if args.action == "capture":
         capture(args.file, args.threads)
@@ -178,7 +188,8 @@ def main() -> int:
 
             numerics = int(VARIANTS[name].get("numerics", mem.MEMORY_NUMERICS[-1]))  # type: ignore[call-overload]
             t0 = time.perf_counter()
-            mixed, model = replay(cache, count if args.breakdown and name == "as-built" else None, numerics)
+            on_token = count if args.breakdown and name == "as-built" else None
+            mixed, model = replay(cache, on_token, numerics, args.independent_groups)
             seconds = time.perf_counter() - t0
         base = mixed if base is None else base
         print(f"  {name:10} mixed {mixed:10,.0f} B ({mixed / base - 1:+.2%})   model alone {model:10,.0f} B"
