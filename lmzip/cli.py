@@ -158,7 +158,7 @@ def _compress_only_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--chunk-size",
         type=SizeType(),
         help=f"Independent chunk size, e.g. 64K (default: the level's, {defaults.CHUNK_SIZE // 1024}K at "
-        f"-{defaults.LEVEL}).",
+        f"-{defaults.LEVEL}); an input of a few chunks is cut into equal chunks of at most this size.",
     )(f)
     return _level_options(f)
 

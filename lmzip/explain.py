@@ -221,15 +221,18 @@ def explain(
     """
     from lmzip import spans
     from lmzip.container import Codec, Header, model_record_size
-    from lmzip.pipeline import _Candidate, _candidates, _choose, _identity
+    from lmzip.pipeline import _Candidate, _candidates, _choose, _identity, cut_input, group_chunks
 
     engine = codec.engine
     escapable = getattr(engine.tokenizer, "escapable", None)
+    batch = group_chunks(codec.batch, chunk_size)
+    pieces, chunk_size = cut_input(data, chunk_size, batch)  # as compress_stream cuts it
     chunks = []
-    for index, offset in enumerate(range(0, len(data), chunk_size)):
-        piece = data[offset : offset + chunk_size]
+    offset = 0
+    for index, piece in enumerate(pieces):
         plain = encode_plain(piece, try_lzma=True)
         chunks.append(ChunkReport(index, offset, piece, plain.codec.name.lower(), len(plain.payload)))
+        offset += len(piece)
 
     def plain_text(piece: bytes) -> bool:
         """A chunk that is one TEXT span without escapes: what an lm record holds."""
@@ -252,7 +255,7 @@ def explain(
     # identity record). Chunks that are not plain text are coded as spans once more here.
     model_cost = model_record_size(_identity(codec))  # as compress_stream counts it
     has_model = False
-    for group in _groups(chunks, max(1, codec.batch)):
+    for group in _groups(chunks, batch):
         cands: list[_Candidate | None] = []
         for c in group:
             if c.ids is not None and c.lm_bytes is not None:

@@ -36,6 +36,7 @@ from lmzip.errors import (
 )
 from lmzip.pipeline import (
     DECODE_LOOKAHEAD,
+    EVEN_CHUNKS_MAX,
     LM_RECORD_COST,
     CompressOptions,
     DecompressOptions,
@@ -61,6 +62,16 @@ SAMPLES = {
 }
 
 
+def chunk_lengths(size: int, chunk_size: int, batch: int) -> list[int]:
+    """The chunks an input of ``size`` bytes is cut into: whole chunks, the last one short,
+    except where the first group holds the whole input in two chunks or more: as many
+    chunks of equal length (pipeline._even_chunks)."""
+    n = -(-size // chunk_size)
+    if 2 <= n <= EVEN_CHUNKS_MAX and (n < batch or (n == batch and size % chunk_size)):
+        chunk_size = -(-size // n)
+    return [min(chunk_size, size - i) for i in range(0, size, chunk_size)]
+
+
 @pytest.mark.parametrize("name", SAMPLES)
 @pytest.mark.parametrize("use_lm", [False, True])
 def test_round_trip(name: str, use_lm: bool) -> None:
@@ -72,9 +83,11 @@ def test_round_trip(name: str, use_lm: bool) -> None:
     info = read_archive_info(io.BytesIO(archive))
     assert info.original_size == len(data)
     assert info.compressed_size == len(archive)
+    lengths = chunk_lengths(len(data), 1024, 3)
     assert len(info.chunks) == -(-len(data) // 1024)
     assert sum(r.chunk_count for r in info.records) == len(info.chunks)
-    assert [c.original_offset for c in info.chunks] == list(range(0, len(data), 1024))
+    assert [c.original_length for c in info.chunks] == lengths
+    assert [c.original_offset for c in info.chunks] == [sum(lengths[:i]) for i in range(len(lengths))]
     if not data:
         assert lm.encode_calls == []  # an empty input never loads the model
 
@@ -85,9 +98,34 @@ def test_chunk_boundaries(size: int) -> None:
     lm = FakeLM()
     archive = compress(data, chunk_size=64, batch=2, codec_factory=factory(lm))
     info = read_archive_info(io.BytesIO(archive))
-    assert [c.original_length for c in info.chunks] == [min(64, size - i) for i in range(0, size, 64)]
+    assert [c.original_length for c in info.chunks] == chunk_lengths(size, 64, 2)
     assert all(n <= 2 for n in lm.encode_calls)  # batches bound memory
     assert decompress(archive, codec_factory=factory(lm)) == data
+
+
+@pytest.mark.parametrize(
+    ("size", "batch", "want"),
+    [
+        (17 * 1024, 32, [8704, 8704]),  # 16 KiB + 1 KiB: two chunks side by side all the way
+        (16 * 1024, 32, [16384]),  # one chunk: as it is
+        (100, 32, [100]),
+        (2 * 16384 + 3, 32, [10924, 10924, 10923]),  # the last shorter by less than the count
+        (2 * 16384, 2, [16384, 16384]),  # a full first group: nothing to even out
+        (2 * 16384 + 5, 2, [16384, 16384, 5]),  # more than one group: the chunk size stays
+        (9 * 16384 + 5, 32, [16384] * 9 + [5]),  # more than EVEN_CHUNKS_MAX chunks: as it is
+    ],
+)
+def test_an_input_of_one_group_is_cut_evenly(size: int, batch: int, want: list[int]) -> None:
+    """A file of one group is cut into as many chunks as before, of equal length, so
+    that lock step decodes them side by side to the end; the header says the length."""
+    data = text(size, seed=3)
+    for use_lm in (False, True):
+        lm = FakeLM()
+        archive = compress(data, chunk_size=16384, batch=batch, use_lm=use_lm, codec_factory=factory(lm))
+        info = read_archive_info(io.BytesIO(archive))
+        assert [c.original_length for c in info.chunks] == want == chunk_lengths(size, 16384, batch)
+        assert info.header.chunk_size == (want[0] if len(want) > 1 else 16384)  # one chunk: as asked
+        assert decompress(archive, codec_factory=factory(lm)) == data
 
 
 def test_codec_choice_and_stats() -> None:
