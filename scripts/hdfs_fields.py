@@ -69,7 +69,7 @@ def main() -> None:
     lines = text.splitlines()
     fields = [line.split(maxsplit=3) for line in lines]
     times = [seconds(f[0], f[1]) for f in fields]
-    deltas = [str(b - a) for a, b in zip([times[0], *times], times, strict=False)]
+    deltas = [str(b - a) for a, b in zip([times[0], *times[:-1]], times, strict=True)]  # the first: 0
     spelled = lambda v: len(v) * DIGIT_BITS  # noqa: E731
     rows = [
         ("block ids", block_id_bits(re.findall(r"blk_(-?\d+)", text))),

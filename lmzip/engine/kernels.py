@@ -433,18 +433,23 @@ def amx_product_count() -> int:
     return int(lib.amx_product_count()) if lib is not None else 0
 
 
-def int_product(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x [M, K] int8 times weight [N, K] int8 transposed, exact int32 [M, N], through
-    step.c's linear-layer product (the path in use: AMX, VNNI or plain C)."""
+def linear_product(struct: LinearStruct, x: torch.Tensor) -> torch.Tensor:
+    """x [M, K] int8 times the packed weights of ``struct`` transposed: exact int32 [M, N],
+    through step.c's linear-layer product (the path in use: AMX, VNNI or plain C)."""
     lib = library()
     assert lib is not None
+    unsigned = torch.bitwise_xor(x.contiguous().view(torch.uint8), 0x80)  # the step's input side
+    n16 = (struct.n + 15) // 16 * 16
+    acc = torch.empty(x.shape[0], n16, dtype=torch.int32)
+    lib.linear_product(ctypes.byref(struct), x.shape[0], unsigned.data_ptr(), acc.data_ptr())
+    return acc if n16 == struct.n else acc[:, : struct.n].contiguous()
+
+
+def int_product(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x [M, K] int8 times weight [N, K] int8 transposed, packed for this call (linear_product)."""
     packed, wsum = pack_linear(weight)
     n, k = weight.shape
-    unsigned = (x.to(torch.int16) + 128).to(torch.uint8).contiguous()  # the step's input side
-    acc = torch.empty(x.shape[0], packed.shape[0] * 16, dtype=torch.int32)
-    struct = LinearStruct(packed.data_ptr(), wsum.data_ptr(), None, None, n, k, 0)
-    lib.linear_product(ctypes.byref(struct), x.shape[0], unsigned.data_ptr(), acc.data_ptr())
-    return acc[:, :n]
+    return linear_product(LinearStruct(packed.data_ptr(), wsum.data_ptr(), None, None, n, k, 0), x)
 
 
 def step_supported(config) -> bool:  # noqa: ANN001
@@ -490,14 +495,8 @@ class StepKernel:
         )  # fmt: skip
 
     def product(self, layer, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001  (a QLinear of the model)
-        """x [M, K] int8 times the layer's weight transposed: exact int32 [M, N], by step.c's
-        product on the weights packed here (AMX tiles where in use), as int_product."""
-        struct = self.linears[id(layer)]
-        unsigned = torch.bitwise_xor(x.contiguous().view(torch.uint8), 0x80)  # the input side of the tiles
-        m, n16 = x.shape[0], (struct.n + 15) // 16 * 16
-        acc = torch.empty(m, n16, dtype=torch.int32)
-        library().linear_product(ctypes.byref(struct), m, unsigned.data_ptr(), acc.data_ptr())  # type: ignore[union-attr]
-        return acc if n16 == struct.n else acc[:, : struct.n].contiguous()
+        """x [M, K] int8 times the layer's weight transposed, on the weights packed here."""
+        return linear_product(self.linears[id(layer)], x)
 
     def _bind(self, cache) -> ModelStruct:  # noqa: ANN001
         """The struct pointing at ``cache`` (its ring size included) and the current RoPE tables.

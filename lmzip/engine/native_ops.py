@@ -25,8 +25,9 @@ from lmzip.engine.model import (
 
 # Scoring's products go to step.c's AMX tiles (on the weights the decoding step packs)
 # where the CPU has them, once TILES_AFTER rows have entered the first layer (a token is
-# two rows with the 15-bit split): packing costs about 0.2 s, which the tiles win back
-# over about 2,000 tokens, so small inputs never pack.
+# two rows with the 15-bit split): packing costs 0.2-0.3 s, which the tiles win back
+# over about 2,000 tokens (`python scripts/amx_speed.py --scoring` prints both), so small
+# inputs never pack.
 # Layers of more than TILE_MAX_INPUTS inputs (down: 1,536) stay on torch._int_mm, which
 # is faster there. Measured with `python scripts/amx_speed.py --scoring` (2-core Xeon:
 # qkv, o, gate_up and the head 1.2-1.5x faster, down 1.4x slower). Same integers either way.

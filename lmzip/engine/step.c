@@ -298,56 +298,56 @@ static void amx_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t 
     {
         int rows0 = -1, rows1 = -1;
         for (int64_t mb = 0; mb < M; mb += AMX_ROW_BLOCK) {
-        const int64_t mend = M - mb < AMX_ROW_BLOCK ? M : mb + AMX_ROW_BLOCK;
+            const int64_t mend = M - mb < AMX_ROW_BLOCK ? M : mb + AMX_ROW_BLOCK;
 #pragma omp for schedule(static)
-        for (int64_t pr = 0; pr < pairs; pr++) {
-            const int64_t b = 2 * pr;
-            const int two = b + 1 < blocks;
-            const int8_t *w0 = l->packed + b * groups * 64, *w1 = w0 + groups * 64;
-            for (int64_t m0 = mb; m0 < mend; m0 += 32) {
-                const int r0 = mend - m0 < 16 ? (int)(mend - m0) : 16;
-                const int r1 = mend - m0 - 16 <= 0 ? 0 : (mend - m0 - 16 < 16 ? (int)(mend - m0 - 16) : 16);
-                if (r0 != rows0 || r1 != rows1) {
-                    amx_configure(r0, r1);
-                    rows0 = r0;
-                    rows1 = r1;
-                }
-                _tile_zero(0);
-                if (two) _tile_zero(1);
-                if (r1) {
-                    _tile_zero(2);
-                    if (two) _tile_zero(3);
-                }
-                for (int64_t k0 = 0; k0 < K; k0 += 64) {
-                    _tile_loadd(4, x + m0 * K + k0, K);
-                    _tile_loadd(6, w0 + k0 * 16, 64);
-                    _tile_dpbusd(0, 4, 6);
+            for (int64_t pr = 0; pr < pairs; pr++) {
+                const int64_t b = 2 * pr;
+                const int two = b + 1 < blocks;
+                const int8_t *w0 = l->packed + b * groups * 64, *w1 = w0 + groups * 64;
+                for (int64_t m0 = mb; m0 < mend; m0 += 32) {
+                    const int r0 = mend - m0 < 16 ? (int)(mend - m0) : 16;
+                    const int r1 = mend - m0 - 16 <= 0 ? 0 : (mend - m0 - 16 < 16 ? (int)(mend - m0 - 16) : 16);
+                    if (r0 != rows0 || r1 != rows1) {
+                        amx_configure(r0, r1);
+                        rows0 = r0;
+                        rows1 = r1;
+                    }
+                    _tile_zero(0);
+                    if (two) _tile_zero(1);
                     if (r1) {
-                        _tile_loadd(5, x + (m0 + 16) * K + k0, K);
-                        _tile_dpbusd(2, 5, 6);
+                        _tile_zero(2);
+                        if (two) _tile_zero(3);
                     }
-                    if (two) {
-                        _tile_loadd(7, w1 + k0 * 16, 64);
-                        _tile_dpbusd(1, 4, 7);
-                        if (r1) _tile_dpbusd(3, 5, 7);
+                    for (int64_t k0 = 0; k0 < K; k0 += 64) {
+                        _tile_loadd(4, x + m0 * K + k0, K);
+                        _tile_loadd(6, w0 + k0 * 16, 64);
+                        _tile_dpbusd(0, 4, 6);
+                        if (r1) {
+                            _tile_loadd(5, x + (m0 + 16) * K + k0, K);
+                            _tile_dpbusd(2, 5, 6);
+                        }
+                        if (two) {
+                            _tile_loadd(7, w1 + k0 * 16, 64);
+                            _tile_dpbusd(1, 4, 7);
+                            if (r1) _tile_dpbusd(3, 5, 7);
+                        }
                     }
-                }
-                int32_t *c = acc + m0 * N16 + b * 16;
-                _tile_stored(0, c, N16 * 4);
-                if (two) _tile_stored(1, c + 16, N16 * 4);
-                if (r1) {
-                    _tile_stored(2, c + 16 * N16, N16 * 4);
-                    if (two) _tile_stored(3, c + 16 * N16 + 16, N16 * 4);
-                }
-                const __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512(l->wsum + b * 16), 7);
-                const __m512i c1 = two ? _mm512_slli_epi32(_mm512_loadu_si512(l->wsum + b * 16 + 16), 7) : c0;
-                for (int i = 0; i < r0 + r1; i++) {
-                    int32_t *row = c + i * N16;
-                    _mm512_storeu_si512(row, _mm512_sub_epi32(_mm512_loadu_si512(row), c0));
-                    if (two) _mm512_storeu_si512(row + 16, _mm512_sub_epi32(_mm512_loadu_si512(row + 16), c1));
+                    int32_t *c = acc + m0 * N16 + b * 16;
+                    _tile_stored(0, c, N16 * 4);
+                    if (two) _tile_stored(1, c + 16, N16 * 4);
+                    if (r1) {
+                        _tile_stored(2, c + 16 * N16, N16 * 4);
+                        if (two) _tile_stored(3, c + 16 * N16 + 16, N16 * 4);
+                    }
+                    const __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512(l->wsum + b * 16), 7);
+                    const __m512i c1 = two ? _mm512_slli_epi32(_mm512_loadu_si512(l->wsum + b * 16 + 16), 7) : c0;
+                    for (int i = 0; i < r0 + r1; i++) {
+                        int32_t *row = c + i * N16;
+                        _mm512_storeu_si512(row, _mm512_sub_epi32(_mm512_loadu_si512(row), c0));
+                        if (two) _mm512_storeu_si512(row + 16, _mm512_sub_epi32(_mm512_loadu_si512(row + 16), c1));
+                    }
                 }
             }
-        }
         }
         if (rows0 >= 0) _tile_release();
     }
