@@ -186,6 +186,58 @@ def test_portable_attention_equals_reference(tiny, portable, t):  # noqa: F811
         test_kernels_equal_reference_on_random_inputs(tiny, t, 64, peaked)
 
 
+@pytest.fixture
+def avx2(monkeypatch):
+    """The kernels built for AVX2 without AVX-512 (kernels.AVX2_MARCH) in place of the
+    native ones: the paths of an x86-64 CPU with AVX2 only, on any CPU with AVX2."""
+    if "avx2" not in kernels._cpu_flags().split():
+        pytest.skip("this CPU has no AVX2: its native and plain C paths are tested instead")
+    lib = kernels.library(avx2=True)
+    assert lib is not None, kernels.build_error()
+    monkeypatch.setattr(kernels, "library", lambda portable=False, profile=False, avx2=False: lib)
+    assert kernels.product_path() == "AVX2"
+    return lib
+
+
+@pytest.mark.parametrize("n, k", [(16, 64), (48, 128), (400, 576), (37, 1536)])
+def test_avx2_linear_product_is_exact(avx2, n, k):
+    """The AVX2 product (16-bit pairs; two rows a tile) equals the exact integer product,
+    extremes included (-128 x -128 everywhere would saturate vpmaddubsw)."""
+    gen = torch.Generator().manual_seed(n * k)
+    weight = torch.randint(-128, 128, (n, k), generator=gen, dtype=torch.int8)
+    for m in (1, 2, 3, 5, 17, 70):
+        x = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+        want = (x.to(torch.int64) @ weight.to(torch.int64).T).to(torch.int32)
+        assert torch.equal(kernels.int_product(weight, x), want), f"{m} x {k} x {n} product (avx2)"
+    for value in (-128, 127):
+        w, x = torch.full((n, k), value, dtype=torch.int8), torch.full((3, k), value, dtype=torch.int8)
+        assert torch.equal(kernels.int_product(w, x), (x.to(torch.int64) @ w.to(torch.int64).T).to(torch.int32))
+    odd = torch.randint(-128, 128, (5, 70), generator=gen, dtype=torch.int8)  # K not a multiple of 4
+    other = torch.randint(-128, 128, (9, 70), generator=gen, dtype=torch.int8)
+    assert torch.equal(kernels.int_mm(odd, other), (odd.to(torch.int64) @ other.to(torch.int64).T).to(torch.int32))
+
+
+def test_avx2_kernels_equal_reference(tiny, avx2):  # noqa: F811
+    """Scoring (every product and attention's GEMMs on step.c) and lock-step decoding on
+    the AVX2 build give the reference's integers."""
+    ref = Engine(tiny.loaded, window=WINDOW, kernels="torch")
+    fast = Engine(tiny.loaded, window=WINDOW, kernels="c")
+    seqs = tiny.sequences(4, seed=78)
+    assert_scores_equal(fast.score(seqs), ref.score(seqs))
+    assert fast.model.ops._step is not None, "scoring's products did not go to step.c"
+    for slots in (1, 3):
+        for got, want in zip(
+            decode_rows(fast, seqs, slots, seed=slots), decode_rows(ref, seqs, slots, seed=slots), strict=True
+        ):
+            assert_rows_equal(got, want, f"avx2 kernels vs reference, {slots} slots")
+
+
+@pytest.mark.parametrize("t", [1, 70])
+def test_avx2_attention_equals_reference(tiny, avx2, t):  # noqa: F811
+    for peaked in (False, True):
+        test_kernels_equal_reference_on_random_inputs(tiny, t, 64, peaked)
+
+
 def test_old_builds_are_pruned(tmp_path):
     """A new build deletes other builds unused for UNUSED_DAYS, never itself or recent ones."""
     now = time.time()
@@ -248,15 +300,16 @@ def test_scoring_products_on_tiles_equal_reference(tiny, amx_path, monkeypatch):
 
     seqs = tiny.sequences(4, seed=7)
     want = Engine(tiny.loaded, window=WINDOW, kernels="torch").score(seqs)
+    avx2_only = kernels.product_path() == "AVX2"  # there every product goes to step.c at once
     small = Engine(tiny.loaded, window=WINDOW, kernels="c")
     assert_scores_equal(small.score(seqs), want)
-    assert small.model.ops._step is None, "a small input packed the weights"
+    assert (small.model.ops._step is not None) == avx2_only, "a small input packed the weights"
     monkeypatch.setattr(native_ops, "TILES_AFTER", 0)
     tiled = Engine(tiny.loaded, window=WINDOW, kernels="c")
     before = kernels.amx_product_count()
     assert_scores_equal(tiled.score(seqs), want)
     assert (kernels.amx_product_count() > before) == amx_path
-    assert (tiled.model.ops._step is not None) == amx_path, "the tiles took the products only with AMX in use"
+    assert (tiled.model.ops._step is not None) == (amx_path or avx2_only), "step.c took the products without cause"
 
 
 def test_profiled_step_gives_the_same_rows_and_accounts_for_its_time(tiny, monkeypatch):  # noqa: F811

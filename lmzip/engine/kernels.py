@@ -40,6 +40,7 @@ FLAGS = [
     *("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math"),
     *("-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"),
 ]
+AVX2_MARCH = "-march=haswell"  # AVX2 and FMA, no AVX-512: the AVX2 paths on any x86-64 CPU that has them
 TOP_KEYS = 8  # kernels.c TOP: room per row for the keys with attention weight >= 2**14 (at most 7)
 UNUSED_DAYS = 30  # builds of other versions unused this long are deleted at the next build
 
@@ -101,7 +102,7 @@ def _prune(base: Path, keep: Path) -> None:
                 old.unlink()
 
 
-_errors: dict[tuple[bool, bool], str] = {}  # (portable, profile) -> why library(portable, profile) is None
+_errors: dict[tuple[bool, bool, bool], str] = {}  # (portable, profile, avx2) -> why library(...) is None
 
 
 def build_error(portable: bool = False, build: bool = True, profile: bool = False) -> str | None:
@@ -110,7 +111,7 @@ def build_error(portable: bool = False, build: bool = True, profile: bool = Fals
     The CLI reports it under -v; tests fail on it in CI (tests/strict.py)."""
     if build:
         library(portable, profile)
-    return _errors.get((portable, profile))
+    return _errors.get((portable, profile, False))
 
 
 def use_amx(want: bool) -> bool:
@@ -121,6 +122,15 @@ def use_amx(want: bool) -> bool:
     return bool(lib.set_amx(int(want))) if lib is not None else False
 
 
+PRODUCT_PATHS = ("plain C", "AVX2", "AVX-512 VNNI", "AMX")
+
+
+def product_path() -> str:
+    """The unit step.c's int8 products run on now (one of PRODUCT_PATHS), "none" without kernels."""
+    lib = library()
+    return PRODUCT_PATHS[lib.product_path()] if lib is not None else "none"
+
+
 def amx_in_use() -> bool:
     """Whether step.c's products of a few rows or more run on AMX tiles now (use_amx)."""
     lib = library()
@@ -128,7 +138,7 @@ def amx_in_use() -> bool:
 
 
 @lru_cache(maxsize=4)
-def library(portable: bool = False, profile: bool = False) -> ctypes.CDLL | None:
+def library(portable: bool = False, profile: bool = False, avx2: bool = False) -> ctypes.CDLL | None:
     """The compiled kernels, or None where they cannot be built (then the reference path
     runs, with the same integers; build_error() says why).
 
@@ -136,10 +146,12 @@ def library(portable: bool = False, profile: bool = False) -> ctypes.CDLL | None
     ones, which tests compare with the reference (they must give the same integers).
     profile=True builds with -DLMZIP_PROFILE: step_rows also clocks its phases
     (step_profile; scripts/step_profile.py), the same integers otherwise.
+    avx2=True builds for AVX2 without AVX-512 (AVX2_MARCH), the paths such a CPU runs,
+    which tests compare too on a CPU that has AVX-512 (x86-64 CPUs with AVX2 only).
     """
     if os.environ.get("LMZIP_NO_KERNELS"):
         return None
-    key = (portable, profile)
+    key = (portable, profile, avx2)
     cc = _compiler()
     if platform.system() not in ("Linux", "Darwin"):
         _errors[key] = f"no kernels for {platform.system()}"
@@ -147,7 +159,9 @@ def library(portable: bool = False, profile: bool = False) -> ctypes.CDLL | None
     if cc is None:
         _errors[key] = "no C compiler (cc, gcc or clang; or set CC)"
         return None
-    flags = [f for f in FLAGS if not (portable and f == "-march=native")] + (["-DLMZIP_PROFILE"] if profile else [])
+    march = "" if portable else AVX2_MARCH if avx2 else "-march=native"
+    flags = [march if f == "-march=native" else f for f in FLAGS if march or f != "-march=native"]
+    flags += ["-DLMZIP_PROFILE"] if profile else []
     try:
         lib = ctypes.CDLL(str(_build(cc, flags)))
     except subprocess.CalledProcessError as e:
@@ -238,10 +252,10 @@ def attend(
     top = torch.empty(rows, TOP_KEYS, dtype=torch.int32)
     for i in range(b):
         for h in range(kvh):
-            scores = torch._int_mm(q[i, h], k[i, h].t())
+            scores = int_mm(q[i, h], k[i, h])
             ptrs = [scores, qsc[i, h], qpos[i], vmax[i, h], ks[i, h], vs[i, h], kpos[i], digits, top]
             lib.weights(group, t, n_keys, window, bits, *consts, *(x.data_ptr() for x in ptrs))
-            acc = torch._int_mm(digits, v[i, h])
+            acc = int_mm(digits, v[i, h].t())
             ptrs = [acc, top, v[i, h], vmax[i, h]]
             lib.weighted_sum(
                 group, t, d, *(x.data_ptr() for x in ptrs), *consts[1:], out[i, :, h].data_ptr(), kvh * group * d
@@ -435,7 +449,7 @@ def amx_product_count() -> int:
 
 def linear_product(struct: LinearStruct, x: torch.Tensor) -> torch.Tensor:
     """x [M, K] int8 times the packed weights of ``struct`` transposed: exact int32 [M, N],
-    through step.c's linear-layer product (the path in use: AMX, VNNI or plain C)."""
+    through step.c's linear-layer product (the path in use: product_path())."""
     lib = library()
     assert lib is not None
     unsigned = torch.bitwise_xor(x.contiguous().view(torch.uint8), 0x80)  # the step's input side
@@ -450,6 +464,17 @@ def int_product(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     packed, wsum = pack_linear(weight)
     n, k = weight.shape
     return linear_product(LinearStruct(packed.data_ptr(), wsum.data_ptr(), None, None, n, k, 0), x)
+
+
+def int_mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
+    """int8 [M, K] x int8 [N, K]^T -> exact int32 [M, N]: torch._int_mm, or step.c's
+    product where torch's is a plain loop (product_path() "AVX2"; K padded to 4s)."""
+    if product_path() != "AVX2":
+        return torch._int_mm(a, b_t.t())
+    if a.shape[1] % 4:
+        pad = (0, 4 - a.shape[1] % 4)
+        a, b_t = torch.nn.functional.pad(a, pad), torch.nn.functional.pad(b_t, pad)
+    return int_product(b_t, a)
 
 
 def step_supported(config) -> bool:  # noqa: ANN001

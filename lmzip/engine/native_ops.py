@@ -23,6 +23,9 @@ from lmzip.engine.model import (
     score_unit,
 )
 
+# On a CPU with AVX2 and no AVX-512, torch._int_mm is a plain loop (15-30x slower than
+# step.c's AVX2 product: `python scripts/amx_speed.py --scoring`), so every product goes
+# to step.c there, packed once (native.product_path()).
 # Scoring's products go to step.c's AMX tiles (on the weights the decoding step packs)
 # where the CPU has them, once TILES_AFTER rows have entered the first layer (a token is
 # two rows with the 15-bit split): packing costs 0.2-0.3 s, which the tiles win back
@@ -42,8 +45,13 @@ class NativeOps(ReferenceOps):
         self._rows = 0  # product rows so far, before the tiles take over (TILES_AFTER)
 
     def product(self, x: torch.Tensor, layer: QLinear) -> torch.Tensor:
-        """As ReferenceOps.product; on AMX tiles (step.c) where that is faster."""
-        if x.shape[1] <= TILE_MAX_INPUTS and native.amx_in_use():
+        """As ReferenceOps.product; on step.c's packed weights where that is faster: on a
+        CPU with AVX2 only, every product (torch's int8 GEMM is a plain loop there), and
+        on AMX tiles (see TILES_AFTER)."""
+        path = native.product_path()
+        if path == "AVX2" and (step := self.step_kernel()) is not None:
+            return step.product(layer, x)
+        if x.shape[1] <= TILE_MAX_INPUTS and path == "AMX":
             if self._rows >= TILES_AFTER and (step := self.step_kernel()) is not None:
                 return step.product(layer, x)
             if layer is self.model.w.layers[0].qkv:

@@ -8,14 +8,15 @@
  * exact int8 x int8 -> int32 sums. tests/test_kernels.py checks step == reference.
  *
  * Linear layers use weights packed for AVX-512 VNNI (16 output channels x 4 inputs per
- * 64-byte vector, see kernels.py pack_linear) and a plain C loop elsewhere. Threads:
+ * 64-byte vector, see kernels.py pack_linear), 16-bit products on CPUs with AVX2 only,
+ * and a plain C loop elsewhere. Threads:
  * OpenMP, the runtime torch already loaded (same libgomp soname), when built with it.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -251,6 +252,45 @@ static inline __attribute__((always_inline)) void tile(int nb, const qlinear_t *
 }
 #endif
 
+/* AVX2 without AVX-512 (e.g. AMD Zen 2 and 3): the same sums from 16-bit products.
+ * vpmaddubsw would saturate (255 * 127 * 2 > 2**15), so inputs and weights are widened
+ * to int16 and vpmaddwd adds pairs into exact int32 lanes (|x w| <= 255 * 128). A group
+ * of 4 inputs x 16 channels (64 weight bytes) is four vectors of 4 channels x 4 inputs;
+ * each lane pair holds one channel's two half sums, added at the end. A tile is
+ * MB2 rows x one 16-channel block: the widened weights serve both rows. */
+#if defined(__AVX2__) && !(defined(__AVX512F__) && defined(__AVX512VNNI__))
+enum { MB2 = 2 };
+static inline __attribute__((always_inline)) void tile_avx2(const qlinear_t *l, int64_t b, int64_t m0, int64_t mm,
+                                                             const int16_t *x16, int32_t *acc, int64_t N16) {
+    const int64_t K = l->k, groups = K / 4;
+    const int8_t *w = l->packed + b * groups * 64;
+    __m256i a[MB2][4];
+    for (int i = 0; i < MB2; i++)
+        for (int c = 0; c < 4; c++) a[i][c] = _mm256_setzero_si256();
+    for (int64_t g = 0; g < groups; g++) {
+        __m256i wv[4];
+        for (int c = 0; c < 4; c++) wv[c] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + g * 64 + 16 * c)));
+        for (int i = 0; i < MB2; i++) {
+            if (i < mm) {
+                int64_t four;
+                memcpy(&four, x16 + (m0 + i) * K + 4 * g, 8);
+                const __m256i xi = _mm256_set1_epi64x(four);
+                for (int c = 0; c < 4; c++) a[i][c] = _mm256_add_epi32(a[i][c], _mm256_madd_epi16(wv[c], xi));
+            }
+        }
+    }
+    /* lanes (2j, 2j + 1) of a[i][c] are channel 4c + j's halves: hadd, then undo its lane order */
+    const __m256i c0 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(l->wsum + b * 16)), 7);
+    const __m256i c1 = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(l->wsum + b * 16 + 8)), 7);
+    for (int i = 0; i < mm; i++) {
+        const __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a[i][0], a[i][1]), 0xD8);
+        const __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(a[i][2], a[i][3]), 0xD8);
+        _mm256_storeu_si256((__m256i *)(acc + (m0 + i) * N16 + b * 16), _mm256_sub_epi32(lo, c0));
+        _mm256_storeu_si256((__m256i *)(acc + (m0 + i) * N16 + b * 16 + 8), _mm256_sub_epi32(hi, c1));
+    }
+}
+#endif
+
 /* AMX (Sapphire Rapids and later): the same products on tiles. TDPBUSD multiplies
  * unsigned bytes by signed bytes into exact int32 sums, as vpdpbusd does, and the packed
  * layout above is already a B tile: 16 rows of K/4 groups x 64 bytes (16 channels x 4
@@ -394,6 +434,14 @@ static void int_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t 
                 tile(1, l, b, m0, mm, x, acc, N16);
         }
     }
+#elif defined(__AVX2__)
+    const int64_t K = l->k;
+    int16_t *x16 = malloc(sizeof(int16_t) * (size_t)(M * K)); /* the inputs widened once, not per block */
+    for (int64_t i = 0; i < M * K; i++) x16[i] = x[i];
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; b++)
+        for (int64_t m0 = 0; m0 < M; m0 += MB2) tile_avx2(l, b, m0, M - m0 < MB2 ? M - m0 : MB2, x16, acc, N16);
+    free(x16);
 #else
     const int64_t K = l->k, groups = K / 4;
 #pragma omp parallel for schedule(static)
@@ -407,6 +455,22 @@ static void int_matmul(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t 
             for (int c = 0; c < 16; c++) acc[m * N16 + b * 16 + c] = a[c] - 128 * l->wsum[b * 16 + c];
         }
     }
+#endif
+}
+
+/* Which unit this build multiplies on: 0 plain C, 1 AVX2 (16-bit products), 2 AVX-512
+ * VNNI (3 with AMX tiles in use). Where it is 1, torch's int8 GEMM is a plain loop too,
+ * so scoring's products come here (native_ops.NativeOps.product). */
+int product_path(void) {
+#if defined(LMZIP_AMX)
+    if (amx_on) return 3;
+#endif
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+    return 2;
+#elif defined(__AVX2__)
+    return 1;
+#else
+    return 0;
 #endif
 }
 
@@ -428,7 +492,7 @@ int64_t amx_product_count(void) {
 #endif
 }
 
-/* int_matmul on its own, for tests that compare its paths (VNNI, AMX, plain C). */
+/* int_matmul on its own, for tests that compare its paths (AMX, VNNI, AVX2, plain C). */
 void linear_product(const qlinear_t *l, int64_t M, const uint8_t *x, int32_t *acc) { int_matmul(l, M, x, acc); }
 
 /* model.linear: y [M, N] = x @ W^T (+ bias) as float32. */
