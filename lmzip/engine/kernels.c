@@ -8,7 +8,7 @@
  * remaining sums add exact integers, so their order does not matter either.
  */
 #include <math.h>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 #include <stdint.h>
@@ -99,8 +99,39 @@ static void dot_rows(const int8_t *q, int64_t q_stride, int64_t G, const int8_t 
             }
         }
     }
+#elif defined(__AVX2__)
+    /* AVX2 only: keys and queries widened to int16, vpmaddwd into exact int32 pairs
+     * (|q k| <= 128 * 128); eight keys' lane sums reduced together by a tree of hadds. */
+    if (D % 16 == 0 && D <= 256) {
+        const int64_t nv = D / 16;
+        int16_t qw[G * D];
+        for (int64_t g = 0; g < G; g++)
+            for (int64_t d = 0; d < D; d++) qw[g * D + d] = q[g * q_stride + d];
+        for (; j + 8 <= L; j += 8) {
+            for (int i = 0; i < 8; i++) _mm_prefetch((const char *)(k + (j + i + KEYS_AHEAD) * D), _MM_HINT_T0);
+            for (int64_t g = 0; g < G; g++) {
+                __m256i a[8];
+                for (int i = 0; i < 8; i++) {
+                    const int8_t *kr = k + (j + i) * D;
+                    __m256i acc = _mm256_setzero_si256();
+                    for (int64_t c = 0; c < nv; c++) {
+                        const __m256i kv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(kr + 16 * c)));
+                        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(kv, _mm256_loadu_si256((const __m256i *)(qw + g * D + 16 * c))));
+                    }
+                    a[i] = acc;
+                }
+                /* hadd rounds: lanes (0-3 | 4-7) end as keys (0-3 | 0-3) of the two halves' sums */
+                const __m256i h01 = _mm256_hadd_epi32(a[0], a[1]), h23 = _mm256_hadd_epi32(a[2], a[3]);
+                const __m256i h45 = _mm256_hadd_epi32(a[4], a[5]), h67 = _mm256_hadd_epi32(a[6], a[7]);
+                const __m256i h0123 = _mm256_hadd_epi32(h01, h23), h4567 = _mm256_hadd_epi32(h45, h67);
+                const __m256i lo = _mm256_permute2x128_si256(h0123, h4567, 0x20);
+                const __m256i hi = _mm256_permute2x128_si256(h0123, h4567, 0x31);
+                _mm256_storeu_si256((__m256i *)(dots + g * L + j), _mm256_add_epi32(lo, hi)); /* keys in order */
+            }
+        }
+    }
 #endif
-    for (; j < L; j++) /* the keys the vector loop left (all of them without AVX-512) */
+    for (; j < L; j++) /* the keys the vector loop left (all of them without AVX-512 or AVX2) */
         for (int64_t g = 0; g < G; g++) {
             const int8_t *qg = q + g * q_stride, *kr = k + j * D;
             int32_t dot = 0;
@@ -156,8 +187,8 @@ static void row_weights(const int32_t *dots, int64_t L, float qs, const float *h
  * float matmul gives the same integers). Each value row is loaded once for the G heads,
  * and only for the keys that weigh anything in one of them: most keys of a long window
  * weigh 0, and their indices are gathered first without branches. idx: L scratch. */
-#if defined(__AVX512F__)
 enum { VALUES_AHEAD = 32 }; /* value rows prefetched ahead */
+#if defined(__AVX512F__)
 /* hb heads x nv vectors of 16 values (hb * nv <= 16 accumulators), unrolled at constant hb, nv */
 static inline __attribute__((always_inline)) void values_tile(const int nv, const int hb, const int32_t *u, int64_t L,
                                                                const int8_t *v, int64_t D, const int32_t *idx,
@@ -182,6 +213,27 @@ static inline __attribute__((always_inline)) void values_tile(const int nv, cons
 }
 #endif
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+/* AVX2 only: hb heads x nv vectors of 8 values (hb * nv = 8 accumulators), as values_tile. */
+static inline __attribute__((always_inline)) void values_tile8(const int nv, const int hb, const int32_t *u, int64_t L,
+                                                                const int8_t *v, int64_t D, const int32_t *idx,
+                                                                int64_t n, float *acc) {
+    __m256 a[8];
+    for (int i = 0; i < hb * nv; i++) a[i] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i++) {
+        const int8_t *vr = v + (int64_t)idx[i] * D;
+        if (i + VALUES_AHEAD < n) _mm_prefetch((const char *)(v + idx[i + VALUES_AHEAD] * D), _MM_HINT_T0);
+        for (int c = 0; c < nv; c++) {
+            const __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(vr + 8 * c))));
+            for (int g = 0; g < hb; g++)
+                a[g * nv + c] = _mm256_fmadd_ps(x, _mm256_set1_ps((float)u[g * L + idx[i]]), a[g * nv + c]);
+        }
+    }
+    for (int g = 0; g < hb; g++)
+        for (int c = 0; c < nv; c++) _mm256_storeu_ps(acc + g * D + 8 * c, a[g * nv + c]);
+}
+#endif
+
 static void weighted_values(const int32_t *u, int64_t G, int64_t L, const int8_t *v, int64_t D, int32_t *idx,
                             float *acc) {
     for (int64_t g0 = 0; g0 < G;) {
@@ -189,6 +241,9 @@ static void weighted_values(const int32_t *u, int64_t G, int64_t L, const int8_t
 #if defined(__AVX512F__)
         const int64_t nv = D / 16;
         if (D % 16 == 0 && nv <= 8) hb = hb < 16 / nv ? hb : 16 / nv;
+#elif defined(__AVX2__)
+        const int64_t nv = D / 8;
+        if (D % 8 == 0 && nv <= 8) hb = hb < 8 / nv ? hb : 8 / nv;
 #endif
         const int32_t *ub = u + g0 * L;
         int64_t n = 0;
@@ -206,6 +261,14 @@ static void weighted_values(const int32_t *u, int64_t G, int64_t L, const int8_t
             VALUES_TILE(4, 4) VALUES_TILE(4, 3) VALUES_TILE(4, 2) VALUES_TILE(4, 1)
             VALUES_TILE(8, 2) VALUES_TILE(8, 1) VALUES_TILE(2, 8) VALUES_TILE(1, 16)
 #undef VALUES_TILE
+        }
+#elif defined(__AVX2__)
+        if (D % 8 == 0 && nv <= 8) {
+#define VALUES_TILE8(NV, HB) \
+    if (nv == NV && hb == HB) { values_tile8(NV, HB, ub, L, v, D, idx, n, ab); g0 += hb; continue; }
+            VALUES_TILE8(8, 1) VALUES_TILE8(4, 2) VALUES_TILE8(4, 1) VALUES_TILE8(2, 4) VALUES_TILE8(2, 3)
+            VALUES_TILE8(2, 2) VALUES_TILE8(2, 1) VALUES_TILE8(1, 8)
+#undef VALUES_TILE8
         }
 #endif
         for (int64_t g = 0; g < hb; g++) {
