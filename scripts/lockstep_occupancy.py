@@ -7,7 +7,10 @@ within a group. This replays that schedule on the token counts in the archive's 
 (no model, no torch) and prints, per lookahead, the engine steps and the share of
 slot-steps that decode a token (docs/benchmarks.md's 58% -> 84% on the 20 MB text), and the same
 for a streaming schedule that refills slots across the whole archive, with the largest
-number of finished chunks it would hold back to write the output in order.
+number of finished chunks it would hold back to write the output in order. An archive
+with file-wide memory decodes one memory group at a time, its chunks side by side from
+their first token to the group's longest (lmzip/lm_codec.py): a row "memory groups"
+replays that schedule, the one such an archive gets today.
 
 Run: python scripts/lockstep_occupancy.py ARCHIVE [--batch 64] [--lookaheads 1,2,4,8]
 """
@@ -36,6 +39,21 @@ def finish_steps(tokens: list[int], slots: int) -> list[int]:
 def steps(tokens: list[int], slots: int) -> int:
     """Engine steps to decode `tokens` with `slots` refilled slots."""
     return max(finish_steps(tokens, slots), default=0)
+
+
+def memory_group_calls(tokens: list[int], batch: int, block: int) -> int:
+    """Engine calls for one memory group at one token per slot and call, as
+    lm_codec._decode_group runs it: its chunks side by side to the longest when they fit
+    the slots, else block by block in waves of `batch` chunks."""
+    live = [t for t in tokens if t > 0]
+    if len(live) <= batch:
+        return max(live, default=0)
+    calls = 0
+    for start in range(0, max(live), block):
+        todo = [t for t in live if t > start]
+        for w in range(0, len(todo), batch):
+            calls += min(block, max(todo[w : w + batch]) - start)
+    return calls
 
 
 def held_back(ends: list[int]) -> int:
@@ -70,6 +88,14 @@ def main() -> None:
     for look in map(int, args.lookaheads.split(",")):
         group = look * args.batch
         rows.append(row(look, sum(steps(tokens[i : i + group], args.batch) for i in range(0, len(tokens), group))))
+    model = info.model
+    if model is not None and model.memory_block:
+        groups: dict[int, list[int]] = {}
+        for r in info.records:
+            if r.kind == "lm":
+                groups.setdefault(r.first_chunk // model.memory_group, []).append(r.token_count)
+        calls = sum(memory_group_calls(g, args.batch, model.memory_block) for g in groups.values())
+        rows.append(row("memory groups", calls))
     ends = finish_steps(tokens, args.batch)  # streaming: one group spanning the archive
     rows.append(row("streaming", max(ends, default=0)) | {"most_chunks_held_back": held_back(ends)})
     print(json.dumps({"lm_chunks": len(tokens), "tokens": sum(tokens), "batch": args.batch, "rows": rows}, indent=1))

@@ -10,6 +10,7 @@ import math
 from collections import defaultdict
 
 import pytest
+from script_modules import load_script
 from test_engine import one_thread, tiny  # noqa: F401  (fixtures)
 from tiny_models import training_text
 
@@ -150,6 +151,49 @@ def test_codec_tables_identical_for_any_slot_count(tiny, monkeypatch):  # noqa: 
         dec = LMCodec(tiny.engine, batch=slots, memory_block=16, memory_group=len(chunks))
         assert dec.decode_chunks(items) == chunks  # type: ignore[arg-type]
         assert list(seen.values()) == want, f"{slots} slots: tables differ"
+
+
+def test_decode_floor_counts_the_engine_calls_of_a_memory_group(tiny, monkeypatch):  # noqa: F811
+    """scripts/decode_floor.py (docs/decode_speed.md's floor) counts a memory group's engine
+    calls from token counts alone, side by side and in waves; the codec takes exactly that many."""
+    from lmzip.engine.engine import LockstepDecoder
+    from lmzip.lm_codec import LMCodec
+
+    floor = load_script("decode_floor")
+    chunks = _chunks()
+    enc = LMCodec(tiny.engine, batch=len(chunks), memory_block=16)
+    enc.encode_chunks(chunks)
+    items = enc.finish_group(list(range(len(chunks))))
+    tokens = [count for _, count in items]
+    calls = 0
+    find_mixed = LockstepDecoder.find_mixed
+
+    def counted(self, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return find_mixed(self, *args, **kwargs)
+
+    monkeypatch.setattr(LockstepDecoder, "find_mixed", counted)
+    for slots in (1, 3, len(chunks)):  # waves, waves, side by side (without guesses: one find per call)
+        calls = 0
+        dec = LMCodec(tiny.engine, batch=slots, memory_block=16, memory_group=len(chunks), speculate=0)
+        assert dec.decode_chunks(items) == chunks  # type: ignore[arg-type]
+        assert calls == floor.memory_group_calls(tokens, slots, 16), f"{slots} slots, tokens {tokens}"
+    assert floor.memory_group_calls(tokens, 3, 16) > floor.memory_group_calls(tokens, len(chunks), 16)
+
+
+def test_decode_floor_counts_the_positions_attention_reads():
+    """visible_positions sums, over a chunk's tokens, the keys model.attends lets each see."""
+    import torch
+
+    from lmzip.engine.model import attends
+
+    floor = load_script("decode_floor")
+    for window in (1, 2, 5, 16):
+        for tokens in (0, 1, 4, 5, 6, 40):
+            pos = torch.arange(tokens)
+            seen = int(attends(pos[:, None], pos[None, :], window).sum()) if tokens else 0
+            assert floor.visible_positions(tokens, window) == seen, (tokens, window)
 
 
 GROUP_OF_64 = 64

@@ -90,7 +90,7 @@ def test_verbose_cli_names_the_reference_path(
 ) -> None:
     (tmp_path / "f").write_bytes(b"data\n" * 100)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(kernels, "_errors", {(False, False): "cc failed (exit 1): boom"})
+    monkeypatch.setattr(kernels, "_errors", {(False, False, False): "cc failed (exit 1): boom"})
     assert cli.run(["f"], cli.Settings(use_lm=False, verbose=True, keep=True)) == 0
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == "lmzip: C kernels unavailable (cc failed (exit 1): boom); the model ran on the reference path"
