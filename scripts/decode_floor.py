@@ -27,13 +27,12 @@ import argparse
 import io
 import json
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
-from lockstep_occupancy import memory_group_calls  # scripts/lockstep_occupancy.py
+from decode_speed import DEFAULT_FILES, lmzip  # scripts/decode_speed.py
+from lockstep_occupancy import memory_group_calls, memory_groups  # scripts/lockstep_occupancy.py
 from lockstep_occupancy import steps as refilled_steps
 from step_profile import weights_read  # scripts/step_profile.py
 
@@ -42,8 +41,6 @@ from lmzip.engine.kernels import linear_product
 from lmzip.pipeline import DECODE_LOOKAHEAD, read_archive_info
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus"
-DEFAULT_FILES = [f"{CORPUS / 'alice29.txt'}:16384", str(CORPUS / "alice29.txt")]
 SCALE_BYTES = 4  # one float32 scale per cached key row and per value row
 
 
@@ -69,14 +66,9 @@ def archive_calls(info, batch: int) -> tuple[int, list[int]]:  # info: container
     archive's model-coded chunks, grouped as the decoder takes them: a memory group's lm
     records together, else DECODE_LOOKAHEAD x batch lm and spans records with freed slots
     refilled (scripts/lockstep_occupancy.py)."""
-    model = info.model
-    if model is not None and model.memory_block:
-        groups: dict[int, list[int]] = {}
-        for r in info.records:
-            if r.kind == "lm":
-                groups.setdefault(r.first_chunk // model.memory_group, []).append(r.token_count)
-        calls = sum(memory_group_calls(g, batch, model.memory_block) for g in groups.values())
-        return calls, [t for g in groups.values() for t in g]
+    if groups := memory_groups(info):
+        calls = sum(memory_group_calls(g, batch, info.model.memory_block) for g in groups)
+        return calls, [t for g in groups for t in g]
     counts = [r.token_count for r in info.records if r.kind in ("lm", "spans") and r.token_count]
     size = DECODE_LOOKAHEAD * batch
     return sum(refilled_steps(counts[i : i + size], batch) for i in range(0, len(counts), size)), counts
@@ -93,13 +85,6 @@ def one_row_products_ms(step, reps: int = 10) -> float:  # noqa: ANN001  (a kern
             linear_product(struct, rows[struct.k])
         best = min(best, time.perf_counter() - t0)
     return best * 1000
-
-
-def compress(data: bytes) -> tuple[bytes, float]:
-    """The archive and wall seconds of `python -m lmzip -c` from this checkout."""
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "lmzip", "-c"], input=data, capture_output=True, cwd=ROOT, check=True)
-    return p.stdout, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -127,7 +112,7 @@ def main() -> None:
     rows = []
     for spec in args.file or DEFAULT_FILES:
         label, data = read_input(spec)
-        archive, seconds = compress(data)
+        archive, seconds = lmzip(ROOT, ["-c"], data)
         info = read_archive_info(io.BytesIO(archive))
         calls, tokens = archive_calls(info, args.batch)
         window = info.model.context_window if info.model is not None else 0

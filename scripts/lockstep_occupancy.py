@@ -56,6 +56,19 @@ def memory_group_calls(tokens: list[int], batch: int, block: int) -> int:
     return calls
 
 
+def memory_groups(info) -> list[list[int]]:  # info: container.ArchiveInfo
+    """Token counts of the lm records of each memory group, in order; [] for an archive
+    without file-wide memory (its lm records share no memory, spans records never do)."""
+    model = info.model
+    if model is None or not model.memory_block:
+        return []
+    groups: dict[int, list[int]] = {}
+    for r in info.records:
+        if r.kind == "lm":
+            groups.setdefault(r.first_chunk // model.memory_group, []).append(r.token_count)
+    return list(groups.values())
+
+
 def held_back(ends: list[int]) -> int:
     """Most chunks finished but not yet writable, output being in archive order: chunk i
     is written once chunks 0..i have all ended."""
@@ -88,14 +101,9 @@ def main() -> None:
     for look in map(int, args.lookaheads.split(",")):
         group = look * args.batch
         rows.append(row(look, sum(steps(tokens[i : i + group], args.batch) for i in range(0, len(tokens), group))))
-    model = info.model
-    if model is not None and model.memory_block:
-        groups: dict[int, list[int]] = {}
-        for r in info.records:
-            if r.kind == "lm":
-                groups.setdefault(r.first_chunk // model.memory_group, []).append(r.token_count)
-        calls = sum(memory_group_calls(g, args.batch, model.memory_block) for g in groups.values())
-        rows.append(row("memory groups", calls))
+    if groups := memory_groups(info):  # the schedule a memory archive gets
+        block = info.model.memory_block
+        rows.append(row("memory groups", sum(memory_group_calls(g, args.batch, block) for g in groups)))
     ends = finish_steps(tokens, args.batch)  # streaming: one group spanning the archive
     rows.append(row("streaming", max(ends, default=0)) | {"most_chunks_held_back": held_back(ends)})
     print(json.dumps({"lm_chunks": len(tokens), "tokens": sum(tokens), "batch": args.batch, "rows": rows}, indent=1))

@@ -23,8 +23,8 @@ from lmzip.engine.model import (
     score_unit,
 )
 
-# On a CPU with AVX2 and no AVX-512, torch._int_mm is a plain loop (15-30x slower than
-# step.c's AVX2 product: `python scripts/amx_speed.py --scoring`), so every product goes
+# On a CPU with AVX2 and no AVX-512, torch._int_mm is a plain loop (9-35x slower than
+# step.c's AVX2 product: `python scripts/product_speed.py`), so every product goes
 # to step.c there, packed once (native.product_path()).
 # Scoring's products go to step.c's AMX tiles (on the weights the decoding step packs)
 # where the CPU has them, once TILES_AFTER rows have entered the first layer (a token is
